@@ -1,0 +1,87 @@
+//! Latency recording and the table + JSON report.
+
+use std::time::Duration;
+
+use comfy_table::{Table, presets};
+use hdrhistogram::Histogram;
+
+/// Latencies of one operation kind, in microseconds.
+pub(crate) struct Latencies {
+    pub(crate) name: &'static str,
+    histogram: Histogram<u64>,
+    pub(crate) errors: u64,
+}
+
+impl Latencies {
+    pub(crate) fn new(name: &'static str) -> anyhow::Result<Self> {
+        Ok(Self {
+            name,
+            // 1 µs .. 60 s with 3 significant digits.
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            errors: 0,
+        })
+    }
+
+    pub(crate) fn record(&mut self, latency: Duration) {
+        let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
+        let _ = self.histogram.record(micros);
+    }
+
+    pub(crate) fn merge(&mut self, other: &Latencies) {
+        let _ = self.histogram.add(&other.histogram);
+        self.errors += other.errors;
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    fn percentile_ms(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Prints the table and then one JSON line with the same figures.
+pub(crate) fn print(target: &str, clients: usize, elapsed: Duration, kinds: &[&Latencies]) {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::ASCII_MARKDOWN)
+        .set_header(vec!["op", "count", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors"]);
+    let mut json_ops = serde_json::Map::new();
+    let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
+    let mut total = 0;
+    for kind in kinds {
+        total += kind.count();
+        let rate = kind.count() as f64 / seconds;
+        table.add_row(vec![
+            kind.name.to_owned(),
+            kind.count().to_string(),
+            format!("{rate:.0}"),
+            format!("{:.2}", kind.percentile_ms(0.50)),
+            format!("{:.2}", kind.percentile_ms(0.99)),
+            format!("{:.2}", kind.percentile_ms(0.999)),
+            kind.errors.to_string(),
+        ]);
+        json_ops.insert(
+            kind.name.to_owned(),
+            serde_json::json!({
+                "count": kind.count(),
+                "ops_per_sec": (rate * 10.0).round() / 10.0,
+                "p50_ms": kind.percentile_ms(0.50),
+                "p99_ms": kind.percentile_ms(0.99),
+                "p999_ms": kind.percentile_ms(0.999),
+                "errors": kind.errors,
+            }),
+        );
+    }
+    println!("{target}: {clients} clients, {:.1}s", seconds);
+    println!("{table}");
+    let summary = serde_json::json!({
+        "target": target,
+        "clients": clients,
+        "seconds": (seconds * 100.0).round() / 100.0,
+        "ops_per_sec": ((total as f64 / seconds) * 10.0).round() / 10.0,
+        "ops": json_ops,
+    });
+    println!("{summary}");
+}

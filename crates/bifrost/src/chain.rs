@@ -1,0 +1,294 @@
+//! Chains in `bifrost_config`: lazy creation, sealing and extending, trimming. Every change
+//! is a compare-and-swap of `bifrost_config`, so concurrent reconfigurations of one log settle
+//! on one result.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use restate_metadata_store::{ReadModifyWrite, WriteError};
+use restate_types::metadata::{
+    BIFROST_CONFIG_KEY, Chain, FIRST_LSN, LogProviderConfig, LogletParams, LogsConfiguration, Lsn, ReplicatedParams,
+    Segment, StorageState, display_loglet_id, loglet_id,
+};
+use restate_types::{PlainNodeId, Role};
+
+use crate::{Bifrost, BifrostError, replicated};
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn metadata_error(error: WriteError) -> BifrostError {
+    match error {
+        WriteError::Rejected(reason) => BifrostError::Invalid(reason),
+        other => BifrostError::Unavailable(format!("updating `{BIFROST_CONFIG_KEY}`: {other}")),
+    }
+}
+
+impl Bifrost {
+    async fn logs(&self) -> Result<LogsConfiguration, BifrostError> {
+        if let Some(logs) = self.inner.logs.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(logs);
+        }
+        let logs = self
+            .inner
+            .metadata
+            .get_json::<LogsConfiguration>(BIFROST_CONFIG_KEY)
+            .await
+            .map_err(|e| BifrostError::Unavailable(e.to_string()))?
+            .map(|(_, logs)| logs)
+            .ok_or_else(|| BifrostError::Unavailable("the logs configuration does not exist yet".into()))?;
+        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(logs.clone());
+        Ok(logs)
+    }
+
+    /// Changes `bifrost_config` by compare-and-swap (`change` says whether it changed
+    /// anything) and caches the result.
+    async fn update_logs(
+        &self,
+        mut change: impl FnMut(&mut LogsConfiguration) -> Result<bool, WriteError>,
+    ) -> Result<LogsConfiguration, BifrostError> {
+        let (_, logs) = self
+            .inner
+            .metadata
+            .read_modify_write(BIFROST_CONFIG_KEY, |current: Option<&LogsConfiguration>| {
+                let mut logs = current
+                    .cloned()
+                    .ok_or_else(|| WriteError::Rejected("the logs configuration does not exist".into()))?;
+                match change(&mut logs)? {
+                    true => Ok(ReadModifyWrite::Write(logs)),
+                    false => Ok(ReadModifyWrite::Keep),
+                }
+            })
+            .await
+            .map_err(metadata_error)?;
+        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(logs.clone());
+        Ok(logs)
+    }
+
+    /// Every log's chain.
+    pub async fn chains(&self) -> Result<LogsConfiguration, BifrostError> {
+        self.forget_logs();
+        self.logs().await
+    }
+
+    /// The chain of `log_id`; with `create`, a missing log gets its first segment.
+    pub(crate) async fn chain(&self, log_id: u32, create: bool) -> Result<Chain, BifrostError> {
+        if let Some(chain) = self.logs().await?.logs.get(&log_id) {
+            return Ok(chain.clone());
+        }
+        self.forget_logs();
+        if let Some(chain) = self.logs().await?.logs.get(&log_id) {
+            return Ok(chain.clone());
+        }
+        if !create {
+            return Err(BifrostError::Invalid(format!("log {log_id} does not exist")));
+        }
+        let provider = self.logs().await?.default_provider;
+        let first = Segment {
+            index: 0,
+            base_lsn: FIRST_LSN,
+            loglet: self.new_loglet(&provider, log_id, 0).await?,
+            created_at_millis: now_millis(),
+        };
+        let logs = self
+            .update_logs(|logs| {
+                if logs.logs.contains_key(&log_id) {
+                    return Ok(false);
+                }
+                logs.logs.insert(
+                    log_id,
+                    Chain {
+                        segments: vec![first.clone()],
+                        trim_point: FIRST_LSN,
+                    },
+                );
+                Ok(true)
+            })
+            .await?;
+        tracing::info!(log_id, provider = provider.kind(), "created a log");
+        logs.logs
+            .get(&log_id)
+            .cloned()
+            .ok_or_else(|| BifrostError::Unavailable(format!("log {log_id} vanished")))
+    }
+
+    /// Params of a new segment from the default provider, with this node as its sequencer.
+    async fn new_loglet(
+        &self,
+        provider: &LogProviderConfig,
+        log_id: u32,
+        index: u32,
+    ) -> Result<LogletParams, BifrostError> {
+        let id = loglet_id(log_id, index);
+        match provider {
+            LogProviderConfig::Local => Ok(LogletParams::Local {
+                loglet_id: id,
+                node: self.inner.me.id,
+            }),
+            LogProviderConfig::Replicated {
+                replication,
+                target_nodeset_size,
+            } => {
+                let nodes = self.nodes_config(true).await?;
+                let mut candidates: Vec<PlainNodeId> = nodes
+                    .with_role(Role::LogServer)
+                    .filter(|n| n.log_server_state == StorageState::ReadWrite)
+                    .map(|n| n.id)
+                    .collect();
+                let needed = usize::from(replication.num_copies());
+                if candidates.len() < needed {
+                    return Err(BifrostError::Unavailable(format!(
+                        "log replication {replication} needs at least {needed} read-write log-servers, but the cluster has {}",
+                        candidates.len()
+                    )));
+                }
+                // Alive nodes first, so a fresh segment does not start on dead ones.
+                candidates.sort_by_key(|id| (self.inner.view.is_dead(*id), id.0));
+                let size = match usize::from(*target_nodeset_size) {
+                    0 => candidates.len(),
+                    size => size.clamp(needed, candidates.len()),
+                };
+                candidates.truncate(size);
+                candidates.sort();
+                Ok(LogletParams::Replicated(ReplicatedParams {
+                    loglet_id: id,
+                    sequencer: self.inner.me,
+                    replication: replication.clone(),
+                    nodeset: candidates,
+                }))
+            }
+        }
+    }
+
+    /// Seals the tail segment `segment_index` of `log_id` and extends the chain with a new
+    /// segment whose sequencer is this node. Does nothing if the chain already moved on.
+    pub async fn seal_and_extend(&self, log_id: u32, segment_index: u32) -> Result<(), BifrostError> {
+        self.forget_logs();
+        let chain = self.chain(log_id, false).await?;
+        let Some(tail) = chain.tail().cloned() else {
+            return Ok(());
+        };
+        if tail.index != segment_index {
+            return Ok(());
+        }
+        let end = match &tail.loglet {
+            LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
+                self.inner
+                    .local
+                    .seal(*loglet_id)
+                    .await
+                    .map_err(|e| BifrostError::Unavailable(e.to_string()))?
+                    .local_tail
+            }
+            LogletParams::Local { node, .. } => {
+                return Err(BifrostError::Unavailable(format!(
+                    "log {log_id} is a local log of {node}; only {node} can take its records"
+                )));
+            }
+            LogletParams::Replicated(params) => {
+                if let Some(sequencer) = self.inner.sequencers.get(params.loglet_id) {
+                    sequencer.seal();
+                }
+                let addresses = self.addresses().await?;
+                replicated::seal(&self.inner.peers, params, &addresses).await?
+            }
+        };
+        let provider = self.logs().await?.default_provider;
+        let next = Segment {
+            index: tail.index + 1,
+            base_lsn: tail.base_lsn + Lsn::from(end),
+            loglet: self.new_loglet(&provider, log_id, tail.index + 1).await?,
+            created_at_millis: now_millis(),
+        };
+        let description = match &next.loglet {
+            LogletParams::Replicated(params) => params.to_string(),
+            LogletParams::Local { loglet_id, node } => {
+                format!("local loglet {} on {node}", display_loglet_id(*loglet_id))
+            }
+        };
+        self.update_logs(|logs| match logs.logs.get_mut(&log_id) {
+            Some(chain) if chain.tail().map(|s| s.index) == Some(segment_index) => {
+                chain.segments.push(next.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+        .await?;
+        tracing::info!(log_id, sealed_at = next.base_lsn, next = %description, "sealed a log segment and extended the chain");
+        Ok(())
+    }
+
+    /// Reconfigures every log whose tail segment's sequencer is dead or has restarted (its
+    /// in-memory state is gone), so the log takes records again without waiting for an
+    /// appender to notice. Run by the active cluster controller. Returns how many it moved.
+    pub async fn reconfigure_orphaned_logs(&self) -> Result<usize, BifrostError> {
+        let logs = self.chains().await?;
+        let nodes = self.nodes_config(true).await?;
+        let mut moved = 0;
+        for (log_id, chain) in &logs.logs {
+            let Some(LogletParams::Replicated(params)) = chain.tail().map(|s| &s.loglet) else {
+                continue;
+            };
+            if params.sequencer == self.inner.me {
+                continue;
+            }
+            let restarted = nodes
+                .nodes
+                .get(&params.sequencer.id)
+                .is_some_and(|n| n.generation > params.sequencer.generation);
+            if restarted || self.inner.view.is_dead(params.sequencer.id) {
+                let index = chain.tail().map_or(0, |s| s.index);
+                tracing::info!(log_id, sequencer = %params.sequencer, restarted, "the log's sequencer is gone; reconfiguring");
+                self.seal_and_extend(*log_id, index).await?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Moves the log's trim point forward to `trim_point` (never beyond the tail) and drops
+    /// the records below it. Returns the trim point in effect.
+    pub async fn trim(&self, log_id: u32, trim_point: Lsn) -> Result<Lsn, BifrostError> {
+        let tail = self.find_tail(log_id).await?;
+        let target = trim_point.min(tail);
+        let logs = self
+            .update_logs(|logs| {
+                let chain = logs
+                    .logs
+                    .get_mut(&log_id)
+                    .ok_or_else(|| WriteError::Rejected(format!("log {log_id} does not exist")))?;
+                if target <= chain.trim_point {
+                    return Ok(false);
+                }
+                chain.trim_point = target;
+                Ok(true)
+            })
+            .await?;
+        let chain = logs
+            .logs
+            .get(&log_id)
+            .cloned()
+            .ok_or_else(|| BifrostError::Invalid(format!("log {log_id} does not exist")))?;
+        // Drop the stored records below the trim point, segment by segment.
+        let addresses = self.addresses().await?;
+        for segment in &chain.segments {
+            if segment.base_lsn >= chain.trim_point {
+                break;
+            }
+            let offset = (chain.trim_point - segment.base_lsn).min(u64::from(u32::MAX)) as u32;
+            match &segment.loglet {
+                LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
+                    let _ = self.inner.local.trim(*loglet_id, offset).await;
+                }
+                LogletParams::Local { .. } => {}
+                LogletParams::Replicated(params) => {
+                    replicated::trim(&self.inner.peers, params, &addresses, offset).await;
+                }
+            }
+        }
+        Ok(chain.trim_point)
+    }
+}

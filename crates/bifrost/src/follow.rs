@@ -1,0 +1,117 @@
+//! Following a log: reads that wait for new records instead of coming back empty, so a
+//! reader (a partition processor, `BifrostSvc/Tail`) sees each record right after it is
+//! committed without polling.
+//!
+//! The wait happens where the tail is known first: on the node that runs the tail segment's
+//! sequencer (or owns its local loglet). Other nodes ask that node to answer once the tail
+//! moves past an offset. A wait that ends without progress re-reads the chain, since the
+//! segment may have been sealed and the log continued elsewhere.
+
+use std::time::Duration;
+
+use restate_types::metadata::{FIRST_LSN, LogletParams, Lsn};
+
+use crate::{Bifrost, BifrostError, LogEntry};
+
+/// Pause after a failed wait (sequencer unreachable, log not created yet).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+impl Bifrost {
+    /// Entries from `from` on, at most `max`; when there are none yet, first waits up to
+    /// `max_wait` for records to be committed there. Returns the entries (possibly none) and
+    /// the tail. A log that does not exist yet reads as empty.
+    pub async fn read_next(
+        &self,
+        log_id: u32,
+        from: Lsn,
+        max: usize,
+        max_wait: Duration,
+    ) -> Result<(Vec<LogEntry>, Lsn), BifrostError> {
+        if self.chain(log_id, false).await.is_err() {
+            // Created on first append; check again after a pause.
+            tokio::time::sleep(RETRY_PAUSE.min(max_wait)).await;
+            self.forget_logs();
+            return match self.chain(log_id, false).await {
+                Ok(_) => self.read(log_id, from, max).await,
+                Err(_) => Ok((Vec::new(), FIRST_LSN)),
+            };
+        }
+        let (entries, tail) = self.read(log_id, from, max).await?;
+        if !entries.is_empty() || from < tail {
+            return Ok((entries, tail));
+        }
+        self.wait_for_tail_beyond(log_id, from, max_wait).await;
+        self.read(log_id, from, max).await
+    }
+
+    /// Returns once the log's tail is above `lsn` (a record exists there), after `max_wait`,
+    /// or soon after the wait cannot be done (then the cached chain is dropped).
+    async fn wait_for_tail_beyond(&self, log_id: u32, lsn: Lsn, max_wait: Duration) {
+        let Ok(chain) = self.chain(log_id, false).await else {
+            tokio::time::sleep(RETRY_PAUSE.min(max_wait)).await;
+            return;
+        };
+        let Some(tail) = chain.tail() else { return };
+        if lsn < tail.base_lsn {
+            return;
+        }
+        let beyond = u32::try_from(lsn - tail.base_lsn).unwrap_or(u32::MAX);
+        let me = self.inner.me;
+        let outcome = match &tail.loglet {
+            LogletParams::Local { loglet_id, node } if *node == me.id => {
+                self.served_tail(*loglet_id, Some((beyond, max_wait))).await
+            }
+            LogletParams::Replicated(params) if params.sequencer == me => {
+                self.served_tail(params.loglet_id, Some((beyond, max_wait))).await
+            }
+            LogletParams::Local { loglet_id, node } => {
+                self.remote_tail(*node, *loglet_id, Some((beyond, max_wait))).await.ok()
+            }
+            LogletParams::Replicated(params) => self
+                .remote_tail(params.sequencer.id, params.loglet_id, Some((beyond, max_wait)))
+                .await
+                .ok(),
+        };
+        match outcome {
+            Some(committed) if committed > beyond => {}
+            Some(_) => self.forget_logs(),
+            None => {
+                tokio::time::sleep(RETRY_PAUSE.min(max_wait)).await;
+                self.forget_logs();
+            }
+        }
+    }
+
+    /// The committed tail of a loglet this node serves: as its sequencer, or as the owner of a
+    /// local loglet. With `wait`, first waits up to the duration for the tail to pass the
+    /// offset. `None` if this node does not serve the loglet.
+    pub(crate) async fn served_tail(&self, loglet_id: u64, wait: Option<(u32, Duration)>) -> Option<u32> {
+        if let Some(sequencer) = self.inner.sequencers.get(loglet_id) {
+            return Some(match wait {
+                Some((beyond, max_wait)) => sequencer.wait_committed_beyond(beyond, max_wait).await,
+                None => sequencer.committed_tail(),
+            });
+        }
+        let local = &self.inner.local;
+        let tail = || local.state(loglet_id).ok().map(|s| (s.local_tail, s.sealed));
+        let (current, _) = tail()?;
+        let Some((beyond, max_wait)) = wait else {
+            return Some(current);
+        };
+        let mut appended = self.inner.local_appended.subscribe();
+        let _ = tokio::time::timeout(max_wait, async {
+            loop {
+                appended.borrow_and_update();
+                match tail() {
+                    Some((committed, sealed)) if committed <= beyond && !sealed => {}
+                    _ => return,
+                }
+                if appended.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        tail().map(|(committed, _)| committed)
+    }
+}

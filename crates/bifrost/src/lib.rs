@@ -1,0 +1,496 @@
+//! Bifrost: the durable, ordered logs behind the partitions.
+//!
+//! A log is a chain of segments in `bifrost_config`; the last segment takes appends. A
+//! segment's records live in a loglet: `local` (a RocksDB store on one node, for single-node
+//! deployments) or `replicated` (one sequencer assigns offsets and stores each record on
+//! `replication` log-servers). When a segment's sequencer is gone or its appends keep failing,
+//! the segment is sealed and the chain extended with a new one (new sequencer, new nodeset) by
+//! compare-and-swap on `bifrost_config`. See `OVERVIEW.md`.
+
+mod chain;
+mod error;
+mod follow;
+mod peers;
+mod replicated;
+mod sequencer;
+mod service;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+pub use error::{BifrostError, NotAppended};
+use restate_config::{BifrostOptions, Configuration};
+use restate_log_server::LogStore;
+use restate_metadata_store::MetadataClient;
+use restate_types::metadata::{
+    Chain, LogletParams, LogsConfiguration, Lsn, NODES_CONFIG_KEY, NodesConfiguration, ReplicatedParams,
+};
+use restate_types::{ClusterView, GenerationalNodeId, PlainNodeId};
+pub use service::BifrostService;
+
+use crate::peers::Peers;
+use crate::sequencer::Sequencers;
+
+/// Directory of this node's local loglets inside the node directory.
+pub const LOCAL_LOGLET_DIR: &str = "local-loglet";
+
+/// One entry read from a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    Record {
+        lsn: Lsn,
+        payload: Vec<u8>,
+    },
+    /// Records `[from, to)` were trimmed.
+    TrimGap {
+        from: Lsn,
+        to: Lsn,
+    },
+}
+
+impl LogEntry {
+    /// Where a reader continues after this entry.
+    pub fn next_lsn(&self) -> Lsn {
+        match self {
+            LogEntry::Record { lsn, .. } => lsn + 1,
+            LogEntry::TrimGap { to, .. } => *to,
+        }
+    }
+}
+
+/// Bifrost on this node; cheap to clone.
+#[derive(Clone)]
+pub struct Bifrost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: GenerationalNodeId,
+    metadata: MetadataClient,
+    view: ClusterView,
+    options: BifrostOptions,
+    peers: Peers,
+    local: LogStore,
+    /// Serializes offset assignment of this node's local loglets.
+    local_appends: tokio::sync::Mutex<()>,
+    /// Bumped after every append to a local loglet, to wake followers.
+    local_appended: tokio::sync::watch::Sender<u64>,
+    sequencers: Sequencers,
+    /// Cached `bifrost_config`; refreshed when it may be stale.
+    logs: RwLock<Option<LogsConfiguration>>,
+    /// Cached nodes configuration, for addresses and log-server states.
+    nodes: RwLock<Option<NodesConfiguration>>,
+}
+
+impl Bifrost {
+    /// Starts Bifrost for this node (after it joined the cluster as `me`).
+    pub fn new(
+        config: &Configuration,
+        me: GenerationalNodeId,
+        metadata: MetadataClient,
+        view: ClusterView,
+    ) -> Result<Self, BifrostError> {
+        let path = config.node_dir().join(LOCAL_LOGLET_DIR);
+        let (local, _) = LogStore::open(&path).map_err(|e| BifrostError::Invalid(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                me,
+                metadata,
+                view,
+                options: config.bifrost.clone(),
+                peers: Peers::new(
+                    &config.cluster_name,
+                    config.networking.connect_timeout,
+                    config.bifrost.replicated_loglet.rpc_timeout,
+                    config.bifrost.auto_recovery_interval,
+                ),
+                local,
+                local_appends: tokio::sync::Mutex::new(()),
+                local_appended: tokio::sync::watch::channel(0).0,
+                sequencers: Sequencers::default(),
+                logs: RwLock::new(None),
+                nodes: RwLock::new(None),
+            }),
+        })
+    }
+
+    pub fn me(&self) -> GenerationalNodeId {
+        self.inner.me
+    }
+
+    /// Appends records to a log (creating it on first use); returns the LSN of the first
+    /// once all are durable under the log's provider.
+    pub async fn append(&self, log_id: u32, payloads: Vec<Vec<u8>>) -> Result<Lsn, BifrostError> {
+        if payloads.is_empty() {
+            return Err(BifrostError::Invalid("an append needs at least one record".into()));
+        }
+        let deadline = Instant::now() + self.inner.options.append_timeout;
+        let mut failing_since: Option<Instant> = None;
+        let mut last_error = None;
+        while Instant::now() < deadline {
+            let chain = match self.chain(log_id, true).await {
+                Ok(chain) => chain,
+                Err(error @ BifrostError::Unavailable(_)) => {
+                    last_error = Some(self.wait_out(log_id, error).await);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let Some(tail) = chain.tail().cloned() else {
+                return Err(BifrostError::Invalid(format!("log {log_id} has an empty chain")));
+            };
+            let attempt_started = Instant::now();
+            match self.append_to_segment(&tail.loglet, payloads.clone()).await {
+                Ok(offset) => return Ok(tail.base_lsn + u64::from(offset)),
+                Err(BifrostError::NotAppended(reason)) => {
+                    let reconfigure = match &reason {
+                        NotAppended::Sealed | NotAppended::SequencerGone(_) => true,
+                        NotAppended::Transient(_) => {
+                            let since = *failing_since.get_or_insert(attempt_started);
+                            since.elapsed() >= self.inner.options.auto_recovery_interval
+                        }
+                    };
+                    tracing::debug!(log_id, %reason, reconfigure, "append did not land; retrying");
+                    if reconfigure {
+                        failing_since = None;
+                        if let Err(error) = self.seal_and_extend(log_id, tail.index).await {
+                            tracing::warn!(log_id, %error, "cannot reconfigure the log yet");
+                            last_error = Some(error);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    self.forget_logs();
+                    last_error = Some(BifrostError::NotAppended(reason));
+                }
+                Err(error @ BifrostError::Unavailable(_)) => last_error = Some(self.wait_out(log_id, error).await),
+                Err(error) => return Err(error),
+            }
+        }
+        let waited = self.inner.options.append_timeout;
+        Err(match last_error {
+            Some(BifrostError::Unavailable(reason)) => BifrostError::Unavailable(format!(
+                "{reason} (gave up after [bifrost] append-timeout = {waited:?})"
+            )),
+            Some(error) => error,
+            None => BifrostError::Unavailable(format!("log {log_id} took no records within {waited:?}")),
+        })
+    }
+
+    /// Pauses an append that cannot proceed yet (e.g. too few log-servers), saying why, and
+    /// makes the next attempt re-read the chains.
+    async fn wait_out(&self, log_id: u32, error: BifrostError) -> BifrostError {
+        tracing::warn!(log_id, %error, "appends wait");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.forget_logs();
+        error
+    }
+
+    async fn append_to_segment(&self, loglet: &LogletParams, payloads: Vec<Vec<u8>>) -> Result<u32, BifrostError> {
+        let me = self.inner.me;
+        match loglet {
+            LogletParams::Local { loglet_id, node } if *node == me.id => self.append_local(*loglet_id, &payloads).await,
+            LogletParams::Local { loglet_id, node } => self.forward(*node, *loglet_id, 0, payloads).await,
+            LogletParams::Replicated(params) if params.sequencer == me => {
+                let addresses = self.addresses().await?;
+                let sequencer = self.inner.sequencers.get_or_create(params, || addresses);
+                sequencer.append(&self.inner.peers, payloads).await
+            }
+            LogletParams::Replicated(params) => {
+                if self.inner.view.is_dead(params.sequencer.id) {
+                    return Err(BifrostError::sequencer_gone(format!("{} is dead", params.sequencer)));
+                }
+                if self.current_generation(params.sequencer.id).await? > params.sequencer.generation {
+                    return Err(BifrostError::sequencer_gone(format!("{} restarted", params.sequencer)));
+                }
+                self.forward(
+                    params.sequencer.id,
+                    params.loglet_id,
+                    params.sequencer.generation,
+                    payloads,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Appends to one of this node's local loglets: offsets are assigned one append at a time.
+    pub(crate) async fn append_local(&self, loglet_id: u64, payloads: &[Vec<u8>]) -> Result<u32, BifrostError> {
+        let _serial = self.inner.local_appends.lock().await;
+        let store = &self.inner.local;
+        let state = store
+            .state(loglet_id)
+            .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
+        if state.sealed {
+            return Err(BifrostError::sealed());
+        }
+        let first = state.local_tail;
+        let owner = (self.inner.me.id.0, 0);
+        match store.store(loglet_id, owner, first, payloads, first, false).await {
+            Ok(Ok(_)) => {
+                self.inner.local_appended.send_modify(|count| *count += 1);
+                Ok(first)
+            }
+            Ok(Err(_)) => Err(BifrostError::sealed()),
+            Err(error) => Err(BifrostError::UnknownOutcome(error.to_string())),
+        }
+    }
+
+    /// Sends an append to the node that runs the loglet's sequencer (or owns a local loglet).
+    async fn forward(
+        &self,
+        node: PlainNodeId,
+        loglet_id: u64,
+        generation: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<u32, BifrostError> {
+        let address = self.address_of(node).await?;
+        let mut client = self.inner.peers.bifrost(&address)?;
+        let request = restate_proto::bifrost::SequencerAppendRequest {
+            loglet_id,
+            sequencer_generation: generation,
+            payloads,
+        };
+        match client.sequencer_append(request).await {
+            Ok(response) => Ok(response.into_inner().first_offset),
+            Err(status) => Err(service::status_to_error(&status, node)),
+        }
+    }
+
+    /// Serves an append forwarded by another node.
+    pub(crate) async fn serve_forwarded_append(
+        &self,
+        loglet_id: u64,
+        generation: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<u32, BifrostError> {
+        let me = self.inner.me;
+        if generation == 0 {
+            return self.append_local(loglet_id, &payloads).await;
+        }
+        if generation != me.generation {
+            return Err(BifrostError::sequencer_gone(format!(
+                "{} is not running the sequencer of generation {generation}",
+                me
+            )));
+        }
+        let params = self.replicated_params(loglet_id).await?;
+        if params.sequencer != me {
+            return Err(BifrostError::sequencer_gone(format!(
+                "{me} is not this loglet's sequencer"
+            )));
+        }
+        let addresses = self.addresses().await?;
+        self.inner
+            .sequencers
+            .get_or_create(&params, || addresses)
+            .append(&self.inner.peers, payloads)
+            .await
+    }
+
+    /// The params of a replicated loglet, from the (refreshed if needed) chains.
+    async fn replicated_params(&self, loglet_id: u64) -> Result<ReplicatedParams, BifrostError> {
+        let log_id = (loglet_id >> 32) as u32;
+        for refresh in [false, true] {
+            if refresh {
+                self.forget_logs();
+            }
+            let chain = self.chain(log_id, false).await?;
+            if let Some(LogletParams::Replicated(params)) = chain
+                .segments
+                .iter()
+                .map(|s| &s.loglet)
+                .find(|l| l.loglet_id() == loglet_id)
+            {
+                return Ok(params.clone());
+            }
+        }
+        Err(BifrostError::sequencer_gone(format!(
+            "loglet {} is not a replicated segment of log {log_id}",
+            restate_types::metadata::display_loglet_id(loglet_id)
+        )))
+    }
+
+    fn forget_logs(&self) {
+        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    async fn nodes_config(&self, refresh: bool) -> Result<NodesConfiguration, BifrostError> {
+        if !refresh && let Some(nodes) = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(nodes);
+        }
+        let nodes = self
+            .inner
+            .metadata
+            .get_json::<NodesConfiguration>(NODES_CONFIG_KEY)
+            .await
+            .map_err(|e| BifrostError::Unavailable(e.to_string()))?
+            .map(|(_, nodes)| nodes)
+            .ok_or_else(|| BifrostError::Unavailable("the cluster is not provisioned".into()))?;
+        *self.inner.nodes.write().unwrap_or_else(|p| p.into_inner()) = Some(nodes.clone());
+        Ok(nodes)
+    }
+
+    async fn address_of(&self, node: PlainNodeId) -> Result<String, BifrostError> {
+        for refresh in [false, true] {
+            if let Some(found) = self.nodes_config(refresh).await?.nodes.get(&node) {
+                return Ok(found.address.clone());
+            }
+        }
+        Err(BifrostError::Unavailable(format!(
+            "{node} is not in the nodes configuration"
+        )))
+    }
+
+    async fn current_generation(&self, node: PlainNodeId) -> Result<u32, BifrostError> {
+        let cached = self.nodes_config(false).await?;
+        let generation = cached.nodes.get(&node).map_or(0, |n| n.generation);
+        Ok(generation)
+    }
+
+    async fn addresses(&self) -> Result<HashMap<PlainNodeId, String>, BifrostError> {
+        Ok(self
+            .nodes_config(false)
+            .await?
+            .nodes
+            .values()
+            .map(|n| (n.id, n.address.clone()))
+            .collect())
+    }
+
+    /// Reads up to `max` entries from `from` on (records, or a trim gap).
+    pub async fn read(&self, log_id: u32, from: Lsn, max: usize) -> Result<(Vec<LogEntry>, Lsn), BifrostError> {
+        let mut chain = self.chain(log_id, false).await?;
+        let tail = self.find_tail_of(log_id, &chain).await?;
+        if from > tail {
+            // Our cached chain may be behind a reconfiguration.
+            self.forget_logs();
+            chain = self.chain(log_id, false).await?;
+        }
+        let tail = self.find_tail_of(log_id, &chain).await?;
+        if from < chain.trim_point {
+            return Ok((
+                vec![LogEntry::TrimGap {
+                    from,
+                    to: chain.trim_point,
+                }],
+                tail,
+            ));
+        }
+        let mut entries = Vec::new();
+        let mut lsn = from;
+        while entries.len() < max && lsn < tail {
+            let Some((segment, end)) = chain.find(lsn) else { break };
+            let end = end.unwrap_or(tail).min(tail);
+            if lsn >= end {
+                break;
+            }
+            let from_offset = (lsn - segment.base_lsn) as u32;
+            let to_offset = ((end - segment.base_lsn) as u32).min(from_offset + (max - entries.len()) as u32);
+            let records = match &segment.loglet {
+                LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
+                    let range = self
+                        .inner
+                        .local
+                        .read(*loglet_id, from_offset, to_offset, (to_offset - from_offset) as usize)
+                        .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
+                    if !range.corrupt.is_empty() {
+                        return Err(BifrostError::Unavailable(format!(
+                            "local loglet records {:?} fail their checksum",
+                            range.corrupt
+                        )));
+                    }
+                    range.records
+                }
+                LogletParams::Local { node, .. } => {
+                    return Err(BifrostError::Invalid(format!(
+                        "log {log_id} is a local log of {node}; read it there"
+                    )));
+                }
+                LogletParams::Replicated(params) => {
+                    let addresses = self.addresses().await?;
+                    replicated::read(&self.inner.peers, params, &addresses, from_offset, to_offset).await?
+                }
+            };
+            for (offset, payload) in records {
+                let record_lsn = segment.base_lsn + u64::from(offset);
+                if record_lsn != lsn {
+                    return Err(BifrostError::Unavailable(format!(
+                        "log {log_id}: record {lsn} is missing (found {record_lsn} next)"
+                    )));
+                }
+                entries.push(LogEntry::Record { lsn, payload });
+                lsn += 1;
+            }
+            if lsn < segment.base_lsn + u64::from(to_offset) {
+                break;
+            }
+        }
+        Ok((entries, tail))
+    }
+
+    /// The next LSN to be written.
+    pub async fn find_tail(&self, log_id: u32) -> Result<Lsn, BifrostError> {
+        let chain = self.chain(log_id, false).await?;
+        self.find_tail_of(log_id, &chain).await
+    }
+
+    async fn find_tail_of(&self, log_id: u32, chain: &Chain) -> Result<Lsn, BifrostError> {
+        let Some(tail) = chain.tail() else {
+            return Err(BifrostError::Invalid(format!("log {log_id} has an empty chain")));
+        };
+        let committed = match &tail.loglet {
+            LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
+                self.inner
+                    .local
+                    .state(*loglet_id)
+                    .map_err(|e| BifrostError::Unavailable(e.to_string()))?
+                    .local_tail
+            }
+            LogletParams::Local { loglet_id, node } => self.remote_tail(*node, *loglet_id, None).await?,
+            LogletParams::Replicated(params) if params.sequencer == self.inner.me => self
+                .inner
+                .sequencers
+                .get(params.loglet_id)
+                .map_or(0, |s| s.committed_tail()),
+            LogletParams::Replicated(params) => {
+                match self.remote_tail(params.sequencer.id, params.loglet_id, None).await {
+                    Ok(tail) => tail,
+                    // The sequencer is unreachable: what log-servers know to be committed.
+                    Err(_) => {
+                        let addresses = self.addresses().await?;
+                        replicated::known_global_tail(&self.inner.peers, params, &addresses).await
+                    }
+                }
+            }
+        };
+        Ok(tail.base_lsn + u64::from(committed))
+    }
+
+    /// The committed tail of a loglet whose sequencer (or local store) is on `node`; with
+    /// `wait`, the node answers once the tail is above the offset, or after the duration.
+    async fn remote_tail(
+        &self,
+        node: PlainNodeId,
+        loglet_id: u64,
+        wait: Option<(u32, Duration)>,
+    ) -> Result<u32, BifrostError> {
+        let address = self.address_of(node).await?;
+        let mut client = self.inner.peers.bifrost(&address)?;
+        let max_wait = wait.map_or(Duration::ZERO, |(_, max_wait)| max_wait);
+        let request = restate_proto::bifrost::SequencerTailRequest {
+            loglet_id,
+            wait_beyond: wait.map(|(beyond, _)| beyond),
+            max_wait_ms: max_wait.as_millis().try_into().unwrap_or(u32::MAX),
+        };
+        let deadline = self.inner.peers.rpc_timeout + max_wait;
+        match tokio::time::timeout(deadline, client.sequencer_tail(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().committed_tail),
+            Ok(Err(status)) => Err(BifrostError::Unavailable(format!("{node}: {}", status.message()))),
+            Err(_) => Err(BifrostError::Unavailable(format!("{node}: no answer"))),
+        }
+    }
+}

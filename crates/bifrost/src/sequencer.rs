@@ -1,0 +1,270 @@
+//! The sequencer of a replicated loglet: assigns offsets, stores every batch on `replication`
+//! log-servers of the nodeset, and acknowledges batches in offset order once they are
+//! durable on enough of them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use restate_proto::log_server::{SequencerId, StoreRequest, StoreStatus};
+use restate_types::PlainNodeId;
+use restate_types::metadata::ReplicatedParams;
+use tokio::sync::watch;
+
+use crate::BifrostError;
+use crate::peers::Peers;
+
+pub(crate) struct Sequencer {
+    params: ReplicatedParams,
+    /// Addresses of the nodeset members.
+    addresses: HashMap<PlainNodeId, String>,
+    state: Mutex<SequencerState>,
+    /// Offsets below this are committed (acknowledged in order).
+    committed: watch::Sender<u32>,
+}
+
+struct SequencerState {
+    next_offset: u32,
+    /// A batch failed or the loglet got sealed: no later batch can commit.
+    broken: Option<String>,
+}
+
+impl Sequencer {
+    pub(crate) fn new(params: ReplicatedParams, addresses: HashMap<PlainNodeId, String>) -> Self {
+        Self {
+            params,
+            addresses,
+            state: Mutex::new(SequencerState {
+                next_offset: 0,
+                broken: None,
+            }),
+            committed: watch::channel(0).0,
+        }
+    }
+
+    pub(crate) fn committed_tail(&self) -> u32 {
+        *self.committed.borrow()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SequencerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark_broken(&self, reason: &str) {
+        let mut state = self.lock();
+        if state.broken.is_none() {
+            state.broken = Some(reason.to_owned());
+        }
+        drop(state);
+        // Wakes followers waiting for new records: there will be none in this segment.
+        self.committed.send_modify(|_| {});
+    }
+
+    /// Waits up to `max_wait` until offsets above `beyond` are committed (or the sequencer
+    /// can commit nothing more); returns the committed tail.
+    pub(crate) async fn wait_committed_beyond(&self, beyond: u32, max_wait: Duration) -> u32 {
+        let mut committed = self.committed.subscribe();
+        let _ = tokio::time::timeout(max_wait, async {
+            loop {
+                if *committed.borrow_and_update() > beyond || self.lock().broken.is_some() {
+                    return;
+                }
+                if committed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        self.committed_tail()
+    }
+
+    /// Appends a batch; returns the offset of its first record once it is committed.
+    pub(crate) async fn append(&self, peers: &Peers, payloads: Vec<Vec<u8>>) -> Result<u32, BifrostError> {
+        let count = payloads.len() as u32;
+        let first = {
+            let mut state = self.lock();
+            if let Some(reason) = &state.broken {
+                return Err(BifrostError::sequencer_gone(format!(
+                    "loglet {} cannot take records: {reason}",
+                    restate_types::metadata::display_loglet_id(self.params.loglet_id)
+                )));
+            }
+            let first = state.next_offset;
+            state.next_offset = first.checked_add(count).ok_or_else(BifrostError::sealed)?;
+            first
+        };
+        let stored = self.store_batch(peers, first, payloads).await;
+        if let Err(error) = stored {
+            self.mark_broken(&error.to_string());
+            return Err(error);
+        }
+        // Acknowledge in offset order: wait for every earlier batch.
+        let mut committed = self.committed.subscribe();
+        loop {
+            let tail = *committed.borrow_and_update();
+            if tail >= first {
+                break;
+            }
+            if let Some(reason) = self.lock().broken.clone() {
+                return Err(BifrostError::UnknownOutcome(format!(
+                    "an earlier batch failed ({reason}); these records are stored but may not be part of the log"
+                )));
+            }
+            if tokio::time::timeout(Duration::from_millis(200), committed.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return Err(BifrostError::UnknownOutcome("the sequencer stopped".into()));
+            }
+        }
+        self.committed.send_modify(|tail| *tail = (*tail).max(first + count));
+        Ok(first)
+    }
+
+    /// Stores the batch on `replication` nodeset members (in parallel, retrying the others).
+    async fn store_batch(&self, peers: &Peers, first: u32, payloads: Vec<Vec<u8>>) -> Result<(), BifrostError> {
+        let needed = usize::from(self.params.replication.num_copies());
+        let deadline = Instant::now() + peers.store_deadline;
+        let mut stored: Vec<PlainNodeId> = Vec::new();
+        let mut sealed = 0usize;
+        let mut last_errors: HashMap<PlainNodeId, String> = HashMap::new();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let pending: Vec<PlainNodeId> = self
+                .params
+                .nodeset
+                .iter()
+                .copied()
+                .filter(|node| !stored.contains(node))
+                .collect();
+            let mut calls: FuturesUnordered<_> = pending
+                .iter()
+                .map(|node| self.store_on(peers, *node, first, payloads.clone()))
+                .collect();
+            while let Some((node, outcome)) = calls.next().await {
+                match outcome {
+                    Ok(StoreStatus::Stored) => stored.push(node),
+                    Ok(StoreStatus::Sealed) => {
+                        sealed += 1;
+                        last_errors.insert(node, "sealed".into());
+                    }
+                    Ok(other) => {
+                        last_errors.insert(node, format!("{other:?}"));
+                    }
+                    Err(reason) => {
+                        last_errors.insert(node, reason);
+                    }
+                }
+                if stored.len() >= needed {
+                    return Ok(());
+                }
+            }
+            if sealed > 0 {
+                return Err(match stored.is_empty() {
+                    true => BifrostError::sealed(),
+                    false => BifrostError::UnknownOutcome(
+                        "the segment was sealed while these records were being stored".into(),
+                    ),
+                });
+            }
+            if Instant::now() + pause > deadline {
+                let reasons: Vec<String> = last_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+                let reason = format!(
+                    "only {} of the {needed} copies needed could be stored ({})",
+                    stored.len(),
+                    reasons.join("; ")
+                );
+                return Err(match stored.is_empty() {
+                    true => BifrostError::transient(reason),
+                    false => BifrostError::UnknownOutcome(reason),
+                });
+            }
+            tracing::debug!(
+                copies = stored.len(),
+                needed,
+                "waiting for log-servers to store a batch"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn store_on(
+        &self,
+        peers: &Peers,
+        node: PlainNodeId,
+        first: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> (PlainNodeId, Result<StoreStatus, String>) {
+        let Some(address) = self.addresses.get(&node) else {
+            return (node, Err("no known address".into()));
+        };
+        let mut client = match peers.log_server(address) {
+            Ok(client) => client,
+            Err(error) => return (node, Err(error.to_string())),
+        };
+        let request = StoreRequest {
+            identity: peers.identity(node.0),
+            loglet_id: self.params.loglet_id,
+            sequencer: Some(SequencerId {
+                node_id: self.params.sequencer.id.0,
+                generation: self.params.sequencer.generation,
+            }),
+            first_offset: first,
+            payloads,
+            known_global_tail: self.committed_tail(),
+            repair: false,
+        };
+        let outcome = tokio::time::timeout(peers.rpc_timeout, client.store(request)).await;
+        let result = match outcome {
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                match StoreStatus::try_from(response.status) {
+                    Ok(status @ (StoreStatus::Stored | StoreStatus::Sealed)) => Ok(status),
+                    Ok(status) if response.detail.is_empty() => Err(format!("{status:?}")),
+                    Ok(_) => Err(response.detail),
+                    Err(_) => Err(format!("unknown store status {}", response.status)),
+                }
+            }
+            Ok(Err(status)) => Err(status.message().to_owned()),
+            Err(_) => Err(format!("no answer within {:?}", peers.rpc_timeout)),
+        };
+        (node, result)
+    }
+
+    /// Marks the sequencer sealed (its segment is being closed).
+    pub(crate) fn seal(&self) {
+        self.mark_broken("the segment is sealed");
+    }
+}
+
+/// Keeps the sequencers this node runs.
+#[derive(Default)]
+pub(crate) struct Sequencers {
+    running: Mutex<HashMap<u64, Arc<Sequencer>>>,
+}
+
+impl Sequencers {
+    pub(crate) fn get_or_create(
+        &self,
+        params: &ReplicatedParams,
+        addresses: impl FnOnce() -> HashMap<PlainNodeId, String>,
+    ) -> Arc<Sequencer> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .entry(params.loglet_id)
+            .or_insert_with(|| Arc::new(Sequencer::new(params.clone(), addresses())))
+            .clone()
+    }
+
+    pub(crate) fn get(&self, loglet_id: u64) -> Option<Arc<Sequencer>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&loglet_id)
+            .cloned()
+    }
+}

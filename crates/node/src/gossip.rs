@@ -1,0 +1,126 @@
+//! The failure detector: every `gossip-interval` each node sends a heartbeat to every other
+//! node of the nodes configuration; both sides record the other's state in their
+//! [`ClusterView`]. A peer is suspect after `gossip-suspect-after` of silence and dead after
+//! `gossip-dead-after`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use restate_proto::node_ctl::node_ctl_svc_client::NodeCtlSvcClient;
+use restate_proto::node_ctl::{GossipMessage, RoleState};
+use restate_types::metadata::{NODES_CONFIG_KEY, NodesConfiguration};
+use restate_types::{GenerationalNodeId, PlainNodeId};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::context::NodeContext;
+
+/// This node's state as sent in heartbeats.
+pub(crate) fn own_message(ctx: &NodeContext) -> GossipMessage {
+    let state = ctx.health.snapshot();
+    GossipMessage {
+        cluster_name: ctx.config.cluster_name.clone(),
+        node_id: state.node_id.map_or(0, |id| id.id.0),
+        generation: state.node_id.map_or(0, |id| id.generation),
+        uptime_s: ctx.health.age_seconds(),
+        status: state.status.to_string(),
+        role_states: state
+            .roles
+            .iter()
+            .map(|(role, s)| RoleState {
+                role: role.to_string(),
+                status: s.status.to_string(),
+                detail: s.detail.clone(),
+            })
+            .collect(),
+        nodes_config_version: state.nodes_config_version,
+    }
+}
+
+/// Records a heartbeat (sent or answered by a peer) in the view.
+pub(crate) fn record(ctx: &NodeContext, message: &GossipMessage) {
+    if message.node_id == 0 {
+        return;
+    }
+    let role_status: BTreeMap<String, String> = message
+        .role_states
+        .iter()
+        .map(|r| (r.role.clone(), r.status.clone()))
+        .collect();
+    ctx.view.heard_from(
+        PlainNodeId(message.node_id).with_generation(message.generation),
+        message.uptime_s,
+        &message.status,
+        role_status,
+    );
+}
+
+/// Runs the detector until `shutdown`.
+pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut channels: HashMap<String, Channel> = HashMap::new();
+        let mut members: Vec<(PlainNodeId, String)> = Vec::new();
+        let mut known_version = 0u32;
+        let refresh_every = ctx.config.metadata_update_interval;
+        let mut refreshed = Instant::now() - refresh_every;
+        let mut tick = tokio::time::interval(ctx.config.gossip_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let newest_seen = ctx.health.snapshot().nodes_config_version;
+            if refreshed.elapsed() >= refresh_every || newest_seen > known_version {
+                if let Ok(Some((version, nodes))) = ctx.metadata.get_json::<NodesConfiguration>(NODES_CONFIG_KEY).await
+                {
+                    known_version = version.0;
+                    if let (Some(server), Some(own)) = (&ctx.log_server, nodes.nodes.get(&me.id)) {
+                        server.apply_state(own.log_server_state);
+                    }
+                    ctx.health.set_nodes_config_version(version.0);
+                    ctx.view.set_members(
+                        nodes
+                            .nodes
+                            .values()
+                            .map(|n| (n.generational_id(), n.name.clone(), n.address.clone(), n.roles.clone())),
+                    );
+                    members = nodes
+                        .nodes
+                        .values()
+                        .filter(|n| n.id != me.id)
+                        .map(|n| (n.id, n.address.clone()))
+                        .collect();
+                }
+                refreshed = Instant::now();
+            }
+            let message = own_message(&ctx);
+            record(&ctx, &message);
+            let timeout = ctx.config.gossip_suspect_after;
+            for (_, address) in &members {
+                let channel = match channels.get(address) {
+                    Some(channel) => channel.clone(),
+                    None => match restate_net::channel(address, ctx.config.networking.connect_timeout, timeout) {
+                        Ok(channel) => {
+                            channels.insert(address.clone(), channel.clone());
+                            channel
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                let ctx = ctx.clone();
+                let message = message.clone();
+                tokio::spawn(async move {
+                    let answer = tokio::time::timeout(timeout, NodeCtlSvcClient::new(channel).gossip(message)).await;
+                    if let Ok(Ok(answer)) = answer {
+                        let answer = answer.into_inner();
+                        ctx.health.set_nodes_config_version(answer.nodes_config_version);
+                        record(&ctx, &answer);
+                    }
+                });
+            }
+        }
+    })
+}

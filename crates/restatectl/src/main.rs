@@ -1,0 +1,101 @@
+//! `restatectl`: the operator tool of a restate-rs cluster (gRPC on the fabric port).
+
+mod cluster;
+mod commands;
+mod connection;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::connection::Addresses;
+
+#[derive(Debug, Parser)]
+#[command(name = "restatectl", version, about = "Operate a restate-rs cluster")]
+struct Cli {
+    /// Fabric address of a node (repeatable or comma separated).
+    #[arg(
+        short = 's',
+        long = "address",
+        env = "RESTATECTL_ADDRESS",
+        value_delimiter = ',',
+        default_value = "http://localhost:5122/",
+        global = true
+    )]
+    addresses: Vec<String>,
+    /// Refuse to act on nodes of any other cluster.
+    #[arg(long, env = "RESTATECTL_CLUSTER_NAME", global = true)]
+    cluster_name: Option<String>,
+    /// Timeout for connecting to a node.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, global = true)]
+    connect_timeout: std::time::Duration,
+    /// Timeout for one request.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    request_timeout: std::time::Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Nodes of the cluster.
+    #[command(subcommand)]
+    Nodes(commands::nodes::NodesCommand),
+    /// The cluster at a glance: nodes and their liveness, logs, partitions, metadata service.
+    Status(commands::status::StatusArgs),
+    /// The cluster configuration (partitions, replication, log provider).
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// The logs (Bifrost): chains of segments, tails, trims.
+    #[command(subcommand)]
+    Logs(commands::logs::LogsCommand),
+    /// Provision a new cluster through one node.
+    Provision(commands::provision::ProvisionArgs),
+    /// Read and write raw metadata values.
+    #[command(subcommand)]
+    Metadata(commands::metadata::MetadataCommand),
+    /// The replicated metadata store's servers.
+    #[command(subcommand, name = "metadata-server", alias = "metadata-servers")]
+    MetadataServer(commands::metadata_server::MetadataServerCommand),
+}
+
+/// `restatectl … | head` closes stdout early: end quietly (exit 141, as if killed by SIGPIPE)
+/// like other Unix tools instead of printing a panic.
+fn exit_quietly_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload().downcast_ref::<String>().map_or("", String::as_str);
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
+    let cli = Cli::parse();
+    let addresses = Addresses::new(cli.addresses, cli.connect_timeout, cli.request_timeout);
+    if let Err(error) = addresses.check_cluster(cli.cluster_name.as_deref()).await {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Nodes(command) => commands::nodes::run(command, &addresses).await,
+        Command::Provision(args) => commands::provision::run(args, &addresses).await,
+        Command::Status(args) => commands::status::run(args, &addresses).await,
+        Command::Logs(command) => commands::logs::run(command, &addresses).await,
+        Command::Config(command) => commands::config::run(command, &addresses).await,
+        Command::Metadata(command) => commands::metadata::run(command, &addresses).await,
+        Command::MetadataServer(command) => commands::metadata_server::run(command, &addresses).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Identities and small shared types of a restate-rs cluster.
+//!
+//! Kept deliberately small: every crate depends on it, so anything heavy here would
+//! make every change rebuild the whole workspace.
+
+mod cluster_view;
+mod health;
+mod ids;
+pub mod metadata;
+mod replication;
+mod roles;
+mod status;
+
+pub use cluster_view::{ClusterView, Liveness, LivenessThresholds, PeerState};
+pub use health::{HealthState, NodeHealth, RoleState};
+pub use ids::{ClusterFingerprint, GenerationalNodeId, PlainNodeId};
+pub use replication::{ReplicationProperty, ReplicationPropertyError};
+pub use roles::{ParseRoleError, Role};
+pub use status::{NodeStatus, RoleStatus};
+
+/// Version string reported in `/health`, `GetIdent` and `--version`.
+pub const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");

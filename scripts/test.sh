@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: builds the binaries the process tests start, then runs every test
+# (unit tests and the multi-process cluster tests in tests/) with nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --bins --locked
+cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -1,0 +1,368 @@
+//! Bifrost with real processes: the local loglet across kill -9, the replicated loglet while
+//! nodes (including the sequencer's) are killed, and trims.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use restate_cluster_tests::{
+    Cluster, Entry, NodeSpec, Ports, TestDir, TestNode, example_config, logs, restatectl, restatectl_json,
+};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn records(entries: &[Entry]) -> Vec<(u64, Vec<u8>)> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Record(lsn, payload) => Some((*lsn, payload.clone())),
+            Entry::TrimGap(..) => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn local_loglet_keeps_every_acknowledged_record_across_kill_9() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let spec = NodeSpec::new("solo")
+        .config_file(example_config("single-node.toml"))
+        .env("RESTATE_BIFROST__DEFAULT_PROVIDER", "local");
+    let mut node = TestNode::start(dir.path(), spec, Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let url = node.fabric_url();
+    let follower = logs::Follower::start(&url, 3, 1).await?;
+
+    // 10 000 records from 8 concurrent appenders, 25 per append.
+    let mut tasks = Vec::new();
+    for writer in 0..8u32 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for batch in 0..50u32 {
+                let payloads: Vec<Vec<u8>> = (0..25)
+                    .map(|i| format!("w{writer}-b{batch}-r{i}").into_bytes())
+                    .collect();
+                let first = logs::append(&url, 3, payloads.clone()).await?;
+                for (i, payload) in payloads.into_iter().enumerate() {
+                    acknowledged.push((first + i as u64, payload));
+                }
+            }
+            anyhow::Ok(acknowledged)
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await??);
+    }
+    assert_eq!(acknowledged.len(), 10_000);
+    acknowledged.sort();
+    let followed = records(&follower.wait_for(10_000, Duration::from_secs(20)).await?);
+    assert_eq!(followed, acknowledged, "the follower saw every record once, in order");
+    drop(follower);
+
+    node.kill();
+    node.restart();
+    node.wait_alive(START_TIMEOUT).await?;
+    let read = records(&logs::read_all(&url, 3, 1).await?);
+    assert_eq!(read.len(), 10_000, "every acknowledged record reads back");
+    assert_eq!(read, acknowledged, "in LSN order, with the acknowledged payloads");
+    let listed = restatectl_json(&["-s", &url, "logs", "list", "--json"]);
+    assert_eq!(listed[0]["segments"][0]["kind"], "local", "{listed}");
+    Ok(())
+}
+
+/// A writer of unique payloads through any alive node; counts what was acknowledged.
+struct Writer {
+    urls: Vec<String>,
+    next_url: usize,
+    sequence: u64,
+    acknowledged: Vec<Vec<u8>>,
+    failed: u64,
+}
+
+impl Writer {
+    async fn run_for(&mut self, duration: Duration, skip: &HashSet<usize>) {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            while skip.contains(&(self.next_url % self.urls.len())) {
+                self.next_url += 1;
+            }
+            let url = self.urls[self.next_url % self.urls.len()].clone();
+            self.sequence += 1;
+            let payload = format!("record-{}", self.sequence).into_bytes();
+            match logs::append(&url, 7, vec![payload.clone()]).await {
+                Ok(_) => self.acknowledged.push(payload),
+                Err(_) => {
+                    // Unknown or failed: this payload may or may not be in the log.
+                    self.failed += 1;
+                    self.next_url += 1;
+                }
+            }
+        }
+    }
+}
+
+async fn verify(url: &str, writer: &Writer) -> anyhow::Result<()> {
+    let read = records(&logs::read_all(url, 7, 1).await?);
+    for (i, (lsn, _)) in read.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1, "the log is gapless");
+    }
+    let mut seen = HashSet::new();
+    for (lsn, payload) in &read {
+        assert!(seen.insert(payload.clone()), "record at {lsn} appears twice");
+    }
+    let positions: Vec<usize> = writer
+        .acknowledged
+        .iter()
+        .map(|payload| {
+            read.iter()
+                .position(|(_, p)| p == payload)
+                .unwrap_or_else(|| panic!("acknowledged {} is missing", String::from_utf8_lossy(payload)))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "acknowledged records keep their order"
+    );
+    Ok(())
+}
+
+async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3, Some(example_config("cluster-3/n1.toml")), |_, spec| {
+        spec.env("RESTATE_AUTO_PROVISION", "true")
+    });
+    cluster.wait_all_alive(START_TIMEOUT).await?;
+    let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
+    let mut writer = Writer {
+        urls: urls.clone(),
+        next_url: 0,
+        sequence: 0,
+        acknowledged: Vec::new(),
+        failed: 0,
+    };
+    writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
+    let described = restatectl_json(&["-s", &cluster.address_list(), "logs", "describe", "7", "--json"]);
+    let sequencer = described["segments"][0]["sequencer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(described["segments"][0]["replication"], "{node: 2}", "{described}");
+    let sequencer_id = sequencer.split(':').next().unwrap_or_default().to_owned();
+    let nodes = restatectl_json(&["-s", &cluster.address_list(), "nodes", "list", "--json"]);
+    let sequencer_name = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node_id"] == sequencer_id.as_str()))
+        .and_then(|n| n["name"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let sequencer_index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.name == sequencer_name)
+        .expect("the sequencer is one of the nodes");
+    let victim = if victim_is_sequencer {
+        sequencer_index
+    } else {
+        (sequencer_index + 1) % 3
+    };
+
+    let survivor = (victim + 1) % 3;
+    let follower = logs::Follower::start(&urls[survivor], 7, 1).await?;
+    cluster.nodes[victim].kill();
+    let before = writer.acknowledged.len();
+    writer.run_for(Duration::from_secs(6), &HashSet::from([victim])).await;
+    assert!(
+        writer.acknowledged.len() > before + 10,
+        "appends must continue while a node is down ({} → {})",
+        before,
+        writer.acknowledged.len()
+    );
+    if victim_is_sequencer {
+        let described = restatectl_json(&["-s", &urls[(victim + 1) % 3], "logs", "describe", "7", "--json"]);
+        assert!(
+            described["segments"].as_array().map(Vec::len) > Some(1),
+            "the chain gets a new segment with a new sequencer: {described}"
+        );
+    }
+    verify(&urls[survivor], &writer).await?;
+    let read = logs::read_all(&urls[survivor], 7, 1).await?;
+    let followed = follower.wait_for(read.len(), Duration::from_secs(20)).await?;
+    assert_eq!(
+        followed[..read.len()],
+        read[..],
+        "a follower through a surviving node sees the same log"
+    );
+
+    // The restarted node reads the whole log and takes part again.
+    cluster.nodes[victim].restart();
+    cluster.nodes[victim].wait_alive(START_TIMEOUT).await?;
+    writer.run_for(Duration::from_secs(1), &HashSet::new()).await;
+    verify(&urls[victim], &writer).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicated_log_survives_losing_the_sequencer() -> anyhow::Result<()> {
+    replicated_survives_losing(true).await
+}
+
+#[tokio::test]
+async fn replicated_log_survives_losing_a_log_server() -> anyhow::Result<()> {
+    replicated_survives_losing(false).await
+}
+
+#[tokio::test]
+async fn trimmed_records_read_as_a_trim_gap() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let mut node = TestNode::start(dir.path(), NodeSpec::new("trimmer"), Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let url = node.fabric_url();
+    let payloads: Vec<Vec<u8>> = (1..=100).map(|i| format!("r{i}").into_bytes()).collect();
+    assert_eq!(logs::append(&url, 1, payloads).await?, 1);
+    let output = restatectl(&["-s", &url, "logs", "trim", "1", "--trim-point", "51"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Trim points only move forward.
+    assert_eq!(logs::trim(&url, 1, 20).await?, 51);
+    let entries = logs::read_all(&url, 1, 1).await?;
+    assert_eq!(entries[0], Entry::TrimGap(1, 51));
+    assert_eq!(entries[1], Entry::Record(51, b"r51".to_vec()));
+    assert_eq!(records(&entries).len(), 50);
+    let listed = restatectl_json(&["-s", &url, "logs", "list", "--json"]);
+    assert_eq!(listed[0]["trim_point"], 51, "{listed}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn appends_wait_for_enough_log_servers_and_say_why() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let spec = NodeSpec::new("alone")
+        .env("RESTATE_DEFAULT_REPLICATION", "2")
+        .env("RESTATE_BIFROST__APPEND_TIMEOUT", "2s");
+    let mut node = TestNode::start(dir.path(), spec, Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let error = logs::append(&node.fabric_url(), 1, vec![b"r".to_vec()])
+        .await
+        .expect_err("replication 2 cannot be met by one log-server");
+    assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+    let message = error.message();
+    assert!(
+        message.contains("needs at least 2 read-write log-servers, but the cluster has 1"),
+        "{message}"
+    );
+    assert!(message.contains("append-timeout"), "{message}");
+    let log = node.log();
+    assert!(
+        log.contains("auto-provision: log replication {node: 2} needs at least 2 nodes with the log-server role"),
+        "provisioning warns about the replication: {}",
+        restate_cluster_tests::tail(&log, 20)
+    );
+    Ok(())
+}
+
+/// Appends until one gives the wanted outcome (the log-server follows a storage-state change
+/// at its next metadata refresh).
+async fn append_until(url: &str, want_success: bool) -> Result<u64, tonic::Status> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = logs::append(url, 1, vec![b"probe".to_vec()]).await;
+        if outcome.is_ok() == want_success || Instant::now() > deadline {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn read_only_storage_stops_new_records_until_set_back() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let spec = NodeSpec::new("keeper").env("RESTATE_BIFROST__APPEND_TIMEOUT", "5s");
+    let mut node = TestNode::start(dir.path(), spec, Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let url = node.fabric_url();
+    assert_eq!(logs::append(&url, 1, vec![b"before".to_vec()]).await?, 1);
+    let set = |state: &str, force: bool| {
+        let mut args = vec![
+            "-s",
+            &url,
+            "nodes",
+            "set-storage-state",
+            "--nodes",
+            "N1",
+            "--storage-state",
+            state,
+        ];
+        if force {
+            args.push("--force");
+        }
+        restatectl(&args)
+    };
+
+    // The last read-write log-server is not taken away without --force.
+    let refused = set("read-only", false);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("leaves 0 read-write log-server(s)") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let refused = set("data-loss", false);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("set by the node itself"));
+    let typo = set("readonly", false);
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("expected one of"));
+
+    let forced = set("read-only", true);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(String::from_utf8_lossy(&forced.stdout).contains("read-only"));
+    let listed = restatectl_json(&["-s", &url, "nodes", "list", "--json"]);
+    assert_eq!(listed[0]["storage_state"], "read-only", "{listed}");
+
+    let error = append_until(&url, false)
+        .await
+        .expect_err("a read-only log-server takes no records");
+    assert!(
+        error.message().contains("read-write"),
+        "the reason names the storage state: {error:?}"
+    );
+    // Records already stored stay readable.
+    assert_eq!(records(&logs::read_all(&url, 1, 1).await?)[0], (1, b"before".to_vec()));
+
+    let restored = set("read-write", false);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let lsn = append_until(&url, true).await?;
+    assert!(lsn > 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_follower_sees_records_as_they_are_committed_and_trim_gaps() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let mut node = TestNode::start(dir.path(), NodeSpec::new("follower"), Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let url = node.fabric_url();
+    // Following a log that does not exist yet waits for its first records.
+    let follower = logs::Follower::start(&url, 5, 1).await?;
+    for batch in 0..3 {
+        let payloads: Vec<Vec<u8>> = (0..10).map(|i| format!("b{batch}-r{i}").into_bytes()).collect();
+        logs::append(&url, 5, payloads).await?;
+        let seen = follower.wait_for(10 * (batch + 1), Duration::from_secs(10)).await?;
+        assert_eq!(seen.len(), 10 * (batch + 1), "nothing is seen twice: {seen:?}");
+    }
+    assert_eq!(follower.snapshot(), logs::read_all(&url, 5, 1).await?);
+
+    logs::trim(&url, 5, 11).await?;
+    let late = logs::Follower::start(&url, 5, 1).await?;
+    let seen = late.wait_for(21, Duration::from_secs(10)).await?;
+    assert_eq!(
+        seen[0],
+        Entry::TrimGap(1, 11),
+        "a follower from before the trim point sees the gap"
+    );
+    assert_eq!(seen[1], Entry::Record(11, b"b1-r0".to_vec()));
+    let lsn = logs::append(&url, 5, vec![b"after-trim".to_vec()]).await?;
+    let seen = late.wait_for(22, Duration::from_secs(10)).await?;
+    assert_eq!(seen[21], Entry::Record(lsn, b"after-trim".to_vec()));
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Multi-process tests: real `restate` and `restatectl` binaries on 127.0.0.1.
+
+mod bad_config;
+mod bifrost;
+mod conformance;
+mod external;
+mod metadata;
+mod migration;
+mod operator;
+mod single_node;

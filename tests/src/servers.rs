@@ -1,0 +1,194 @@
+//! Real external stores for the tests, started on 127.0.0.1 with free ports: etcd (Debian
+//! `etcd-server`) and moto (PyPI `moto[server]`, which speaks the DynamoDB and S3 APIs).
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s");
+}
+
+/// An etcd cluster of one or more members.
+pub struct Etcd {
+    children: Vec<Child>,
+    /// Client endpoints, `127.0.0.1:port`.
+    pub endpoints: Vec<String>,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path, members: usize) -> Self {
+        let client_ports: Vec<u16> = (0..members).map(|_| free_port()).collect();
+        let peer_ports: Vec<u16> = (0..members).map(|_| free_port()).collect();
+        let initial: Vec<String> = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let mut children = Vec::new();
+        for i in 0..members {
+            let data = dir.join(format!("etcd-{i}"));
+            let log = std::fs::File::create(dir.join(format!("etcd-{i}.log")))
+                .unwrap_or_else(|e| panic!("cannot create the etcd log: {e}"));
+            let client = format!("http://127.0.0.1:{}", client_ports[i]);
+            let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
+            let child = Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args([
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .args(["--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start etcd (apt-get install etcd-server): {e}"));
+            children.push(child);
+        }
+        for (port, child) in client_ports.iter().zip(children.iter_mut()) {
+            wait_for_port(*port, "etcd", child);
+        }
+        Self {
+            children,
+            endpoints: client_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        }
+    }
+
+    /// Kills one member (SIGKILL).
+    pub fn kill_member(&mut self, index: usize) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A moto server: DynamoDB and S3 on one endpoint.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let log =
+            std::fs::File::create(dir.join("moto.log")).unwrap_or_else(|e| panic!("cannot create the moto log: {e}"));
+        // moto's own `moto_server` serves requests on many threads and then does not make a
+        // conditional write atomic (two writers can both pass `version = :v`). Real DynamoDB
+        // and S3 do; serving one request at a time gives the tests the same guarantee.
+        let program = format!(
+            "import os\n\
+             os.environ['MOTO_PORT'] = '{port}'\n\
+             from werkzeug.serving import run_simple\n\
+             from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+             run_simple('127.0.0.1', {port}, DomainDispatcherApplication(create_backend_app), threaded=False)\n"
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &program])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto (pip install 'moto[server]'): {e}"));
+        wait_for_port(port, "moto", &mut child);
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn boto(&self, script: &str) {
+        let program = format!(
+            "import boto3\n\
+             kw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\n\
+             {script}\n",
+            self.endpoint
+        );
+        let output = Command::new("python3")
+            .args(["-c", &program])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+        assert!(
+            output.status.success(),
+            "boto3 set-up failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Creates a DynamoDB table with the `pk` string hash key.
+    pub fn create_table(&self, table: &str) {
+        self.boto(&format!(
+            "boto3.client('dynamodb', **kw).create_table(TableName='{table}', \
+             AttributeDefinitions=[{{'AttributeName': 'pk', 'AttributeType': 'S'}}], \
+             KeySchema=[{{'AttributeName': 'pk', 'KeyType': 'HASH'}}], BillingMode='PAY_PER_REQUEST')"
+        ));
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.boto(&format!("boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')"));
+    }
+
+    /// `[metadata-client]` environment overrides for this server's DynamoDB.
+    pub fn dynamodb_env(&self, table: &str) -> Vec<(String, String)> {
+        [
+            ("RESTATE_METADATA_CLIENT__TYPE", "dynamo-db".to_owned()),
+            ("RESTATE_METADATA_CLIENT__TABLE", table.to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("RESTATE_METADATA_CLIENT__AWS_REGION", "us-east-1".to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// `[metadata-client]` environment overrides for this server's S3.
+    pub fn s3_env(&self, path: &str) -> Vec<(String, String)> {
+        [
+            ("RESTATE_METADATA_CLIENT__TYPE", "object-store".to_owned()),
+            ("RESTATE_METADATA_CLIENT__PATH", path.to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("RESTATE_METADATA_CLIENT__AWS_ALLOW_HTTP", "true".to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_REGION", "us-east-1".to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("RESTATE_METADATA_CLIENT__AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
