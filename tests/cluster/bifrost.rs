@@ -141,24 +141,8 @@ async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result
     };
     writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
     let described = restatectl_json(&["-s", &cluster.address_list(), "logs", "describe", "7", "--json"]);
-    let sequencer = described["segments"][0]["sequencer"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     assert_eq!(described["segments"][0]["replication"], "{node: 2}", "{described}");
-    let sequencer_id = sequencer.split(':').next().unwrap_or_default().to_owned();
-    let nodes = restatectl_json(&["-s", &cluster.address_list(), "nodes", "list", "--json"]);
-    let sequencer_name = nodes
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["node_id"] == sequencer_id.as_str()))
-        .and_then(|n| n["name"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let sequencer_index = cluster
-        .nodes
-        .iter()
-        .position(|n| n.name == sequencer_name)
-        .expect("the sequencer is one of the nodes");
+    let sequencer_index = tail_sequencer(&cluster, 7);
     let victim = if victim_is_sequencer {
         sequencer_index
     } else {
@@ -197,6 +181,105 @@ async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result
     cluster.nodes[victim].wait_alive(START_TIMEOUT).await?;
     writer.run_for(Duration::from_secs(1), &HashSet::new()).await;
     verify(&urls[victim], &writer).await?;
+    Ok(())
+}
+
+/// The index in `cluster.nodes` of the node running the sequencer of the log's tail segment.
+fn tail_sequencer(cluster: &Cluster, log_id: u32) -> usize {
+    let described = restatectl_json(&[
+        "-s",
+        &cluster.address_list(),
+        "logs",
+        "describe",
+        &log_id.to_string(),
+        "--json",
+    ]);
+    let segments = described["segments"].as_array().cloned().unwrap_or_default();
+    let sequencer = segments
+        .last()
+        .and_then(|s| s["sequencer"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let sequencer_id = sequencer.split(':').next().unwrap_or_default().to_owned();
+    let nodes = restatectl_json(&["-s", &cluster.address_list(), "nodes", "list", "--json"]);
+    let sequencer_name = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node_id"] == sequencer_id.as_str()))
+        .and_then(|n| n["name"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.name == sequencer_name)
+        .unwrap_or_else(|| panic!("the sequencer {sequencer} is one of the nodes: {described}"))
+}
+
+/// A trim just below the tail, then kill -9 of the sequencer's node: the seal must neither
+/// end the segment below acknowledged (trimmed) records nor start the next one below the
+/// trim point; a node that cached the chain before the trim reads a trim gap, not an error.
+#[tokio::test]
+async fn trim_near_the_tail_then_sequencer_failover_keeps_every_record() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3, Some(example_config("cluster-3/n1.toml")), |_, spec| {
+        spec.env("RESTATE_AUTO_PROVISION", "true")
+    });
+    cluster.wait_all_alive(START_TIMEOUT).await?;
+    let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
+    let mut writer = Writer {
+        urls: urls.clone(),
+        next_url: 0,
+        sequence: 0,
+        acknowledged: Vec::new(),
+        failed: 0,
+    };
+    writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
+    let victim = tail_sequencer(&cluster, 7);
+    let reader = (victim + 1) % 3;
+    let trimmer = (victim + 2) % 3;
+    // The reader caches the chain as it is before the trim.
+    let before_trim = logs::read_all(&urls[reader], 7, 1).await?;
+    let old_tail = before_trim.last().map_or(1, Entry::next_lsn);
+    let trim_point = logs::trim(&urls[trimmer], 7, old_tail - 1).await?;
+    assert_eq!(trim_point, old_tail - 1);
+    cluster.nodes[victim].kill();
+    let before = writer.acknowledged.len();
+    writer.run_for(Duration::from_secs(5), &HashSet::from([victim])).await;
+    assert!(
+        writer.acknowledged.len() > before + 10,
+        "appends continue after the failover"
+    );
+
+    let described = restatectl_json(&["-s", &urls[reader], "logs", "describe", "7", "--json"]);
+    let segments = described["segments"].as_array().cloned().unwrap_or_default();
+    assert!(segments.len() > 1, "a new segment: {described}");
+    for segment in &segments[1..] {
+        assert!(
+            segment["base_lsn"].as_u64() >= Some(old_tail),
+            "a later segment starts at or after the old tail {old_tail}: {described}"
+        );
+    }
+    assert!(described["tail_lsn"].as_u64() > Some(trim_point), "{described}");
+    let entries = logs::read_all(&urls[reader], 7, 1).await?;
+    assert_eq!(
+        entries[0],
+        Entry::TrimGap(1, trim_point),
+        "{:?}",
+        &entries[..2.min(entries.len())]
+    );
+    let read = records(&entries);
+    assert_eq!(read[0].0, trim_point, "the record at the trim point is kept");
+    for (i, (lsn, _)) in read.iter().enumerate() {
+        assert_eq!(*lsn, trim_point + i as u64, "gapless after the trim point");
+    }
+    let payloads: HashSet<&Vec<u8>> = read.iter().map(|(_, p)| p).collect();
+    assert_eq!(payloads.len(), read.len(), "no record twice");
+    for payload in &writer.acknowledged[before..] {
+        assert!(
+            payloads.contains(payload),
+            "acknowledged {} is missing",
+            String::from_utf8_lossy(payload)
+        );
+    }
     Ok(())
 }
 

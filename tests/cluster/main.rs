@@ -2,6 +2,7 @@
 
 mod bad_config;
 mod bifrost;
+mod chaos;
 mod conformance;
 mod external;
 mod metadata;

@@ -386,12 +386,12 @@ async fn concurrent_auto_provisioning_gives_exactly_one_cluster() -> anyhow::Res
 #[tokio::test]
 async fn wiped_member_rejoins_as_a_new_member_and_catches_up_from_a_snapshot() -> anyhow::Result<()> {
     let file = example_config("cluster-3/n1.toml");
-    // Without the log-server role: a node whose log store vanished refuses to start (data
-    // loss); this test is about the metadata member.
+    // Every role, the log-server's too: the wiped node's log store is gone, so its log-server
+    // must not serve (its empty answers would count toward seals) while the node itself
+    // comes back as a metadata member.
     let mut cluster = Cluster::start(3, Some(file), |_, spec| {
         spec.env("RESTATE_AUTO_PROVISION", "true")
             .env("RESTATE_METADATA_SERVER__LOG_TRIM_THRESHOLD", "20")
-            .env("RESTATE_ROLES", "[metadata-server,admin,worker,http-ingress]")
     });
     cluster.wait_all_alive(START_TIMEOUT).await?;
     wait_members_agree(&cluster, 3, START_TIMEOUT).await?;
@@ -435,6 +435,19 @@ async fn wiped_member_rejoins_as_a_new_member_and_catches_up_from_a_snapshot() -
         format!("{plain_id}:2"),
         "the node keeps its id by name, with the next generation: {health}"
     );
+    let log_server = &health["role_status"]["log-server"];
+    assert_eq!(log_server["status"], "FAILED", "{health}");
+    assert!(
+        log_server["detail"].as_str().unwrap_or_default().contains("data-loss"),
+        "{health}"
+    );
+    let nodes = restatectl_json(&["-s", &cluster.address_list(), "nodes", "list", "--json"]);
+    let wiped = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node_id"] == plain_id.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(wiped["storage_state"], "data-loss", "{nodes}");
     wait_members_agree(&cluster, 3, START_TIMEOUT).await?;
 
     let new_storage = storage_of(&cluster, &plain_id).expect("the third node's storage id");

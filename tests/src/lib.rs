@@ -4,6 +4,8 @@
 //! The binaries come from the workspace target directory (`cargo build --bins` first) or
 //! from `RESTATE_BIN_DIR`. Directories of a failed test are kept and its node logs printed.
 
+pub mod chaos;
+pub mod linearizability;
 pub mod servers;
 
 use std::fs;
@@ -155,6 +157,9 @@ pub struct NodeSpec {
     pub config_file: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// A cgroup (v2) directory the process joins before it starts, so network faults can
+    /// match what it sends.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -164,7 +169,13 @@ impl NodeSpec {
             config_file: None,
             env: Vec::new(),
             args: Vec::new(),
+            cgroup: None,
         }
+    }
+
+    pub fn cgroup(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cgroup = Some(path.into());
+        self
     }
 
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -222,7 +233,19 @@ impl TestNode {
         let err_log = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
-        let mut command = Command::new(binary("restate"));
+        let mut command = match &self.spec.cgroup {
+            // The shell joins the cgroup, then becomes `restate` (same pid).
+            Some(cgroup) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg("echo $$ > \"$TEST_NODE_CGROUP/cgroup.procs\" && exec \"$0\" \"$@\"")
+                    .arg(binary("restate"))
+                    .env("TEST_NODE_CGROUP", cgroup);
+                command
+            }
+            None => Command::new(binary("restate")),
+        };
         clear_restate_env(&mut command);
         if let Some(file) = &self.spec.config_file {
             command.arg("--config-file").arg(file);
@@ -465,6 +488,16 @@ pub enum Entry {
     TrimGap(u64, u64),
 }
 
+impl Entry {
+    /// Where a reader continues after this entry.
+    pub fn next_lsn(&self) -> u64 {
+        match self {
+            Entry::Record(lsn, _) => lsn + 1,
+            Entry::TrimGap(_, to) => *to,
+        }
+    }
+}
+
 /// Appends and reads through a node's Bifrost (`BifrostSvc` on its fabric port).
 pub mod logs {
     use restate_proto::bifrost::bifrost_svc_client::BifrostSvcClient;
@@ -591,6 +624,16 @@ pub mod logs {
                 entries.push(entry);
             }
         }
+    }
+
+    /// The next LSN to be written.
+    pub async fn find_tail(fabric_url: &str, log_id: u32) -> Result<u64, tonic::Status> {
+        Ok(client(fabric_url)
+            .await?
+            .find_tail(restate_proto::bifrost::FindTailRequest { log_id })
+            .await?
+            .into_inner()
+            .tail_lsn)
     }
 
     pub async fn trim(fabric_url: &str, log_id: u32, trim_point: u64) -> Result<u64, tonic::Status> {

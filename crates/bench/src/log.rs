@@ -12,6 +12,7 @@ use restate_proto::bifrost::bifrost_svc_client::BifrostSvcClient;
 use tonic::transport::Channel;
 
 use crate::report::{Latencies, print};
+use crate::verify::{self, History, RecordId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogTarget {
@@ -23,7 +24,8 @@ pub(crate) enum LogTarget {
 
 #[derive(Debug, Args)]
 pub(crate) struct LogArgs {
-    /// Fabric address of a node (appends go through its Bifrost), or etcd endpoints.
+    /// Fabric addresses of nodes, comma separated (appenders spread over them and move to
+    /// the next one after a failed append), or etcd endpoints.
     #[arg(long)]
     address: String,
     #[arg(long, value_enum, default_value = "bifrost")]
@@ -41,12 +43,19 @@ pub(crate) struct LogArgs {
     record_size: usize,
     #[arg(long, default_value_t = 0)]
     log_id: u32,
+    /// Give every record an identity, read the whole log back afterwards and print the counts
+    /// of acknowledged, lost, duplicated and out-of-order records as the last line (JSON);
+    /// exits with 3 if any acknowledged record is lost or misplaced.
+    #[arg(long)]
+    verify: bool,
 }
 
 /// One appender's connection.
 enum Appender {
     Bifrost {
-        client: BifrostSvcClient<Channel>,
+        /// One client per node address; appends go to `clients[current]`.
+        clients: Vec<BifrostSvcClient<Channel>>,
+        current: usize,
         log_id: u32,
     },
     Etcd {
@@ -56,16 +65,52 @@ enum Appender {
     },
 }
 
+/// Why an append failed, as far as the checker is concerned.
+enum AppendFailure {
+    /// The node said nothing was appended.
+    NotAppended,
+    /// The records may or may not be in the log.
+    Unknown,
+}
+
+/// Longest wait for one append (past it, the outcome is unknown and the appender moves on).
+const APPEND_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Bifrost answers "not appended" with this header (anything else may have landed).
+const NOT_APPENDED_HEADER: &str = "x-restate-not-appended";
+
+fn classify(error: &anyhow::Error) -> AppendFailure {
+    match error.downcast_ref::<tonic::Status>() {
+        Some(status) if status.metadata().contains_key(NOT_APPENDED_HEADER) => AppendFailure::NotAppended,
+        _ => AppendFailure::Unknown,
+    }
+}
+
 impl Appender {
-    async fn append(&mut self, payloads: &[Vec<u8>]) -> anyhow::Result<()> {
+    /// Appends; returns the first LSN (0 for etcd, which has none).
+    async fn append(&mut self, payloads: &[Vec<u8>]) -> anyhow::Result<u64> {
         match self {
-            Appender::Bifrost { client, log_id } => {
-                client
-                    .append(AppendRequest {
-                        log_id: *log_id,
-                        payloads: payloads.to_vec(),
-                    })
-                    .await?;
+            Appender::Bifrost {
+                clients,
+                current,
+                log_id,
+            } => {
+                let request = AppendRequest {
+                    log_id: *log_id,
+                    payloads: payloads.to_vec(),
+                };
+                let outcome = tokio::time::timeout(APPEND_TIMEOUT, clients[*current].append(request)).await;
+                return match outcome {
+                    Ok(Ok(response)) => Ok(response.into_inner().first_lsn),
+                    Ok(Err(status)) => {
+                        *current = (*current + 1) % clients.len();
+                        Err(status.into())
+                    }
+                    Err(_) => {
+                        *current = (*current + 1) % clients.len();
+                        anyhow::bail!("no answer within {APPEND_TIMEOUT:?}")
+                    }
+                };
             }
             Appender::Etcd { client, prefix, next } => {
                 let puts: Vec<TxnOp> = payloads
@@ -78,20 +123,27 @@ impl Appender {
                 client.txn(Txn::new().and_then(puts)).await?;
             }
         }
-        Ok(())
+        Ok(0)
     }
 }
 
 async fn connect(args: &LogArgs, worker: usize) -> anyhow::Result<Appender> {
     Ok(match args.target {
         LogTarget::Bifrost => {
-            let channel = tonic::transport::Endpoint::from_shared(fabric_url(&args.address))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .with_context(|| format!("cannot reach {}", args.address))?;
+            let mut clients = Vec::new();
+            for address in args.address.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                let channel = tonic::transport::Endpoint::from_shared(fabric_url(address))
+                    .with_context(|| format!("`{address}` is not an address"))?
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                clients.push(BifrostSvcClient::new(channel));
+            }
+            if clients.is_empty() {
+                anyhow::bail!("--address names no node");
+            }
             Appender::Bifrost {
-                client: BifrostSvcClient::new(channel),
+                current: worker % clients.len(),
+                clients,
                 log_id: args.log_id,
             }
         }
@@ -110,6 +162,17 @@ async fn connect(args: &LogArgs, worker: usize) -> anyhow::Result<Appender> {
 }
 
 pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
+    if args.verify && args.target != LogTarget::Bifrost {
+        anyhow::bail!("--verify reads the log back through Bifrost; it needs --target bifrost");
+    }
+    // Tells this run's records from earlier runs' in the same log.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let verify = args.verify;
+    let record_size = args.record_size;
+    let batch = args.batch;
     let payloads: Vec<Vec<u8>> = (0..args.batch).map(|_| vec![b'r'; args.record_size]).collect();
     let mut appenders = Vec::new();
     for worker in 0..args.concurrency {
@@ -120,38 +183,59 @@ pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
         first
             .append(&payloads)
             .await
-            .with_context(|| format!("the warm-up append on {} failed", args.address))?;
+            .with_context(|| format!("the warm-up append through {} failed", args.address))?;
     }
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut workers = Vec::new();
-    for mut appender in appenders {
-        let payloads = payloads.clone();
+    for (worker, mut appender) in appenders.into_iter().enumerate() {
+        let mut payloads = payloads.clone();
+        let worker = worker as u32;
         workers.push(tokio::spawn(async move {
             let mut appends = Latencies::new("append")?;
+            let mut history = History::default();
+            let mut sequence = 0u64;
             // The longest stretch without an acknowledgement: what a failover costs a writer.
             let mut last_ack = Instant::now();
             let mut longest_gap = Duration::ZERO;
             while Instant::now() < deadline {
+                let ids: Vec<RecordId> = (0..batch as u64).map(|i| (worker, sequence + i)).collect();
+                if verify {
+                    payloads = ids.iter().map(|id| verify::payload(run_id, *id, record_size)).collect();
+                }
+                sequence += batch as u64;
                 let begin = Instant::now();
                 match appender.append(&payloads).await {
-                    Ok(()) => {
+                    Ok(first_lsn) => {
                         appends.record(begin.elapsed());
                         longest_gap = longest_gap.max(last_ack.elapsed());
                         last_ack = Instant::now();
+                        if verify {
+                            history.acknowledged.extend(ids.into_iter().zip(first_lsn..));
+                        }
                     }
-                    Err(_) => appends.errors += 1,
+                    Err(error) => {
+                        appends.errors += 1;
+                        if verify {
+                            match classify(&error) {
+                                AppendFailure::NotAppended => history.not_appended.extend(ids),
+                                AppendFailure::Unknown => history.uncertain.extend(ids),
+                            }
+                        }
+                    }
                 }
             }
-            anyhow::Ok((appends, longest_gap.max(last_ack.elapsed())))
+            anyhow::Ok((appends, longest_gap.max(last_ack.elapsed()), history))
         }));
     }
     let mut appends = Latencies::new("append")?;
     let mut longest_gap = Duration::ZERO;
+    let mut history = History::default();
     for worker in workers {
-        let (worker_appends, gap) = worker.await??;
+        let (worker_appends, gap, worker_history) = worker.await??;
         appends.merge(&worker_appends);
         longest_gap = longest_gap.max(gap);
+        history.merge(worker_history);
     }
     let elapsed = started.elapsed();
     let records = appends.count() * args.batch as u64;
@@ -170,6 +254,17 @@ pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
         LogTarget::Etcd => "etcd log",
     };
     print(target, args.concurrency, elapsed, &[&appends]);
+    if verify {
+        let Appender::Bifrost { clients, log_id, .. } = connect(&args, 0).await? else {
+            anyhow::bail!("--verify needs --target bifrost");
+        };
+        let read = verify::read_back(clients, log_id, run_id).await?;
+        let verdict = verify::check(&history, &read);
+        println!("{}", verdict.json());
+        if !verdict.ok() {
+            std::process::exit(3);
+        }
+    }
     Ok(())
 }
 

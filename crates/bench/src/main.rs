@@ -4,6 +4,7 @@
 mod log;
 mod metadata;
 mod report;
+mod verify;
 
 use std::process::ExitCode;
 

@@ -2,6 +2,7 @@
 //! is a compare-and-swap of `bifrost_config`, so concurrent reconfigurations of one log settle
 //! on one result.
 
+use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use restate_metadata_store::{ReadModifyWrite, WriteError};
@@ -174,6 +175,7 @@ impl Bifrost {
         if tail.index != segment_index {
             return Ok(());
         }
+        let trimmed_below = u32::try_from(chain.trim_point.saturating_sub(tail.base_lsn)).unwrap_or(u32::MAX);
         let end = match &tail.loglet {
             LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
                 self.inner
@@ -192,10 +194,25 @@ impl Bifrost {
                 if let Some(sequencer) = self.inner.sequencers.get(params.loglet_id) {
                     sequencer.seal();
                 }
-                let addresses = self.addresses().await?;
-                replicated::seal(&self.inner.peers, params, &addresses).await?
+                let nodes = self.nodes_config(true).await?;
+                let addresses = nodes.nodes.values().map(|n| (n.id, n.address.clone())).collect();
+                // Members whose storage was lost answer from an empty store: never count them.
+                let lost: BTreeSet<PlainNodeId> = params
+                    .nodeset
+                    .iter()
+                    .copied()
+                    .filter(|id| {
+                        nodes
+                            .nodes
+                            .get(id)
+                            .is_some_and(|n| n.log_server_state == StorageState::DataLoss)
+                    })
+                    .collect();
+                replicated::seal(&self.inner.peers, params, &addresses, &lost, trimmed_below).await?
             }
         };
+        // Trimmed records were committed: the segment never ends below the trim point.
+        let end = end.max(trimmed_below);
         let provider = self.logs().await?.default_provider;
         let next = Segment {
             index: tail.index + 1,

@@ -9,6 +9,8 @@
 
 mod chain;
 mod error;
+#[cfg(test)]
+mod fault_tests;
 mod follow;
 mod peers;
 mod replicated;
@@ -70,7 +72,7 @@ struct Inner {
     metadata: MetadataClient,
     view: ClusterView,
     options: BifrostOptions,
-    peers: Peers,
+    peers: Arc<Peers>,
     local: LogStore,
     /// Serializes offset assignment of this node's local loglets.
     local_appends: tokio::sync::Mutex<()>,
@@ -99,12 +101,13 @@ impl Bifrost {
                 metadata,
                 view,
                 options: config.bifrost.clone(),
-                peers: Peers::new(
+                peers: Arc::new(Peers::new(
                     &config.cluster_name,
                     config.networking.connect_timeout,
                     config.bifrost.replicated_loglet.rpc_timeout,
                     config.bifrost.auto_recovery_interval,
-                ),
+                    usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
+                )),
                 local,
                 local_appends: tokio::sync::Mutex::new(()),
                 local_appended: tokio::sync::watch::channel(0).0,
@@ -196,8 +199,11 @@ impl Bifrost {
             LogletParams::Local { loglet_id, node } => self.forward(*node, *loglet_id, 0, payloads).await,
             LogletParams::Replicated(params) if params.sequencer == me => {
                 let addresses = self.addresses().await?;
-                let sequencer = self.inner.sequencers.get_or_create(params, || addresses);
-                sequencer.append(&self.inner.peers, payloads).await
+                let sequencer = self
+                    .inner
+                    .sequencers
+                    .get_or_create(params, || addresses, &self.inner.peers);
+                sequencer.append(payloads).await
             }
             LogletParams::Replicated(params) => {
                 if self.inner.view.is_dead(params.sequencer.id) {
@@ -254,9 +260,15 @@ impl Bifrost {
             sequencer_generation: generation,
             payloads,
         };
-        match client.sequencer_append(request).await {
-            Ok(response) => Ok(response.into_inner().first_offset),
-            Err(status) => Err(service::status_to_error(&status, node)),
+        // Long enough for the sequencer to finish the batch: giving up earlier would report
+        // "outcome unknown" for records that are still being stored.
+        let waited = self.inner.peers.forward_timeout();
+        match tokio::time::timeout(waited, client.sequencer_append(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().first_offset),
+            Ok(Err(status)) => Err(service::status_to_error(&status, node)),
+            Err(_) => Err(BifrostError::UnknownOutcome(format!(
+                "{node} did not answer the forwarded append within {waited:?}"
+            ))),
         }
     }
 
@@ -286,8 +298,8 @@ impl Bifrost {
         let addresses = self.addresses().await?;
         self.inner
             .sequencers
-            .get_or_create(&params, || addresses)
-            .append(&self.inner.peers, payloads)
+            .get_or_create(&params, || addresses, &self.inner.peers)
+            .append(payloads)
             .await
     }
 
@@ -403,6 +415,12 @@ impl Bifrost {
                             range.corrupt
                         )));
                     }
+                    let trimmed_to = range.state.trim_point.min(to_offset);
+                    if trimmed_to > from_offset {
+                        let to = segment.base_lsn + u64::from(trimmed_to);
+                        entries.push(LogEntry::TrimGap { from: lsn, to });
+                        lsn = to;
+                    }
                     range.records
                 }
                 LogletParams::Local { node, .. } => {
@@ -412,12 +430,21 @@ impl Bifrost {
                 }
                 LogletParams::Replicated(params) => {
                     let addresses = self.addresses().await?;
-                    replicated::read(&self.inner.peers, params, &addresses, from_offset, to_offset).await?
+                    let range = replicated::read(&self.inner.peers, params, &addresses, from_offset, to_offset).await?;
+                    if range.trimmed_to > from_offset {
+                        // Another node trimmed the log since this node cached the chain.
+                        self.forget_logs();
+                        let to = segment.base_lsn + u64::from(range.trimmed_to);
+                        entries.push(LogEntry::TrimGap { from: lsn, to });
+                        lsn = to;
+                    }
+                    range.records
                 }
             };
             for (offset, payload) in records {
                 let record_lsn = segment.base_lsn + u64::from(offset);
                 if record_lsn != lsn {
+                    self.forget_logs();
                     return Err(BifrostError::Unavailable(format!(
                         "log {log_id}: record {lsn} is missing (found {record_lsn} next)"
                     )));

@@ -1,24 +1,139 @@
-//! gRPC clients for the other nodes Bifrost talks to: log-servers and remote sequencers.
+//! Clients for the other nodes Bifrost talks to: log-servers (behind [`LogServerRpc`], so
+//! tests can put in-process log-servers with injected faults in their place) and remote
+//! sequencers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use restate_proto::bifrost::bifrost_svc_client::BifrostSvcClient;
-use restate_proto::log_server::LogServerIdentity;
+use restate_proto::log_server as pb;
 use restate_proto::log_server::log_server_svc_client::LogServerSvcClient;
+use restate_types::PlainNodeId;
+use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::BifrostError;
 
+/// The calls Bifrost makes to a log-server. The gRPC implementation talks to the node's
+/// fabric port; the unit tests use in-process log-servers behind a fault-injecting layer.
+#[tonic::async_trait]
+pub(crate) trait LogServerRpc: Send + Sync + 'static {
+    async fn store(
+        &self,
+        node: PlainNodeId,
+        address: &str,
+        request: pb::StoreRequest,
+    ) -> Result<pb::StoreResponse, Status>;
+    async fn seal(&self, node: PlainNodeId, address: &str, request: pb::SealRequest) -> Result<pb::LogletInfo, Status>;
+    async fn get_records(
+        &self,
+        node: PlainNodeId,
+        address: &str,
+        request: pb::GetRecordsRequest,
+    ) -> Result<pb::GetRecordsResponse, Status>;
+    async fn get_loglet_info(
+        &self,
+        node: PlainNodeId,
+        address: &str,
+        request: pb::GetLogletInfoRequest,
+    ) -> Result<pb::LogletInfo, Status>;
+    async fn trim(&self, node: PlainNodeId, address: &str, request: pb::TrimRequest) -> Result<pb::LogletInfo, Status>;
+}
+
+/// Channels to other nodes, one per address, shared by every call to that node.
+struct Channels {
+    connect_timeout: Duration,
+    /// Upper bound of any unary call on these channels; each caller applies its own, shorter
+    /// deadline as well.
+    request_timeout: Duration,
+    by_address: Mutex<HashMap<String, Channel>>,
+}
+
+impl Channels {
+    fn get(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = restate_net::channel(address, self.connect_timeout, self.request_timeout)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Log-servers reached over gRPC on their fabric ports.
+struct GrpcLogServers {
+    channels: Arc<Channels>,
+    max_message_size: usize,
+}
+
+impl GrpcLogServers {
+    fn client(&self, address: &str) -> Result<LogServerSvcClient<Channel>, Status> {
+        Ok(LogServerSvcClient::new(self.channels.get(address)?)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size))
+    }
+}
+
+#[tonic::async_trait]
+impl LogServerRpc for GrpcLogServers {
+    async fn store(
+        &self,
+        _node: PlainNodeId,
+        address: &str,
+        request: pb::StoreRequest,
+    ) -> Result<pb::StoreResponse, Status> {
+        Ok(self.client(address)?.store(request).await?.into_inner())
+    }
+
+    async fn seal(
+        &self,
+        _node: PlainNodeId,
+        address: &str,
+        request: pb::SealRequest,
+    ) -> Result<pb::LogletInfo, Status> {
+        Ok(self.client(address)?.seal(request).await?.into_inner())
+    }
+
+    async fn get_records(
+        &self,
+        _node: PlainNodeId,
+        address: &str,
+        request: pb::GetRecordsRequest,
+    ) -> Result<pb::GetRecordsResponse, Status> {
+        Ok(self.client(address)?.get_records(request).await?.into_inner())
+    }
+
+    async fn get_loglet_info(
+        &self,
+        _node: PlainNodeId,
+        address: &str,
+        request: pb::GetLogletInfoRequest,
+    ) -> Result<pb::LogletInfo, Status> {
+        Ok(self.client(address)?.get_loglet_info(request).await?.into_inner())
+    }
+
+    async fn trim(
+        &self,
+        _node: PlainNodeId,
+        address: &str,
+        request: pb::TrimRequest,
+    ) -> Result<pb::LogletInfo, Status> {
+        Ok(self.client(address)?.trim(request).await?.into_inner())
+    }
+}
+
 pub(crate) struct Peers {
     pub(crate) cluster_name: String,
-    connect_timeout: Duration,
     pub(crate) rpc_timeout: Duration,
     /// How long a sequencer keeps retrying a batch on its nodeset before the append reports
     /// failure (and the log may be reconfigured around the failing log-servers).
     pub(crate) store_deadline: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
+    pub(crate) log_servers: Arc<dyn LogServerRpc>,
+    channels: Arc<Channels>,
+    max_message_size: usize,
 }
 
 impl Peers {
@@ -27,41 +142,63 @@ impl Peers {
         connect_timeout: Duration,
         rpc_timeout: Duration,
         store_deadline: Duration,
+        max_message_size: usize,
     ) -> Self {
+        let channels = Arc::new(Channels {
+            connect_timeout,
+            request_timeout: Self::forward_timeout_of(rpc_timeout, store_deadline),
+            by_address: Mutex::default(),
+        });
+        let log_servers = Arc::new(GrpcLogServers {
+            channels: channels.clone(),
+            max_message_size,
+        });
         Self {
             cluster_name: cluster_name.to_owned(),
-            connect_timeout,
             rpc_timeout,
             store_deadline,
-            channels: Mutex::default(),
+            log_servers,
+            channels,
+            max_message_size,
         }
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, BifrostError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let channel = restate_net::channel(address, self.connect_timeout, self.rpc_timeout)
-            .map_err(|e| BifrostError::Invalid(e.to_string()))?;
-        channels.insert(address.to_owned(), channel.clone());
-        Ok(channel)
+    /// Peers whose log-servers are reached through `log_servers` instead of gRPC.
+    #[cfg(test)]
+    pub(crate) fn with_log_servers(
+        cluster_name: &str,
+        rpc_timeout: Duration,
+        store_deadline: Duration,
+        log_servers: Arc<dyn LogServerRpc>,
+    ) -> Self {
+        let mut peers = Self::new(cluster_name, rpc_timeout, rpc_timeout, store_deadline, 4 << 20);
+        peers.log_servers = log_servers;
+        peers
     }
 
-    pub(crate) fn log_server(&self, address: &str) -> Result<LogServerSvcClient<Channel>, BifrostError> {
-        Ok(LogServerSvcClient::new(self.channel(address)?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+    /// How long a node waits for an append it forwarded to the sequencer: the sequencer
+    /// answers within its store deadline plus one store call, so a caller that gave up earlier
+    /// would report "outcome unknown" for batches that are still being stored.
+    fn forward_timeout_of(rpc_timeout: Duration, store_deadline: Duration) -> Duration {
+        store_deadline + rpc_timeout * 2
+    }
+
+    pub(crate) fn forward_timeout(&self) -> Duration {
+        Self::forward_timeout_of(self.rpc_timeout, self.store_deadline)
     }
 
     pub(crate) fn bifrost(&self, address: &str) -> Result<BifrostSvcClient<Channel>, BifrostError> {
-        Ok(BifrostSvcClient::new(self.channel(address)?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        let channel = self
+            .channels
+            .get(address)
+            .map_err(|e| BifrostError::Invalid(e.message().to_owned()))?;
+        Ok(BifrostSvcClient::new(channel)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size))
     }
 
-    pub(crate) fn identity(&self, node_id: u32) -> Option<LogServerIdentity> {
-        Some(LogServerIdentity {
+    pub(crate) fn identity(&self, node_id: u32) -> Option<pb::LogServerIdentity> {
+        Some(pb::LogServerIdentity {
             cluster_name: self.cluster_name.clone(),
             node_id,
         })

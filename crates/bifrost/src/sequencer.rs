@@ -12,15 +12,16 @@ use futures::stream::FuturesUnordered;
 use restate_proto::log_server::{SequencerId, StoreRequest, StoreStatus};
 use restate_types::PlainNodeId;
 use restate_types::metadata::ReplicatedParams;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::BifrostError;
-use crate::peers::Peers;
+use crate::peers::{Peers, refused};
 
 pub(crate) struct Sequencer {
     params: ReplicatedParams,
     /// Addresses of the nodeset members.
     addresses: HashMap<PlainNodeId, String>,
+    peers: Arc<Peers>,
     state: Mutex<SequencerState>,
     /// Offsets below this are committed (acknowledged in order).
     committed: watch::Sender<u32>,
@@ -32,11 +33,26 @@ struct SequencerState {
     broken: Option<String>,
 }
 
+/// What one store call proved about the batch on one log-server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StoreOutcome {
+    Stored,
+    /// The log-server answered and did not store the records (sealed, not writable,
+    /// another sequencer), or the connection was refused: certainly not stored.
+    Refused {
+        sealed: bool,
+        reason: String,
+    },
+    /// No answer, or the call broke mid-way: the records may have landed.
+    Unknown(String),
+}
+
 impl Sequencer {
-    pub(crate) fn new(params: ReplicatedParams, addresses: HashMap<PlainNodeId, String>) -> Self {
+    pub(crate) fn new(params: ReplicatedParams, addresses: HashMap<PlainNodeId, String>, peers: Arc<Peers>) -> Self {
         Self {
             params,
             addresses,
+            peers,
             state: Mutex::new(SequencerState {
                 next_offset: 0,
                 broken: None,
@@ -82,7 +98,10 @@ impl Sequencer {
     }
 
     /// Appends a batch; returns the offset of its first record once it is committed.
-    pub(crate) async fn append(&self, peers: &Peers, payloads: Vec<Vec<u8>>) -> Result<u32, BifrostError> {
+    ///
+    /// The batch runs as a task of its own: a caller that goes away (a dropped request, a
+    /// timed-out forward) cannot leave reserved offsets that later batches wait for forever.
+    pub(crate) async fn append(self: &Arc<Self>, payloads: Vec<Vec<u8>>) -> Result<u32, BifrostError> {
         let count = payloads.len() as u32;
         let first = {
             let mut state = self.lock();
@@ -96,12 +115,25 @@ impl Sequencer {
             state.next_offset = first.checked_add(count).ok_or_else(BifrostError::sealed)?;
             first
         };
-        let stored = self.store_batch(peers, first, payloads).await;
-        if let Err(error) = stored {
+        let (done, outcome) = oneshot::channel();
+        let batch = self.clone();
+        tokio::spawn(async move {
+            let _ = done.send(batch.run_batch(first, count, payloads).await);
+        });
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(BifrostError::UnknownOutcome("the sequencer stopped".into())))
+    }
+
+    /// Stores one batch and acknowledges it after every earlier batch committed. Bounded:
+    /// every earlier batch started before this one and gives up within the same deadline.
+    async fn run_batch(&self, first: u32, count: u32, payloads: Vec<Vec<u8>>) -> Result<u32, BifrostError> {
+        let started = Instant::now();
+        if let Err(error) = self.store_batch(first, payloads).await {
             self.mark_broken(&error.to_string());
             return Err(error);
         }
-        // Acknowledge in offset order: wait for every earlier batch.
+        let ack_deadline = started + self.peers.store_deadline + self.peers.rpc_timeout * 2;
         let mut committed = self.committed.subscribe();
         loop {
             let tail = *committed.borrow_and_update();
@@ -111,6 +143,13 @@ impl Sequencer {
             if let Some(reason) = self.lock().broken.clone() {
                 return Err(BifrostError::UnknownOutcome(format!(
                     "an earlier batch failed ({reason}); these records are stored but may not be part of the log"
+                )));
+            }
+            if Instant::now() >= ack_deadline {
+                let reason = "an earlier batch did not finish within the store deadline";
+                self.mark_broken(reason);
+                return Err(BifrostError::UnknownOutcome(format!(
+                    "{reason}; these records are stored but may not be part of the log"
                 )));
             }
             if tokio::time::timeout(Duration::from_millis(200), committed.changed())
@@ -125,11 +164,14 @@ impl Sequencer {
     }
 
     /// Stores the batch on `replication` nodeset members (in parallel, retrying the others).
-    async fn store_batch(&self, peers: &Peers, first: u32, payloads: Vec<Vec<u8>>) -> Result<(), BifrostError> {
+    /// Fails with "not appended" only when no copy can have landed anywhere; otherwise the
+    /// outcome is unknown (a seal may still keep the records), so a retry could duplicate.
+    async fn store_batch(&self, first: u32, payloads: Vec<Vec<u8>>) -> Result<(), BifrostError> {
         let needed = usize::from(self.params.replication.num_copies());
-        let deadline = Instant::now() + peers.store_deadline;
+        let deadline = Instant::now() + self.peers.store_deadline;
         let mut stored: Vec<PlainNodeId> = Vec::new();
-        let mut sealed = 0usize;
+        let mut maybe_stored = false;
+        let mut sealed = false;
         let mut last_errors: HashMap<PlainNodeId, String> = HashMap::new();
         let mut pause = Duration::from_millis(20);
         loop {
@@ -142,19 +184,17 @@ impl Sequencer {
                 .collect();
             let mut calls: FuturesUnordered<_> = pending
                 .iter()
-                .map(|node| self.store_on(peers, *node, first, payloads.clone()))
+                .map(|node| self.store_on(*node, first, payloads.clone()))
                 .collect();
             while let Some((node, outcome)) = calls.next().await {
                 match outcome {
-                    Ok(StoreStatus::Stored) => stored.push(node),
-                    Ok(StoreStatus::Sealed) => {
-                        sealed += 1;
-                        last_errors.insert(node, "sealed".into());
+                    StoreOutcome::Stored => stored.push(node),
+                    StoreOutcome::Refused { sealed: s, reason } => {
+                        sealed |= s;
+                        last_errors.insert(node, reason);
                     }
-                    Ok(other) => {
-                        last_errors.insert(node, format!("{other:?}"));
-                    }
-                    Err(reason) => {
+                    StoreOutcome::Unknown(reason) => {
+                        maybe_stored = true;
                         last_errors.insert(node, reason);
                     }
                 }
@@ -162,8 +202,9 @@ impl Sequencer {
                     return Ok(());
                 }
             }
-            if sealed > 0 {
-                return Err(match stored.is_empty() {
+            let certainly_nowhere = stored.is_empty() && !maybe_stored;
+            if sealed {
+                return Err(match certainly_nowhere {
                     true => BifrostError::sealed(),
                     false => BifrostError::UnknownOutcome(
                         "the segment was sealed while these records were being stored".into(),
@@ -177,7 +218,7 @@ impl Sequencer {
                     stored.len(),
                     reasons.join("; ")
                 );
-                return Err(match stored.is_empty() {
+                return Err(match certainly_nowhere {
                     true => BifrostError::transient(reason),
                     false => BifrostError::UnknownOutcome(reason),
                 });
@@ -192,22 +233,18 @@ impl Sequencer {
         }
     }
 
-    async fn store_on(
-        &self,
-        peers: &Peers,
-        node: PlainNodeId,
-        first: u32,
-        payloads: Vec<Vec<u8>>,
-    ) -> (PlainNodeId, Result<StoreStatus, String>) {
+    async fn store_on(&self, node: PlainNodeId, first: u32, payloads: Vec<Vec<u8>>) -> (PlainNodeId, StoreOutcome) {
         let Some(address) = self.addresses.get(&node) else {
-            return (node, Err("no known address".into()));
-        };
-        let mut client = match peers.log_server(address) {
-            Ok(client) => client,
-            Err(error) => return (node, Err(error.to_string())),
+            return (
+                node,
+                StoreOutcome::Refused {
+                    sealed: false,
+                    reason: "no known address".into(),
+                },
+            );
         };
         let request = StoreRequest {
-            identity: peers.identity(node.0),
+            identity: self.peers.identity(node.0),
             loglet_id: self.params.loglet_id,
             sequencer: Some(SequencerId {
                 node_id: self.params.sequencer.id.0,
@@ -218,19 +255,26 @@ impl Sequencer {
             known_global_tail: self.committed_tail(),
             repair: false,
         };
-        let outcome = tokio::time::timeout(peers.rpc_timeout, client.store(request)).await;
+        let rpc_timeout = self.peers.rpc_timeout;
+        let outcome = tokio::time::timeout(rpc_timeout, self.peers.log_servers.store(node, address, request)).await;
         let result = match outcome {
-            Ok(Ok(response)) => {
-                let response = response.into_inner();
-                match StoreStatus::try_from(response.status) {
-                    Ok(status @ (StoreStatus::Stored | StoreStatus::Sealed)) => Ok(status),
-                    Ok(status) if response.detail.is_empty() => Err(format!("{status:?}")),
-                    Ok(_) => Err(response.detail),
-                    Err(_) => Err(format!("unknown store status {}", response.status)),
-                }
-            }
-            Ok(Err(status)) => Err(status.message().to_owned()),
-            Err(_) => Err(format!("no answer within {:?}", peers.rpc_timeout)),
+            Ok(Ok(response)) => match StoreStatus::try_from(response.status) {
+                Ok(StoreStatus::Stored) => StoreOutcome::Stored,
+                Ok(status) => StoreOutcome::Refused {
+                    sealed: status == StoreStatus::Sealed,
+                    reason: match response.detail.is_empty() {
+                        true => format!("{status:?}"),
+                        false => response.detail,
+                    },
+                },
+                Err(_) => StoreOutcome::Unknown(format!("unknown store status {}", response.status)),
+            },
+            Ok(Err(status)) if refused(&status) => StoreOutcome::Refused {
+                sealed: false,
+                reason: status.message().to_owned(),
+            },
+            Ok(Err(status)) => StoreOutcome::Unknown(status.message().to_owned()),
+            Err(_) => StoreOutcome::Unknown(format!("no answer within {rpc_timeout:?}")),
         };
         (node, result)
     }
@@ -252,11 +296,12 @@ impl Sequencers {
         &self,
         params: &ReplicatedParams,
         addresses: impl FnOnce() -> HashMap<PlainNodeId, String>,
+        peers: &Arc<Peers>,
     ) -> Arc<Sequencer> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running
             .entry(params.loglet_id)
-            .or_insert_with(|| Arc::new(Sequencer::new(params.clone(), addresses())))
+            .or_insert_with(|| Arc::new(Sequencer::new(params.clone(), addresses(), peers.clone())))
             .clone()
     }
 

@@ -28,10 +28,11 @@ pub struct BifrostService {
 }
 
 impl BifrostService {
-    pub fn server(slot: Arc<OnceLock<Bifrost>>) -> BifrostSvcServer<BifrostService> {
+    /// `message_limit`: the largest message accepted or sent (`[networking] message-size-limit`).
+    pub fn server(slot: Arc<OnceLock<Bifrost>>, message_limit: usize) -> BifrostSvcServer<BifrostService> {
         BifrostSvcServer::new(BifrostService { slot })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(message_limit)
+            .max_encoding_message_size(message_limit)
     }
 
     fn bifrost(&self) -> Result<&Bifrost, Status> {

@@ -57,6 +57,8 @@ pub struct LogServer {
     writable: Arc<AtomicBool>,
     /// Set once [`Self::activate`] checked the store against the storage state.
     activated: Arc<AtomicBool>,
+    /// Largest gRPC message (`[networking] message-size-limit`).
+    message_size_limit: usize,
 }
 
 impl LogServer {
@@ -70,6 +72,7 @@ impl LogServer {
             cluster_name: config.cluster_name.clone(),
             writable: Arc::new(AtomicBool::new(false)),
             activated: Arc::new(AtomicBool::new(false)),
+            message_size_limit: usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
         })
     }
 
@@ -83,9 +86,10 @@ impl LogServer {
             self.store.clone(),
             self.cluster_name.clone(),
             self.writable.clone(),
+            self.activated.clone(),
         ))
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(self.message_size_limit)
+        .max_encoding_message_size(self.message_size_limit)
     }
 
     /// Checks the store against the node's storage state and moves it to `read-write` when it
@@ -136,7 +140,7 @@ impl LogServer {
         }
         self.writable
             .store(target == StorageState::ReadWrite, Ordering::Relaxed);
-        self.activated.store(true, Ordering::Relaxed);
+        self.activated.store(true, Ordering::Release);
         tracing::info!(state = ?target, path = %self.store.path().display(), "log-server storage is ready");
         Ok(target)
     }
@@ -144,7 +148,7 @@ impl LogServer {
     /// Follows an operator's change of the storage state (e.g. to `read-only`).
     /// `provisioning` is ignored: [`Self::activate`] owns that transition.
     pub fn apply_state(&self, state: StorageState) {
-        if self.activated.load(Ordering::Relaxed) && state != StorageState::Provisioning {
+        if self.activated.load(Ordering::Acquire) && state != StorageState::Provisioning {
             let writable = state == StorageState::ReadWrite;
             if self.writable.swap(writable, Ordering::Relaxed) != writable {
                 tracing::info!(?state, "log-server storage state changed");

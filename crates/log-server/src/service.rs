@@ -9,22 +9,32 @@ use tonic::{Request, Response, Status};
 
 use crate::store::{LogStore, LogletState, StoreError, StoreRefusal};
 
+/// Serves the store. Every call is refused until the store was checked against the node's
+/// storage state ([`crate::LogServer::activate`]): a wiped store answers from empty state, and
+/// counting such an answer toward a seal would cut acknowledged records.
 pub struct LogServerService {
     store: LogStore,
     cluster_name: String,
     writable: Arc<AtomicBool>,
+    activated: Arc<AtomicBool>,
 }
 
 impl LogServerService {
-    pub(crate) fn new(store: LogStore, cluster_name: String, writable: Arc<AtomicBool>) -> Self {
+    pub fn new(store: LogStore, cluster_name: String, writable: Arc<AtomicBool>, activated: Arc<AtomicBool>) -> Self {
         Self {
             store,
             cluster_name,
             writable,
+            activated,
         }
     }
 
     fn check(&self, identity: Option<&pb::LogServerIdentity>) -> Result<(), Status> {
+        if !self.activated.load(Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "this log-server has not checked its storage yet (starting, or its storage was lost)",
+            ));
+        }
         match identity {
             Some(identity) if identity.cluster_name == self.cluster_name => Ok(()),
             Some(identity) => Err(Status::permission_denied(format!(
@@ -53,6 +63,14 @@ fn io(error: StoreError) -> Status {
 impl LogServerSvc for LogServerService {
     async fn store(&self, request: Request<pb::StoreRequest>) -> Result<Response<pb::StoreResponse>, Status> {
         let request = request.into_inner();
+        if !self.activated.load(Ordering::Acquire) {
+            // Answered as a refusal, so the sequencer knows nothing was stored.
+            return Ok(Response::new(pb::StoreResponse {
+                status: pb::StoreStatus::NotWritable as i32,
+                local_tail: 0,
+                detail: "this log-server has not checked its storage yet".into(),
+            }));
+        }
         self.check(request.identity.as_ref())?;
         if !self.writable.load(Ordering::Relaxed) && !request.repair {
             return Ok(Response::new(pb::StoreResponse {
@@ -111,10 +129,14 @@ impl LogServerSvc for LogServerService {
         let request = request.into_inner();
         self.check(request.identity.as_ref())?;
         let max = (request.max_records as usize).clamp(1, 10_000);
-        let range = self
-            .store
-            .read(request.loglet_id, request.from_offset, request.to_offset, max)
-            .map_err(io)?;
+        let store = self.store.clone();
+        // RocksDB iteration blocks: keep it off the async workers.
+        let range = tokio::task::spawn_blocking(move || {
+            store.read(request.loglet_id, request.from_offset, request.to_offset, max)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading records failed: {e}")))?
+        .map_err(io)?;
         Ok(Response::new(pb::GetRecordsResponse {
             info: Some(info(&range.state)),
             records: range

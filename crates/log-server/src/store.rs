@@ -76,7 +76,9 @@ pub struct LogStore {
     db: Arc<DB>,
     path: PathBuf,
     states: Arc<Mutex<HashMap<u64, LogletState>>>,
-    writer: mpsc::Sender<WriteJob>,
+    /// Unbounded so a job is queued while the state lock is held: jobs reach the disk in
+    /// the order their state changes were made (a seal never overtakes an admitted store).
+    writer: mpsc::UnboundedSender<WriteJob>,
     // Declared last: dropped after `writer`, so the writer thread has seen its channel close.
     _writer_thread: Arc<WriterThread>,
 }
@@ -139,7 +141,7 @@ impl LogStore {
             Some(bytes) => Some(postcard::from_bytes(&bytes).map_err(|e| fail(format!("unreadable marker: {e}")))?),
             None => None,
         };
-        let (writer, jobs) = mpsc::channel(1024);
+        let (writer, jobs) = mpsc::unbounded_channel();
         let thread_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("log-store-writer".into())
@@ -161,7 +163,8 @@ impl LogStore {
 
     pub async fn write_marker(&self, marker: &StorageMarker) -> Result<(), StoreError> {
         let value = postcard::to_allocvec(marker).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.commit(vec![Op::Put(MARKER_KEY.to_vec(), value)]).await
+        let written = self.enqueue(vec![Op::Put(MARKER_KEY.to_vec(), value)]);
+        Self::durable(written).await
     }
 
     fn states(&self) -> MutexGuard<'_, HashMap<u64, LogletState>> {
@@ -196,13 +199,18 @@ impl LogStore {
         Ok(())
     }
 
-    async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+    /// Queues a write; called with the state lock held, so writes reach the disk in the
+    /// order of the state changes they carry.
+    fn enqueue(&self, ops: Vec<Op>) -> oneshot::Receiver<Result<(), String>> {
         let (done, result) = oneshot::channel();
-        self.writer
-            .send(WriteJob { ops, done })
-            .await
-            .map_err(|_| StoreError::Io("the log store writer stopped".into()))?;
+        // A closed channel drops `done`, which `durable` reports.
+        let _ = self.writer.send(WriteJob { ops, done });
         result
+    }
+
+    /// Waits until a queued write is synced.
+    async fn durable(written: oneshot::Receiver<Result<(), String>>) -> Result<(), StoreError> {
+        written
             .await
             .map_err(|_| StoreError::Io("the log store writer stopped".into()))?
             .map_err(StoreError::Io)
@@ -243,13 +251,14 @@ impl LogStore {
             state.local_tail = state.local_tail.max(first_offset + payloads.len() as u32);
             state.known_global_tail = state.known_global_tail.max(known_global_tail);
             Self::put_state(&mut ops, loglet_id, state)?;
-            (ops, state.local_tail)
+            (self.enqueue(ops), state.local_tail)
         };
-        self.commit(batch).await?;
+        Self::durable(batch).await?;
         Ok(Ok(tail))
     }
 
-    /// Seals the loglet (durably): it accepts no more records except repairs.
+    /// Seals the loglet (durably): it accepts no more records except repairs. Returns once
+    /// every store admitted before the seal is durable too, so the tail it reports is on disk.
     pub async fn seal(&self, loglet_id: u64) -> Result<LogletState, StoreError> {
         let (batch, state) = {
             let mut states = self.states();
@@ -257,9 +266,9 @@ impl LogStore {
             state.sealed = true;
             let mut ops = Vec::new();
             Self::put_state(&mut ops, loglet_id, state)?;
-            (ops, state.clone())
+            (self.enqueue(ops), state.clone())
         };
-        self.commit(batch).await?;
+        Self::durable(batch).await?;
         Ok(state)
     }
 
@@ -312,15 +321,15 @@ impl LogStore {
                 ));
             }
             Self::put_state(&mut ops, loglet_id, state)?;
-            (ops, state.clone())
+            (self.enqueue(ops), state.clone())
         };
-        self.commit(batch).await?;
+        Self::durable(batch).await?;
         Ok(state)
     }
 }
 
 /// Group commit: every job waiting is written in one synced batch.
-fn write_loop(db: Arc<DB>, mut jobs: mpsc::Receiver<WriteJob>) {
+fn write_loop(db: Arc<DB>, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
     let mut options = WriteOptions::default();
     options.set_sync(true);
     while let Some(first) = jobs.blocking_recv() {
@@ -407,6 +416,41 @@ mod tests {
         let range = store.read(3, 0, 10, 100).unwrap();
         let offsets: Vec<u32> = range.records.iter().map(|(o, _)| *o).collect();
         assert_eq!(offsets, vec![6, 7, 8, 9]);
+    }
+
+    /// A seal racing stores on other threads: every record below the tail the seal reports
+    /// is on disk when the seal returns (a seal may not overtake an admitted store).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_seal_reports_only_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        for loglet in 0..200u64 {
+            let writers: Vec<_> = (0..4u32)
+                .map(|w| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..8u32 {
+                            let offset = w * 8 + i;
+                            let _ = store.store(loglet, (1, 1), offset, &payloads(1), 0, false).await;
+                        }
+                    })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            let sealed = store.seal(loglet).await.unwrap();
+            let present = store.read(loglet, 0, sealed.local_tail, 1000).unwrap();
+            let admitted: Vec<u32> = present.records.iter().map(|(o, _)| *o).collect();
+            // The highest offset below the reported tail was stored before the seal.
+            assert!(
+                sealed.local_tail == 0 || admitted.contains(&(sealed.local_tail - 1)),
+                "loglet {loglet}: the seal reported tail {} but offset {} is not on disk",
+                sealed.local_tail,
+                sealed.local_tail - 1
+            );
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        }
     }
 
     #[tokio::test]

@@ -3,16 +3,18 @@
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
 use restate_config::MetadataClientOptions;
 
 use crate::ProviderError;
 
 /// The provider's error code and message, never the request (which may carry secrets).
-pub(crate) fn describe_sdk_error<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+pub(crate) fn describe_sdk_error<E, R>(error: &SdkError<E, R>) -> String
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
 {
-    use aws_smithy_runtime_api::client::result::SdkError;
     match error {
         SdkError::ServiceError(service) => {
             let err = service.err();
@@ -22,10 +24,77 @@ where
                 err.message().unwrap_or("no message")
             )
         }
-        SdkError::TimeoutError(_) => "timed out".into(),
-        SdkError::DispatchFailure(failure) => format!("cannot send the request: {failure:?}"),
+        SdkError::TimeoutError(_) => "timed out (the request may have been sent)".into(),
+        SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
+            Some(connector) if never_connected(connector) => {
+                format!("cannot connect: {}", DisplayErrorContext(connector))
+            }
+            Some(connector) => format!(
+                "the connection failed (the request may have been sent): {}",
+                DisplayErrorContext(connector)
+            ),
+            None => "the connection failed (the request may have been sent)".into(),
+        },
+        SdkError::ResponseError(_) => "the response could not be read (the request was sent)".into(),
         other => other.to_string(),
     }
+}
+
+/// What a failed request may have done to the stored data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// It never left this process (it could not be built, or no connection could be opened):
+    /// nothing changed.
+    NotSent,
+    /// It was sent, or may have been, and no answer says what happened. The SDK documents
+    /// dispatch failures and timeouts as "the request may have been sent"; an unreadable
+    /// response belongs to a request that reached the service.
+    Unknown,
+    /// The service answered with an error; its code tells whether anything changed.
+    Answered,
+}
+
+/// Classifies a failed request by whether it may have changed anything.
+pub(crate) fn fate<E, R>(error: &SdkError<E, R>) -> Fate {
+    match error {
+        SdkError::ConstructionFailure(_) => Fate::NotSent,
+        SdkError::DispatchFailure(failure) if failure.as_connector_error().is_some_and(never_connected) => {
+            Fate::NotSent
+        }
+        SdkError::ServiceError(_) => Fate::Answered,
+        // Dispatch failures on an open connection, timeouts, unreadable responses, and kinds
+        // later SDK versions may add.
+        _ => Fate::Unknown,
+    }
+}
+
+/// Phrases of the HTTP client's errors raised while a connection is being opened (DNS, TCP
+/// connect, TLS handshake, the connect timeout), before any byte of the request is written:
+/// hyper-util's `client error (Connect)` wraps them all, and the connect timeout of
+/// aws-smithy-http-client says `HTTP connect timeout occurred after …`. The connector does not
+/// expose this as a type we could match, so the error chain is searched for them; a miss only
+/// costs a read-back of the key, never a wrong answer.
+const CONNECT_PHRASES: [&str; 2] = ["client error (Connect)", "HTTP connect timeout"];
+
+/// Whether the connector failed before a connection was open, so the request was not sent.
+fn never_connected(error: &ConnectorError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        let text = current.to_string();
+        if CONNECT_PHRASES.iter().any(|phrase| text.contains(phrase)) {
+            return true;
+        }
+        next = current.source();
+    }
+    false
+}
+
+/// Client configuration for writes: the SDK must not resend a write on its own. A conditional
+/// write that applied but whose answer was lost would, resent, fail its own condition and be
+/// reported as a precondition failure; instead the first failure is resolved by reading the
+/// key back (see `crate::outcome`).
+pub(crate) fn without_retries() -> RetryConfig {
+    RetryConfig::disabled()
 }
 
 /// Builds the SDK configuration. Secrets stay inside the SDK; they are never logged.
@@ -66,4 +135,125 @@ pub(crate) async fn sdk_config(options: &MetadataClientOptions) -> Result<aws_co
         loader = loader.endpoint_url(endpoint);
     }
     Ok(loader.load().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use aws_smithy_runtime_api::client::result::SdkError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    /// An error with a message and an optional cause, like the HTTP client's.
+    #[derive(Debug)]
+    struct Chain(&'static str, Option<Box<Chain>>);
+
+    impl fmt::Display for Chain {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chain {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn chain(outer: &'static str, inner: &'static str) -> Box<Chain> {
+        Box::new(Chain(outer, Some(Box::new(Chain(inner, None)))))
+    }
+
+    type Error = SdkError<Chain, Response>;
+
+    fn dispatch(connector: ConnectorError) -> Error {
+        SdkError::dispatch_failure(connector)
+    }
+
+    #[test]
+    fn failures_before_a_connection_is_open_were_not_sent() {
+        let cases: Vec<(&str, Error)> = vec![
+            (
+                "construction",
+                SdkError::construction_failure(Chain("no credentials", None)),
+            ),
+            (
+                "connection refused",
+                dispatch(ConnectorError::io(chain(
+                    "client error (Connect)",
+                    "tcp connect error: Connection refused (os error 111)",
+                ))),
+            ),
+            (
+                "connect timeout",
+                dispatch(ConnectorError::timeout(chain(
+                    "client error (Connect)",
+                    "HTTP connect timeout occurred after 3.1s",
+                ))),
+            ),
+            (
+                "connect timeout, bare",
+                dispatch(ConnectorError::timeout(Box::new(Chain(
+                    "HTTP connect timeout occurred after 3.1s",
+                    None,
+                )))),
+            ),
+        ];
+        for (what, error) in cases {
+            assert_eq!(fate(&error), Fate::NotSent, "{what}");
+        }
+    }
+
+    #[test]
+    fn failures_after_the_request_may_have_left_are_unknown() {
+        let cases: Vec<(&str, Error)> = vec![
+            (
+                "connection closed",
+                dispatch(ConnectorError::other(
+                    chain(
+                        "client error (SendRequest)",
+                        "connection closed before message completed",
+                    ),
+                    None,
+                )),
+            ),
+            (
+                "connection reset",
+                dispatch(ConnectorError::io(chain(
+                    "client error (SendRequest)",
+                    "Connection reset by peer (os error 104)",
+                ))),
+            ),
+            (
+                "read timeout",
+                dispatch(ConnectorError::timeout(Box::new(Chain(
+                    "HTTP read timeout occurred after 5s",
+                    None,
+                )))),
+            ),
+            ("operation timeout", SdkError::timeout_error(Chain("timed out", None))),
+            (
+                "unreadable response",
+                SdkError::response_error(
+                    Chain("bad XML", None),
+                    Response::new(StatusCode::try_from(200).unwrap(), SdkBody::empty()),
+                ),
+            ),
+        ];
+        for (what, error) in cases {
+            assert_eq!(fate(&error), Fate::Unknown, "{what}");
+        }
+    }
+
+    #[test]
+    fn service_errors_are_answers() {
+        let error: Error = SdkError::service_error(
+            Chain("InternalServerError", None),
+            Response::new(StatusCode::try_from(500).unwrap(), SdkBody::empty()),
+        );
+        assert_eq!(fate(&error), Fate::Answered);
+    }
 }

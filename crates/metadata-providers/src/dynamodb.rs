@@ -1,5 +1,10 @@
-//! DynamoDB back-end: one item per key, `pk` (string, key prefix + key), `version` (number)
-//! and `data` (binary). Reads are strongly consistent; writes are conditional puts/deletes.
+//! DynamoDB back-end: one item per key, `pk` (string, key prefix + key), `version` (number),
+//! `data` (binary) and `token` (string, random per write; items written before tokens have
+//! none and still read). Reads are strongly consistent; writes are conditional puts/deletes.
+//!
+//! Writes go through a client without SDK retries: a conditional write that applied but whose
+//! answer was lost would, resent by the SDK, fail its own condition. A write whose outcome is
+//! unknown is resolved by reading the item back and comparing its token (`crate::outcome`).
 
 use std::collections::HashMap;
 
@@ -13,10 +18,14 @@ use restate_metadata_store::{MetadataStore, ReadError, WriteError};
 use restate_types::metadata::{Precondition, Version, VersionedValue};
 
 use crate::ProviderError;
-use crate::aws::describe_sdk_error;
+use crate::aws::{Fate, describe_sdk_error, fate};
+use crate::outcome::{self, Stored};
 
 pub struct DynamoDbStore {
+    /// Reads, with the SDK's retries.
     client: Client,
+    /// Conditional puts and deletes, without SDK retries.
+    write_client: Client,
     table: String,
     prefix: String,
 }
@@ -37,6 +46,11 @@ impl DynamoDbStore {
         })?;
         let config = crate::aws::sdk_config(options).await?;
         let client = Client::new(&config);
+        let write_client = Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .retry_config(crate::aws::without_retries())
+                .build(),
+        );
         let endpoint = options
             .aws_endpoint_url
             .clone()
@@ -82,6 +96,7 @@ impl DynamoDbStore {
         }
         Ok(Self {
             client,
+            write_client,
             table,
             prefix: options.key_prefix.clone().unwrap_or_default(),
         })
@@ -111,7 +126,7 @@ fn is_conditional_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) ->
     error.code() == Some("ConditionalCheckFailedException")
 }
 
-fn decode(key: &str, item: &HashMap<String, AttributeValue>) -> Result<VersionedValue, ReadError> {
+fn decode(key: &str, item: &HashMap<String, AttributeValue>) -> Result<(VersionedValue, Option<String>), ReadError> {
     let codec = |reason: &str| ReadError::Codec {
         key: key.to_owned(),
         reason: reason.to_owned(),
@@ -124,36 +139,34 @@ fn decode(key: &str, item: &HashMap<String, AttributeValue>) -> Result<Versioned
         Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
         _ => return Err(codec("the item has no binary `data`")),
     };
-    Ok(VersionedValue::new(Version(version), data))
+    let token = match item.get("token") {
+        Some(AttributeValue::S(token)) => Some(token.clone()),
+        _ => None,
+    };
+    Ok((VersionedValue::new(Version(version), data), token))
 }
 
 #[async_trait]
 impl MetadataStore for DynamoDbStore {
     async fn get(&self, key: &str) -> Result<Option<VersionedValue>, ReadError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", self.pk(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| ReadError::Unavailable(format!("DynamoDB: {}", describe_sdk_error(&e))))?;
-        output.item().map(|item| decode(key, item)).transpose()
+        Ok(self.read(key).await?.map(|(value, _)| value))
     }
 
     async fn get_version(&self, key: &str) -> Result<Option<Version>, ReadError> {
-        Ok(self.get(key).await?.map(|v| v.version))
+        Ok(self.read(key).await?.map(|(value, _)| value.version))
     }
 
     async fn put(&self, key: &str, value: VersionedValue, precondition: Precondition) -> Result<(), WriteError> {
+        let token = outcome::new_token();
+        let written = value.version;
         let request = self
-            .client
+            .write_client
             .put_item()
             .table_name(&self.table)
             .item("pk", self.pk(key))
             .item("version", AttributeValue::N(value.version.0.to_string()))
-            .item("data", AttributeValue::B(Blob::new(value.value)));
+            .item("data", AttributeValue::B(Blob::new(value.value)))
+            .item("token", AttributeValue::S(token.clone()));
         let (expression, values) = condition(precondition);
         match request
             .set_condition_expression(expression)
@@ -163,13 +176,18 @@ impl MetadataStore for DynamoDbStore {
         {
             Ok(_) => Ok(()),
             Err(error) if is_conditional_failure(&error) => Err(self.precondition_failure(key, precondition).await),
-            Err(error) => Err(write_failure(&error)),
+            Err(error) => match write_failure(&error) {
+                WriteError::UnknownOutcome(reason) => {
+                    outcome::settle_put(key, reason, &token, written, precondition, || self.stored(key)).await
+                }
+                certain => Err(certain),
+            },
         }
     }
 
     async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), WriteError> {
         let request = self
-            .client
+            .write_client
             .delete_item()
             .table_name(&self.table)
             .key("pk", self.pk(key));
@@ -182,7 +200,12 @@ impl MetadataStore for DynamoDbStore {
         {
             Ok(_) => Ok(()),
             Err(error) if is_conditional_failure(&error) => Err(self.precondition_failure(key, precondition).await),
-            Err(error) => Err(write_failure(&error)),
+            Err(error) => match write_failure(&error) {
+                WriteError::UnknownOutcome(reason) => {
+                    outcome::settle_delete(key, reason, precondition, None, || self.stored(key)).await
+                }
+                certain => Err(certain),
+            },
         }
     }
 
@@ -235,6 +258,28 @@ impl MetadataStore for DynamoDbStore {
 }
 
 impl DynamoDbStore {
+    /// The item's value and write token, read strongly consistently.
+    async fn read(&self, key: &str) -> Result<Option<(VersionedValue, Option<String>)>, ReadError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", self.pk(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| ReadError::Unavailable(format!("DynamoDB: {}", describe_sdk_error(&e))))?;
+        output.item().map(|item| decode(key, item)).transpose()
+    }
+
+    /// The version and token of the item, to resolve a write with an unknown outcome.
+    async fn stored(&self, key: &str) -> Result<Option<Stored>, ReadError> {
+        Ok(self
+            .read(key)
+            .await?
+            .map(|(value, token)| Stored::new(value.version, token)))
+    }
+
     async fn precondition_failure(&self, key: &str, precondition: Precondition) -> WriteError {
         let actual = self.get_version(key).await.ok().flatten();
         WriteError::FailedPrecondition {
@@ -248,24 +293,234 @@ impl DynamoDbStore {
     }
 }
 
+/// What a failed write request means for the write: only failures that certainly changed
+/// nothing are `Unavailable` or `Rejected`; the rest are `UnknownOutcome`, to be resolved by
+/// reading the item back.
 fn write_failure<E: ProvideErrorMetadata + std::error::Error, R>(error: &SdkError<E, R>) -> WriteError {
     let reason = format!("DynamoDB: {}", describe_sdk_error(error));
-    match error {
-        SdkError::ConstructionFailure(_) | SdkError::DispatchFailure(_) => WriteError::Unavailable(reason),
-        SdkError::ServiceError(_) => match error.code() {
-            Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
-                WriteError::Unavailable(reason)
-            }
+    match fate(error) {
+        Fate::NotSent => WriteError::Unavailable(reason),
+        Fate::Unknown => WriteError::UnknownOutcome(reason),
+        Fate::Answered => match error.code() {
+            // The request was turned away before it was processed.
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "TransactionConflictException",
+            ) => WriteError::Unavailable(reason),
             Some(code)
                 if code.contains("AccessDenied")
                     || code.contains("Unrecognized")
                     || code.contains("Signature")
-                    || code == "ValidationException" =>
+                    || code == "ValidationException"
+                    || code == "ResourceNotFoundException" =>
             {
                 WriteError::Rejected(reason)
             }
+            // E.g. `InternalServerError`: the request may have been processed.
             _ => WriteError::UnknownOutcome(reason),
         },
-        _ => WriteError::UnknownOutcome(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, ScalarAttributeType};
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+    use restate_config::MetadataClientKind;
+
+    use super::*;
+    use crate::test_servers::{LossyProxy, Moto, aws_options};
+
+    fn service_error(status: u16, code: &str) -> SdkError<PutItemError, Response> {
+        SdkError::service_error(
+            PutItemError::generic(ErrorMetadata::builder().code(code).message("test").build()),
+            Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn write_failures_are_unknown_unless_certainly_not_applied() {
+        let lost: SdkError<PutItemError, Response> = SdkError::dispatch_failure(ConnectorError::other(
+            "connection closed before message completed".into(),
+            None,
+        ));
+        assert!(matches!(write_failure(&lost), WriteError::UnknownOutcome(_)));
+        let timeout: SdkError<PutItemError, Response> = SdkError::timeout_error("timed out");
+        assert!(matches!(write_failure(&timeout), WriteError::UnknownOutcome(_)));
+        let unread: SdkError<PutItemError, Response> = SdkError::response_error(
+            "truncated",
+            Response::new(StatusCode::try_from(200).unwrap(), SdkBody::empty()),
+        );
+        assert!(matches!(write_failure(&unread), WriteError::UnknownOutcome(_)));
+        assert!(matches!(
+            write_failure(&service_error(500, "InternalServerError")),
+            WriteError::UnknownOutcome(_)
+        ));
+        for code in ["ThrottlingException", "ProvisionedThroughputExceededException"] {
+            assert!(
+                matches!(write_failure(&service_error(400, code)), WriteError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        for code in [
+            "ValidationException",
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(
+                matches!(write_failure(&service_error(400, code)), WriteError::Rejected(_)),
+                "{code}"
+            );
+        }
+        let not_sent: SdkError<PutItemError, Response> =
+            SdkError::dispatch_failure(ConnectorError::io("client error (Connect)".into()));
+        assert!(matches!(write_failure(&not_sent), WriteError::Unavailable(_)));
+    }
+
+    #[test]
+    fn items_without_a_token_still_read() {
+        let item = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S("k".into())),
+            ("version".to_owned(), AttributeValue::N("3".into())),
+            ("data".to_owned(), AttributeValue::B(Blob::new(b"old".to_vec()))),
+        ]);
+        assert_eq!(
+            decode("k", &item).unwrap(),
+            (VersionedValue::new(Version(3), b"old".to_vec()), None)
+        );
+        let mut item = item;
+        item.insert("token".into(), AttributeValue::S("t".into()));
+        assert_eq!(decode("k", &item).unwrap().1.as_deref(), Some("t"));
+    }
+
+    async fn moto_with_table(moto: &Moto) {
+        let options = aws_options(MetadataClientKind::DynamoDb, &format!("http://{}", moto.address));
+        let client = Client::new(&crate::aws::sdk_config(&options).await.unwrap());
+        client
+            .create_table()
+            .table_name("restate-metadata")
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn store(proxy: &LossyProxy) -> DynamoDbStore {
+        let options = MetadataClientOptions {
+            table: Some("restate-metadata".into()),
+            key_prefix: Some("test/".into()),
+            ..aws_options(MetadataClientKind::DynamoDb, &proxy.endpoint)
+        };
+        DynamoDbStore::connect(&options).await.unwrap()
+    }
+
+    fn value(version: u32, bytes: &[u8]) -> VersionedValue {
+        VersionedValue::new(Version(version), bytes.to_vec())
+    }
+
+    /// The write lands, its answer is lost. With SDK retries the resent conditional write
+    /// failed its own condition and came back as a precondition failure; now the token read
+    /// back shows that it applied.
+    #[tokio::test]
+    async fn conditional_writes_whose_answer_is_lost_are_resolved_by_their_token() {
+        let moto = Moto::start();
+        moto_with_table(&moto).await;
+        let proxy = LossyProxy::start(moto.address, None).await;
+        let store = store(&proxy).await;
+
+        proxy.lose_next_answer(".PutItem");
+        store
+            .put("k", value(1, b"one"), Precondition::DoesNotExist)
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
+
+        proxy.lose_next_answer(".PutItem");
+        store
+            .put("k", value(2, b"two"), Precondition::MatchesVersion(Version(1)))
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(value(2, b"two")));
+
+        proxy.lose_next_answer(".DeleteItem");
+        store
+            .delete("k", Precondition::MatchesVersion(Version(2)))
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert_eq!(proxy.lost(), 3, "every answer above was lost");
+    }
+
+    /// The request never reaches the server: the read-back shows it did not apply, which is
+    /// a plain "unavailable" (callers may retry), not a precondition failure.
+    #[tokio::test]
+    async fn writes_lost_on_the_way_did_not_apply() {
+        let moto = Moto::start();
+        moto_with_table(&moto).await;
+        let proxy = LossyProxy::start(moto.address, None).await;
+        let store = store(&proxy).await;
+
+        proxy.lose_next_request(".PutItem");
+        match store.put("k", value(1, b"one"), Precondition::DoesNotExist).await {
+            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get("k").await.unwrap(), None);
+        store
+            .put("k", value(1, b"one"), Precondition::DoesNotExist)
+            .await
+            .unwrap();
+
+        proxy.lose_next_request(".DeleteItem");
+        match store.delete("k", Precondition::MatchesVersion(Version(1))).await {
+            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
+        assert_eq!(proxy.lost(), 2);
+
+        // A conflict is still a precondition failure, on the first try.
+        let err = store
+            .put("k", value(2, b"x"), Precondition::MatchesVersion(Version(7)))
+            .await
+            .unwrap_err();
+        assert!(err.is_precondition_failure(), "{err}");
+    }
+
+    /// A refused connection proves the request was not sent: unavailable, without a read-back.
+    #[tokio::test]
+    async fn a_refused_connection_did_not_apply() {
+        let moto = Moto::start();
+        moto_with_table(&moto).await;
+        let proxy = LossyProxy::start(moto.address, None).await;
+        let store = store(&proxy).await;
+        proxy.stop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match store.put("k", value(1, b"one"), Precondition::DoesNotExist).await {
+            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("cannot connect"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

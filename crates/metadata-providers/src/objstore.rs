@@ -3,8 +3,11 @@
 //! Compare-and-swap uses the store's conditional writes: create-only puts
 //! (`If-None-Match: *`), puts and deletes conditional on the ETag read with the version
 //! (`If-Match`). Every body carries a random salt, so two writers of equal bytes never share an
-//! ETag. At start-up a self-test proves the store honours the conditions; a store that
-//! ignores them is refused before it can corrupt a cluster.
+//! ETag; the salt is also the write's token: a write whose outcome is unknown is resolved by
+//! reading the object back and comparing salts (`crate::outcome`). Writes go through a client
+//! without SDK retries, which would resend a conditional write that applied and then report
+//! its own condition failing. At start-up a self-test proves the store honours the conditions
+//! on PUT and DELETE; a store that ignores them is refused before it can corrupt a cluster.
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -15,14 +18,20 @@ use restate_metadata_store::{MetadataStore, ReadError, WriteError};
 use restate_types::metadata::{Precondition, Version, VersionedValue};
 
 use crate::ProviderError;
-use crate::aws::describe_sdk_error;
+use crate::aws::{Fate, describe_sdk_error, fate};
+use crate::outcome::{self, Stored as WriteState};
 
 /// Body layout version byte, then salt (u64 LE), version (u32 LE), value.
 const FORMAT_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 4;
+/// An ETag no object has, for the self-test's stale conditions.
+const STALE_ETAG: &str = "\"00000000000000000000000000000000\"";
 
 pub struct ObjectStore {
+    /// Reads, with the SDK's retries.
     client: Client,
+    /// Puts and deletes, without SDK retries.
+    write_client: Client,
     bucket: String,
     prefix: String,
     location: String,
@@ -48,6 +57,18 @@ pub(crate) fn parse_path(path: &str) -> Result<(String, String), ProviderError> 
 struct Stored {
     value: VersionedValue,
     etag: String,
+    salt: u64,
+}
+
+impl Stored {
+    fn state(&self) -> WriteState {
+        WriteState::new(self.value.version, Some(salt_token(self.salt)))
+    }
+}
+
+/// The salt of a body as a write token.
+fn salt_token(salt: u64) -> String {
+    format!("{salt:016x}")
 }
 
 impl ObjectStore {
@@ -73,8 +94,10 @@ impl ObjectStore {
             // S3-compatible servers (MinIO, moto, …) address buckets by path.
             builder = builder.force_path_style(true);
         }
+        let write_config = builder.clone().retry_config(crate::aws::without_retries()).build();
         let store = Self {
             client: Client::from_conf(builder.build()),
+            write_client: Client::from_conf(write_config),
             bucket,
             prefix,
             location: format!(
@@ -107,16 +130,13 @@ impl ObjectStore {
         }
     }
 
-    /// Proves that create-only puts and ETag-conditional puts are honoured.
+    /// Proves that create-only puts, ETag-conditional puts and ETag-conditional deletes are
+    /// honoured.
     async fn self_test(&self) -> Result<(), ProviderError> {
         let scratch = self.object_key(&format!(".conditional-write-check-{:016x}", rand::random::<u64>()));
         let body = || ByteStream::from(b"restate-rs conditional write check".to_vec());
-        let refuse = |what: &str| ProviderError::Unsafe {
-            location: self.location.clone(),
-            reason: what.to_owned(),
-        };
         let created = self
-            .client
+            .write_client
             .put_object()
             .bucket(&self.bucket)
             .key(&scratch)
@@ -124,66 +144,107 @@ impl ObjectStore {
             .body(body())
             .send()
             .await;
-        if let Err(error) = created {
-            return Err(match error.code() {
-                Some("NoSuchBucket") => ProviderError::Missing(format!(
-                    "bucket `{}` does not exist ({}); create it, e.g. `aws s3 mb s3://{}`",
-                    self.bucket, self.location, self.bucket
-                )),
-                _ => ProviderError::Unreachable {
-                    store: "object store",
-                    address: self.location.clone(),
-                    reason: describe_sdk_error(&error),
-                },
-            });
-        }
-        let again = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&scratch)
-            .if_none_match("*")
-            .body(body())
-            .send()
-            .await;
-        let stale = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&scratch)
-            .if_match("\"00000000000000000000000000000000\"")
-            .body(body())
-            .send()
-            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(error) => {
+                return Err(match error.code() {
+                    Some("NoSuchBucket") => ProviderError::Missing(format!(
+                        "bucket `{}` does not exist ({}); create it, e.g. `aws s3 mb s3://{}`",
+                        self.bucket, self.location, self.bucket
+                    )),
+                    _ => ProviderError::Unreachable {
+                        store: "object store",
+                        address: self.location.clone(),
+                        reason: describe_sdk_error(&error),
+                    },
+                });
+            }
+        };
+        let result = self.check_conditions(&scratch, created.e_tag(), body).await;
         let _ = self
-            .client
+            .write_client
             .delete_object()
             .bucket(&self.bucket)
             .key(&scratch)
             .send()
             .await;
-        match again {
-            Err(error) if is_precondition_failure(&error) => {}
-            Ok(_) => {
-                return Err(refuse(
-                    "a second create-only put (If-None-Match: *) of the same key succeeded",
-                ));
-            }
-            Err(error) => {
-                return Err(refuse(&format!(
-                    "a second create-only put failed oddly: {}",
-                    describe_sdk_error(&error)
-                )));
-            }
-        }
-        match stale {
-            Err(error) if is_precondition_failure(&error) => Ok(()),
-            Ok(_) => Err(refuse("a put with a stale If-Match ETag succeeded")),
-            Err(error) => Err(refuse(&format!(
-                "a put with a stale If-Match ETag failed oddly: {}",
-                describe_sdk_error(&error)
-            ))),
-        }
+        result
+    }
+
+    /// The self-test's checks on the freshly created `scratch` object.
+    async fn check_conditions(
+        &self,
+        scratch: &str,
+        etag: Option<&str>,
+        body: impl Fn() -> ByteStream,
+    ) -> Result<(), ProviderError> {
+        let refuse = |what: String| ProviderError::Unsafe {
+            location: self.location.clone(),
+            reason: what,
+        };
+        let again = self
+            .write_client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(scratch)
+            .if_none_match("*")
+            .body(body())
+            .send()
+            .await;
+        expect_refused("a second create-only put (If-None-Match: *) of the same key", again).map_err(refuse)?;
+        let stale = self
+            .write_client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(scratch)
+            .if_match(STALE_ETAG)
+            .body(body())
+            .send()
+            .await;
+        expect_refused("a put with a stale If-Match ETag", stale).map_err(refuse)?;
+        let stale_delete = self
+            .write_client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(scratch)
+            .if_match(STALE_ETAG)
+            .send()
+            .await;
+        expect_refused("a delete with a stale If-Match ETag", stale_delete).map_err(refuse)?;
+        // The matching ETag must delete: conditional deletes are what `delete` relies on.
+        let etag = match etag {
+            Some(etag) => etag.to_owned(),
+            None => self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(scratch)
+                .send()
+                .await
+                .map_err(|e| {
+                    refuse(format!(
+                        "the check object cannot be read back: {}",
+                        describe_sdk_error(&e)
+                    ))
+                })?
+                .e_tag()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        self.write_client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(scratch)
+            .if_match(etag)
+            .send()
+            .await
+            .map_err(|e| {
+                refuse(format!(
+                    "a delete with the current If-Match ETag failed: {}",
+                    describe_sdk_error(&e)
+                ))
+            })?;
+        Ok(())
     }
 
     async fn read(&self, key: &str) -> Result<Option<Stored>, ReadError> {
@@ -218,17 +279,24 @@ impl ObjectStore {
         if bytes.len() < HEADER_LEN || bytes[0] != FORMAT_V1 {
             return Err(codec("the object is not a restate-rs metadata value"));
         }
+        let salt = u64::from_le_bytes(bytes[1..9].try_into().map_err(|_| codec("truncated header"))?);
         let version = u32::from_le_bytes(bytes[9..13].try_into().map_err(|_| codec("truncated header"))?);
         Ok(Some(Stored {
             value: VersionedValue::new(Version(version), bytes[HEADER_LEN..].to_vec()),
             etag,
+            salt,
         }))
     }
 
-    fn encode(value: &VersionedValue) -> Vec<u8> {
+    /// The version and salt of the object, to resolve a write with an unknown outcome.
+    async fn state(&self, key: &str) -> Result<Option<WriteState>, ReadError> {
+        Ok(self.read(key).await?.map(|stored| stored.state()))
+    }
+
+    fn encode(value: &VersionedValue, salt: u64) -> Vec<u8> {
         let mut body = Vec::with_capacity(HEADER_LEN + value.value.len());
         body.push(FORMAT_V1);
-        body.extend_from_slice(&rand::random::<u64>().to_le_bytes());
+        body.extend_from_slice(&salt.to_le_bytes());
         body.extend_from_slice(&value.version.0.to_le_bytes());
         body.extend_from_slice(&value.value);
         body
@@ -267,21 +335,47 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
     }
 }
 
+/// The self-test's verdict on a request whose condition must not hold.
+fn expect_refused<O, E>(
+    what: &str,
+    outcome: Result<O, SdkError<E, aws_smithy_runtime_api::http::Response>>,
+) -> Result<(), String>
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    match outcome {
+        Err(error) if is_precondition_failure(&error) => Ok(()),
+        Ok(_) => Err(format!("{what} succeeded")),
+        Err(error) => Err(format!("{what} failed oddly: {}", describe_sdk_error(&error))),
+    }
+}
+
+/// Whether a conditional request was refused because its condition did not hold: 412, 409
+/// (a conflicting conditional write in progress), or `NoSuchKey` (S3 answers `If-Match` on
+/// a missing object so; only conditional puts and deletes can get it).
 fn is_precondition_failure<E: ProvideErrorMetadata>(
     error: &SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> bool {
-    matches!(status_of(error), Some(412 | 409)) || error.code() == Some("PreconditionFailed")
+    matches!(status_of(error), Some(412 | 409)) || matches!(error.code(), Some("PreconditionFailed" | "NoSuchKey"))
 }
 
+/// What a failed write request means for the write: only failures that certainly changed
+/// nothing are `Unavailable` or `Rejected`; the rest are `UnknownOutcome`, to be resolved by
+/// reading the object back.
 fn write_failure<E: ProvideErrorMetadata + std::error::Error>(
     error: &SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> WriteError {
     let reason = format!("object store: {}", describe_sdk_error(error));
-    match (error, status_of(error)) {
-        (SdkError::ConstructionFailure(_) | SdkError::DispatchFailure(_), _) => WriteError::Unavailable(reason),
-        (_, Some(401 | 403)) => WriteError::Rejected(reason),
-        (_, Some(429 | 503)) => WriteError::Unavailable(reason),
-        _ => WriteError::UnknownOutcome(reason),
+    match fate(error) {
+        Fate::NotSent => WriteError::Unavailable(reason),
+        Fate::Unknown => WriteError::UnknownOutcome(reason),
+        Fate::Answered => match (status_of(error), error.code()) {
+            // Turned away before it was processed: throttling, or a request that took too long to arrive.
+            (Some(429 | 503), _) | (_, Some("RequestTimeout" | "SlowDown")) => WriteError::Unavailable(reason),
+            (Some(400 | 401 | 403 | 404 | 405 | 411 | 413 | 501), _) => WriteError::Rejected(reason),
+            // E.g. 500 `InternalError`: the request may have been processed.
+            _ => WriteError::UnknownOutcome(reason),
+        },
     }
 }
 
@@ -297,7 +391,7 @@ impl MetadataStore for ObjectStore {
 
     async fn put(&self, key: &str, value: VersionedValue, precondition: Precondition) -> Result<(), WriteError> {
         let mut request = self
-            .client
+            .write_client
             .put_object()
             .bucket(&self.bucket)
             .key(self.object_key(key))
@@ -313,22 +407,30 @@ impl MetadataStore for ObjectStore {
                 }
             }
         }
-        match request.body(ByteStream::from(Self::encode(&value))).send().await {
+        let salt = rand::random::<u64>();
+        match request.body(ByteStream::from(Self::encode(&value, salt))).send().await {
             Ok(_) => Ok(()),
             Err(error) if is_precondition_failure(&error) => {
                 let actual = self.read(key).await.ok().flatten().map(|s| s.value.version);
                 Err(Self::failed(key, actual, precondition))
             }
-            Err(error) => Err(write_failure(&error)),
+            Err(error) => match write_failure(&error) {
+                WriteError::UnknownOutcome(reason) => {
+                    let token = salt_token(salt);
+                    outcome::settle_put(key, reason, &token, value.version, precondition, || self.state(key)).await
+                }
+                certain => Err(certain),
+            },
         }
     }
 
     async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), WriteError> {
         let mut request = self
-            .client
+            .write_client
             .delete_object()
             .bucket(&self.bucket)
             .key(self.object_key(key));
+        let mut before = None;
         match precondition {
             Precondition::None => {}
             Precondition::DoesNotExist => {
@@ -337,7 +439,10 @@ impl MetadataStore for ObjectStore {
                 )));
             }
             Precondition::MatchesVersion(expected) => match self.read(key).await? {
-                Some(stored) if stored.value.version == expected => request = request.if_match(stored.etag),
+                Some(stored) if stored.value.version == expected => {
+                    before = Some(stored.state());
+                    request = request.if_match(stored.etag);
+                }
                 other => return Err(Self::failed(key, other.map(|s| s.value.version), precondition)),
             },
         }
@@ -347,7 +452,12 @@ impl MetadataStore for ObjectStore {
                 let actual = self.read(key).await.ok().flatten().map(|s| s.value.version);
                 Err(Self::failed(key, actual, precondition))
             }
-            Err(error) => Err(write_failure(&error)),
+            Err(error) => match write_failure(&error) {
+                WriteError::UnknownOutcome(reason) => {
+                    outcome::settle_delete(key, reason, precondition, before.as_ref(), || self.state(key)).await
+                }
+                certain => Err(certain),
+            },
         }
     }
 
@@ -392,7 +502,193 @@ impl MetadataStore for ObjectStore {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+    use restate_config::MetadataClientKind;
+
     use super::*;
+    use crate::test_servers::{LossyProxy, Moto, RequestFilter, aws_options};
+
+    fn service_error(status: u16, code: &str) -> SdkError<PutObjectError, Response> {
+        SdkError::service_error(
+            PutObjectError::generic(ErrorMetadata::builder().code(code).message("test").build()),
+            Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn write_failures_are_unknown_unless_certainly_not_applied() {
+        for (status, code) in [(500, "InternalError"), (502, "BadGateway")] {
+            assert!(
+                matches!(
+                    write_failure(&service_error(status, code)),
+                    WriteError::UnknownOutcome(_)
+                ),
+                "{status}"
+            );
+        }
+        for (status, code) in [(503, "SlowDown"), (429, "TooManyRequests"), (400, "RequestTimeout")] {
+            assert!(
+                matches!(write_failure(&service_error(status, code)), WriteError::Unavailable(_)),
+                "{status}"
+            );
+        }
+        for (status, code) in [(403, "AccessDenied"), (404, "NoSuchBucket"), (400, "InvalidArgument")] {
+            assert!(
+                matches!(write_failure(&service_error(status, code)), WriteError::Rejected(_)),
+                "{status}"
+            );
+        }
+        let lost: SdkError<PutObjectError, Response> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io("connection reset by peer".into()),
+        );
+        assert!(matches!(write_failure(&lost), WriteError::UnknownOutcome(_)));
+        for (status, code) in [
+            (412, "PreconditionFailed"),
+            (409, "ConditionalRequestConflict"),
+            (404, "NoSuchKey"),
+        ] {
+            assert!(is_precondition_failure(&service_error(status, code)), "{status} {code}");
+        }
+        assert!(!is_precondition_failure(&service_error(404, "NoSuchBucket")));
+    }
+
+    #[test]
+    fn the_salt_is_the_write_token() {
+        let value = VersionedValue::new(Version(7), b"seven".to_vec());
+        let body = ObjectStore::encode(&value, 0xfeed);
+        assert_eq!(body[0], FORMAT_V1);
+        assert_eq!(u64::from_le_bytes(body[1..9].try_into().unwrap()), 0xfeed);
+        assert_eq!(u32::from_le_bytes(body[9..13].try_into().unwrap()), 7);
+        assert_eq!(&body[HEADER_LEN..], b"seven");
+        assert_eq!(salt_token(0xfeed), "000000000000feed");
+    }
+
+    async fn moto_with_bucket(moto: &Moto) {
+        let options = aws_options(MetadataClientKind::ObjectStore, &format!("http://{}", moto.address));
+        let config = crate::aws::sdk_config(&options).await.unwrap();
+        let client = Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        );
+        client.create_bucket().bucket("restate-metadata").send().await.unwrap();
+    }
+
+    async fn connect(endpoint: &str) -> Result<ObjectStore, ProviderError> {
+        let options = MetadataClientOptions {
+            path: Some("s3://restate-metadata/test".into()),
+            ..aws_options(MetadataClientKind::ObjectStore, endpoint)
+        };
+        ObjectStore::connect(&options).await
+    }
+
+    fn value(version: u32, bytes: &[u8]) -> VersionedValue {
+        VersionedValue::new(Version(version), bytes.to_vec())
+    }
+
+    /// What a store that ignores `If-Match` on DELETE receives.
+    fn strip_if_match_on_delete(chunk: &[u8]) -> Vec<u8> {
+        if !chunk.starts_with(b"DELETE ") {
+            return chunk.to_vec();
+        }
+        let text = String::from_utf8_lossy(chunk);
+        text.split("\r\n")
+            .filter(|line| !line.to_ascii_lowercase().starts_with("if-match:"))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_self_test_refuses_a_store_that_ignores_conditional_deletes() {
+        let moto = Moto::start();
+        moto_with_bucket(&moto).await;
+        // moto itself honours every condition.
+        let honest = LossyProxy::start(moto.address, None).await;
+        connect(&honest.endpoint).await.unwrap();
+        let filter: RequestFilter = strip_if_match_on_delete;
+        let careless = LossyProxy::start(moto.address, Some(filter)).await;
+        match connect(&careless.endpoint).await {
+            Err(ProviderError::Unsafe { reason, .. }) => {
+                assert!(
+                    reason.contains("a delete with a stale If-Match ETag succeeded"),
+                    "{reason}"
+                )
+            }
+            Err(other) => panic!("expected the store to be refused as unsafe, got {other}"),
+            Ok(_) => panic!("a store that ignores If-Match on DELETE was accepted"),
+        }
+    }
+
+    /// The write lands, its answer is lost. With SDK retries the resent conditional write
+    /// failed its own condition (a precondition failure for puts, `NoSuchKey` for the
+    /// delete); now the salt read back shows that it applied.
+    #[tokio::test]
+    async fn conditional_writes_whose_answer_is_lost_are_resolved_by_their_salt() {
+        let moto = Moto::start();
+        moto_with_bucket(&moto).await;
+        let proxy = LossyProxy::start(moto.address, None).await;
+        let store = connect(&proxy.endpoint).await.unwrap();
+
+        proxy.lose_next_answer("PUT ");
+        store
+            .put("k", value(1, b"one"), Precondition::DoesNotExist)
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
+
+        proxy.lose_next_answer("PUT ");
+        store
+            .put("k", value(2, b"two"), Precondition::MatchesVersion(Version(1)))
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(value(2, b"two")));
+
+        proxy.lose_next_answer("DELETE ");
+        store
+            .delete("k", Precondition::MatchesVersion(Version(2)))
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert_eq!(proxy.lost(), 3, "every answer above was lost");
+    }
+
+    #[tokio::test]
+    async fn writes_lost_on_the_way_did_not_apply() {
+        let moto = Moto::start();
+        moto_with_bucket(&moto).await;
+        let proxy = LossyProxy::start(moto.address, None).await;
+        let store = connect(&proxy.endpoint).await.unwrap();
+
+        proxy.lose_next_request("PUT ");
+        match store.put("k", value(1, b"one"), Precondition::DoesNotExist).await {
+            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get("k").await.unwrap(), None);
+        store
+            .put("k", value(1, b"one"), Precondition::DoesNotExist)
+            .await
+            .unwrap();
+
+        proxy.lose_next_request("DELETE ");
+        match store.delete("k", Precondition::MatchesVersion(Version(1))).await {
+            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
+        assert_eq!(proxy.lost(), 2);
+
+        // A conflict is still a precondition failure, on the first try.
+        let err = store
+            .put("k", value(2, b"x"), Precondition::MatchesVersion(Version(7)))
+            .await
+            .unwrap_err();
+        assert!(err.is_precondition_failure(), "{err}");
+    }
 
     #[test]
     fn paths_name_bucket_and_prefix() {

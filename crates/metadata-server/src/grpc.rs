@@ -1,7 +1,7 @@
 //! The gRPC services of a metadata server: the store API (`MetadataServerSvc`) and the Raft
 //! transport (`MetadataServerNetworkSvc`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use restate_metadata_store::proto_conv::{self, unavailable};
@@ -16,29 +16,34 @@ use restate_proto::metadata_server::{
     ProvisionResponse, RaftMessage, RemoveNodeRequest, RemoveNodeResponse, RetireRequest, RetireResponse,
     StatusRequest, StatusResponse,
 };
-use restate_types::ClusterFingerprint;
-use restate_types::metadata::Version;
+use restate_types::metadata::{NodeConfig, NodesConfiguration, Version};
+use restate_types::{ClusterFingerprint, GenerationalNodeId, PlainNodeId};
 use serde::Serialize;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::lease::lease_holds;
 use crate::network::{KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE};
 use crate::raft_types::{Command, CommandResult, MemberNode, NodeId, Raft};
-use crate::server::{MetadataServer, ServerStatus, WriteFailure, quorum_lost, quorum_silence_limit};
+use crate::server::{CALLER_HEADER, MetadataServer, ServerStatus, WriteFailure, quorum_silence_limit};
 
 impl MetadataServer {
-    /// The store API service, for the fabric router.
+    /// The store API service, for the fabric router. Messages are bounded by
+    /// `networking.message-size-limit` (values are capped at 95 % of it).
     pub fn store_service(&self) -> MetadataServerSvcServer<MetadataServer> {
+        let limit = self.inner().message_size_limit;
         MetadataServerSvcServer::new(self.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
     }
 
-    /// The Raft transport service, for the fabric router.
+    /// The Raft transport service, for the fabric router. Messages are bounded by
+    /// `networking.message-size-limit`; senders split larger append batches.
     pub fn network_service(&self) -> MetadataServerNetworkSvcServer<MetadataServer> {
+        let limit = self.inner().message_size_limit;
         MetadataServerNetworkSvcServer::new(self.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
     }
 
     fn check_identity(&self, cluster: Option<&pb::ClusterIdentity>) -> Result<(), Status> {
@@ -85,15 +90,16 @@ impl MetadataServer {
         let membership = metrics.membership_config.membership();
         match metrics.current_leader {
             Some(leader) if leader == me => {
-                let quorum_timeout = quorum_silence_limit(&raft);
-                if let Some(silence) = metrics.millis_since_quorum_ack
+                let quorum_timeout = Duration::from_millis(quorum_silence_limit(&raft));
+                if let Some(silence) = self.quorum_silence()
                     && silence > quorum_timeout
                 {
                     let voters: Vec<String> = membership.voter_ids().map(|id| format!("N{id}")).collect();
                     return Err(unavailable(format!(
-                        "the metadata leader N{me} has not heard from a majority of its members [{}] for {silence} ms: \
-                         quorum is lost; bring members back",
-                        voters.join(", ")
+                        "the metadata leader N{me} has not heard from a majority of its members [{}] for {} ms \
+                         (or its Raft core is stalled): quorum is lost; bring members back",
+                        voters.join(", "),
+                        silence.as_millis()
                     )));
                 }
                 Ok(raft)
@@ -115,13 +121,13 @@ impl MetadataServer {
 
     /// Waits until this leader's state reflects every write committed before the call.
     async fn read_barrier(&self, raft: &Raft) -> Result<(), Status> {
-        if holds_read_lease(raft) {
+        if self.holds_read_lease(raft) {
             return Ok(());
         }
         let timeout = self.inner().request_timeout;
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, raft.ensure_linearizable()) => outcome,
-            silence = quorum_lost(raft) => {
+            silence = self.quorum_lost(raft) => {
                 return Err(unavailable(format!(
                     "the metadata leader lost its quorum ({silence} ms without a majority); the read cannot be confirmed"
                 )));
@@ -206,22 +212,134 @@ impl MetadataServer {
     }
 }
 
-/// Whether this leader may answer a read from its applied state without a read-index round.
-///
-/// Followers do not vote for a new leader before the leader lease (the maximum election
-/// timeout) plus their own election timeout have passed since they last heard from this
-/// leader. A leader that heard from a majority within half the lease is therefore still the
-/// only leader; once it has applied an entry of its own term it has applied everything its
-/// predecessors committed, and it applies its own writes before acknowledging them. So its
-/// applied state holds every acknowledged write: the read is linearizable.
-fn holds_read_lease(raft: &Raft) -> bool {
-    let lease_half = raft.config().election_timeout_max / 2;
-    let metrics = raft.metrics().borrow().clone();
-    let recently_confirmed = metrics.millis_since_quorum_ack.is_some_and(|ms| ms < lease_half);
-    let own_term_applied = metrics
-        .last_applied
-        .is_some_and(|id| id.leader_id.term == metrics.current_term);
-    metrics.current_leader == Some(metrics.id) && recently_confirmed && own_term_applied
+impl MetadataServer {
+    /// Whether this leader may answer a read from its applied state without a read-index round.
+    ///
+    /// Followers do not vote for a new leader before the leader lease (the maximum election
+    /// timeout) has passed since they last heard from this leader, and do not campaign before
+    /// the lease plus their own election timeout. openraft times a majority's acknowledgement
+    /// from when the acknowledged request was sent, so a leader that heard from a majority
+    /// within half the lease is still the only leader. Its silence is judged by the local clock
+    /// ([`lease_holds`]): metrics that stopped updating (a blocked Raft core) end the lease.
+    /// Once it has applied an entry of its own term it has applied everything its predecessors
+    /// committed, and it applies its own writes before acknowledging them, so its applied
+    /// state holds every acknowledged write: the read is linearizable.
+    fn holds_read_lease(&self, raft: &Raft) -> bool {
+        let config = raft.config();
+        let lease = Duration::from_millis(config.election_timeout_max / 2);
+        // A running core publishes metrics at least every tick (1.5 heartbeat intervals).
+        let max_age = Duration::from_millis(config.heartbeat_interval * 2);
+        lease_holds(self.inner().clock.latest().as_ref(), Instant::now(), lease, max_age)
+    }
+
+    /// Checks the node that sent a `JoinCluster` or `Retire` against the nodes configuration
+    /// stored in the metadata: its id must be registered there, and the generation it names
+    /// must not be older than the registered one (an outdated incarnation of a node is
+    /// refused). `claimed` is the node the request body speaks for, if it is the caller.
+    ///
+    /// `exact_generation` (JoinCluster, answered by the leader, whose state holds the
+    /// caller's registration) also refuses a generation newer than the registered one — with
+    /// `UNAVAILABLE`, as the registration may not be applied here yet.
+    fn check_caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        claimed: Option<u32>,
+        exact_generation: bool,
+    ) -> Result<(CallerNode, NodeConfig), Status> {
+        let caller = match metadata.get(CALLER_HEADER).map(|v| v.to_str()) {
+            Some(Ok(value)) => Some(parse_caller(value)?),
+            Some(Err(_)) => {
+                return Err(Status::invalid_argument(format!(
+                    "the `{CALLER_HEADER}` header is not text"
+                )));
+            }
+            None => None,
+        };
+        let caller = match (caller, claimed) {
+            (Some(caller), Some(claimed)) if caller.id.0 != claimed => {
+                return Err(Status::permission_denied(format!(
+                    "the request speaks for N{claimed} but its caller is {}",
+                    caller.id
+                )));
+            }
+            (Some(caller), _) => caller,
+            (None, Some(claimed)) => CallerNode {
+                id: PlainNodeId(claimed),
+                generation: None,
+            },
+            (None, None) => {
+                return Err(Status::permission_denied(format!(
+                    "the request does not name its calling node (`{CALLER_HEADER}`)"
+                )));
+            }
+        };
+        let Some(nodes) = self.nodes_config() else {
+            return Err(Status::failed_precondition(format!(
+                "this metadata server holds no nodes configuration yet, so it cannot check the caller {caller}"
+            )));
+        };
+        let registered = check_caller_against(&nodes, caller, exact_generation)?;
+        Ok((caller, registered.clone()))
+    }
+}
+
+/// A calling node as it names itself; the generation is absent when the caller does not know
+/// it (e.g. a node that did not report it to its metadata server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallerNode {
+    id: PlainNodeId,
+    generation: Option<u32>,
+}
+
+impl std::fmt::Display for CallerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.generation {
+            Some(generation) => write!(f, "{}", self.id.with_generation(generation)),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
+fn parse_caller(value: &str) -> Result<CallerNode, Status> {
+    let invalid = |reason: String| Status::invalid_argument(format!("invalid `{CALLER_HEADER}` header: {reason}"));
+    if value.contains(':') {
+        let id: GenerationalNodeId = value.parse().map_err(invalid)?;
+        Ok(CallerNode {
+            id: id.id,
+            generation: Some(id.generation),
+        })
+    } else {
+        Ok(CallerNode {
+            id: value.parse().map_err(invalid)?,
+            generation: None,
+        })
+    }
+}
+
+/// The caller's node id must be in `nodes`, and its generation (if named) must not be older
+/// than the registered one — nor newer, with `exact_generation`.
+fn check_caller_against(
+    nodes: &NodesConfiguration,
+    caller: CallerNode,
+    exact_generation: bool,
+) -> Result<&NodeConfig, Status> {
+    let Some(registered) = nodes.nodes.get(&caller.id) else {
+        return Err(Status::permission_denied(format!(
+            "{caller} is not a node of cluster `{}` (it is not in the nodes configuration); request refused",
+            nodes.cluster_name
+        )));
+    };
+    match caller.generation {
+        Some(generation) if generation < registered.generation => Err(Status::permission_denied(format!(
+            "{caller} is an outdated incarnation: the nodes configuration has {}; request refused",
+            registered.generational_id()
+        ))),
+        Some(generation) if exact_generation && generation > registered.generation => Err(unavailable(format!(
+            "{caller} is newer than {} in this server's nodes configuration; retry once it is applied",
+            registered.generational_id()
+        ))),
+        _ => Ok(registered),
+    }
 }
 
 fn redirect(leader: NodeId, address: Option<String>, why: &str) -> Status {
@@ -423,6 +541,7 @@ impl MetadataServerNetworkSvc for MetadataServer {
     }
 
     async fn retire(&self, request: Request<RetireRequest>) -> Result<Response<RetireResponse>, Status> {
+        let caller_metadata = request.metadata().clone();
         let request = request.into_inner();
         self.check_identity(request.cluster.as_ref())?;
         if self.node_id() != Some(NodeId::from(request.node_id)) || request.storage_id != self.storage_id() {
@@ -431,6 +550,10 @@ impl MetadataServerNetworkSvc for MetadataServer {
                 request.node_id, request.storage_id
             )));
         }
+        // This server's nodes configuration may lag the leader's: a newer generation than the
+        // one registered here is accepted.
+        let (caller, _) = self.check_caller(&caller_metadata, None, false)?;
+        tracing::info!(%caller, "told by the metadata leader that this server was removed");
         MetadataServer::retire(self)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -441,19 +564,91 @@ impl MetadataServerNetworkSvc for MetadataServer {
         &self,
         request: Request<JoinClusterRequest>,
     ) -> Result<Response<JoinClusterResponse>, Status> {
+        let caller_metadata = request.metadata().clone();
         let request = request.into_inner();
         self.check_identity(request.cluster.as_ref())?;
         if request.node_id == 0 {
             return Err(Status::invalid_argument("node id 0 is reserved"));
         }
         let raft = self.leader()?;
+        let (caller, registered) = self.check_caller(&caller_metadata, Some(request.node_id), true)?;
         let node = MemberNode {
             address: restate_net::normalize_address(&request.address),
             storage_id: request.storage_id,
         };
+        // The member's address comes from the caller: it must be the one the node registered.
+        if restate_net::normalize_address(&registered.address) != node.address {
+            return Err(Status::permission_denied(format!(
+                "{caller} asks to join from {}, but the nodes configuration has it at {}; request refused",
+                node.address, registered.address
+            )));
+        }
         self.admit(&raft, NodeId::from(request.node_id), node)
             .await
             .map_err(|reason| unavailable(format!("cannot add N{}: {reason}", request.node_id)))?;
         Ok(Response::new(JoinClusterResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use restate_types::ClusterFingerprint;
+    use tonic::Code;
+
+    use super::*;
+
+    fn nodes() -> NodesConfiguration {
+        let mut nodes = NodesConfiguration::new("test", ClusterFingerprint(7));
+        nodes.nodes.insert(
+            PlainNodeId(2),
+            NodeConfig {
+                id: PlainNodeId(2),
+                generation: 5,
+                name: "n2".into(),
+                address: "http://127.0.0.1:5122/".into(),
+                roles: vec![],
+                location: None,
+                log_server_state: Default::default(),
+                binary_version: String::new(),
+            },
+        );
+        nodes
+    }
+
+    fn caller(id: u32, generation: Option<u32>) -> CallerNode {
+        CallerNode {
+            id: PlainNodeId(id),
+            generation,
+        }
+    }
+
+    #[test]
+    fn callers_are_checked_against_the_nodes_configuration() {
+        let nodes = nodes();
+        assert!(check_caller_against(&nodes, caller(2, Some(5)), true).is_ok());
+        assert!(check_caller_against(&nodes, caller(2, None), true).is_ok());
+        let unknown = check_caller_against(&nodes, caller(3, Some(1)), true).unwrap_err();
+        assert_eq!(unknown.code(), Code::PermissionDenied);
+        assert!(
+            unknown.message().contains("N3:1 is not a node"),
+            "{}",
+            unknown.message()
+        );
+        let outdated = check_caller_against(&nodes, caller(2, Some(4)), false).unwrap_err();
+        assert_eq!(outdated.code(), Code::PermissionDenied);
+        assert!(outdated.message().contains("outdated"), "{}", outdated.message());
+        // A generation this server has not applied yet: retryable for a join, accepted for a
+        // retire (the removed member's configuration may lag the leader's).
+        let ahead = check_caller_against(&nodes, caller(2, Some(6)), true).unwrap_err();
+        assert_eq!(ahead.code(), Code::Unavailable);
+        assert!(check_caller_against(&nodes, caller(2, Some(6)), false).is_ok());
+    }
+
+    #[test]
+    fn caller_headers_parse() {
+        assert_eq!(parse_caller("N2:5").unwrap(), caller(2, Some(5)));
+        assert_eq!(parse_caller("N2").unwrap(), caller(2, None));
+        assert_eq!(parse_caller("bogus").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(parse_caller("N2:x").unwrap_err().code(), Code::InvalidArgument);
     }
 }

@@ -4,10 +4,13 @@
 //! `<node-dir>/replicated-metadata-server/`. See `OVERVIEW.md` for the model and invariants.
 
 mod grpc;
+mod lease;
 mod network;
 mod raft_types;
 mod server;
 mod state_machine;
 mod storage;
+#[cfg(test)]
+mod storage_suite;
 
 pub use server::{MetadataServer, MetadataServerError, ServerStatus};

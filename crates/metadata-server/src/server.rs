@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
@@ -12,9 +12,12 @@ use restate_metadata_store::LeaderHint;
 use restate_proto::metadata as pb;
 use restate_proto::metadata_server::metadata_server_network_svc_client::MetadataServerNetworkSvcClient;
 use restate_proto::metadata_server::{JoinClusterRequest, RetireRequest};
-use restate_types::metadata::{NODES_CONFIG_KEY, Precondition, Version, VersionedValue};
+use restate_types::GenerationalNodeId;
+use restate_types::metadata::{NODES_CONFIG_KEY, NodesConfiguration, Precondition, Version, VersionedValue};
+use tonic::metadata::MetadataValue;
 
-use crate::network::{NetworkFactory, PeerIdentity};
+use crate::lease::MetricsClock;
+use crate::network::{ChannelPool, NetworkFactory, PeerIdentity};
 use crate::raft_types::{Command, CommandResult, MemberNode, NodeId, Raft};
 use crate::state_machine::{SharedState, StateMachine};
 use crate::storage::{Storage, StorageOpenError};
@@ -23,6 +26,12 @@ use crate::storage::{Storage, StorageOpenError};
 pub const STORAGE_DIR: &str = "replicated-metadata-server";
 /// Longest wait for a membership change to commit.
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request header naming the calling node (`N<id>:<generation>`, or `N<id>` if its generation
+/// is not known) on `JoinCluster` and `Retire`; the receiver checks it against `nodes_config`.
+pub(crate) const CALLER_HEADER: &str = "x-restate-caller-node";
+/// Largest snapshot chunk per install-snapshot message (openraft's default), less if the
+/// message size limit is smaller.
+const SNAPSHOT_CHUNK_BYTES: u64 = 3 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataServerError {
@@ -75,13 +84,20 @@ pub(crate) struct Inner {
     /// Configured metadata addresses, asked when joining.
     peers: Vec<String>,
     raft_config: Arc<openraft::Config>,
-    connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) max_value_size: usize,
+    /// Largest gRPC message between nodes (`networking.message-size-limit`).
+    pub(crate) message_size_limit: usize,
+    node_name: String,
     auto_join: bool,
     storage: Storage,
     pub(crate) storage_id: u64,
     pub(crate) shared: SharedState,
+    /// Metrics of the current Raft instance, stamped with the local clock (read lease, quorum
+    /// loss).
+    pub(crate) clock: MetricsClock,
+    /// One channel per peer address, for Raft traffic and membership calls.
+    pool: ChannelPool,
     committed_index: std::sync::Mutex<Option<Arc<AtomicU64>>>,
     /// Removed from the metadata cluster: no Raft until added again.
     retired: std::sync::atomic::AtomicBool,
@@ -89,6 +105,8 @@ pub(crate) struct Inner {
     node_id: OnceLock<NodeId>,
     /// The node's plain id once it has joined the cluster (0 = not yet).
     assigned_node_id: AtomicU32,
+    /// The node's generation plus one, once the node told it (0 = unknown).
+    assigned_generation: AtomicU64,
     joining: std::sync::atomic::AtomicBool,
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -97,16 +115,18 @@ impl MetadataServer {
     /// Opens (or creates) the store under `<node-dir>/replicated-metadata-server/`.
     pub fn open(config: &Configuration) -> Result<Self, MetadataServerError> {
         let path = config.node_dir().join(STORAGE_DIR);
-        let (storage, marker) = Storage::open(&path, config.node_name())?;
+        let (storage, storage_id) = Storage::open(&path, config.node_name())?;
         let options = &config.metadata_server;
-        let tick = options.raft_tick_interval.as_millis().max(1) as u64;
-        let election_min = tick * u64::from(options.raft_election_tick.max(2));
+        let timing = RaftTiming::from_options(options);
+        let limit = usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX);
         let raft_config = openraft::Config {
             cluster_name: config.cluster_name.clone(),
-            heartbeat_interval: tick * u64::from(options.raft_heartbeat_tick.max(1)),
-            election_timeout_min: election_min,
-            election_timeout_max: election_min * 2,
+            // openraft also uses the heartbeat interval as the append-entries timeout.
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
             install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES.min(limit as u64 / 2).max(64 * 1024),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.log_trim_threshold.max(1)),
             // Entries kept behind a snapshot for followers that lag slightly; a follower further
             // behind receives the snapshot.
@@ -116,7 +136,6 @@ impl MetadataServer {
         }
         .validate()
         .map_err(|e| MetadataServerError::Refused(format!("invalid [metadata-server] timing: {e}")))?;
-        let limit = config.networking.message_size_limit.0 as usize;
         let server = Self {
             inner: Arc::new(Inner {
                 cluster_name: config.cluster_name.clone(),
@@ -128,18 +147,22 @@ impl MetadataServer {
                     .map(|a| restate_net::normalize_address(a))
                     .collect(),
                 raft_config: Arc::new(raft_config),
-                connect_timeout: config.networking.connect_timeout,
                 request_timeout: config.metadata_client.request_timeout,
                 max_value_size: (limit / 100 * 95).min(restate_metadata_store::REPLICATED_MAX_VALUE_SIZE),
+                message_size_limit: limit,
+                node_name: config.node_name().to_owned(),
                 auto_join: options.auto_join,
                 storage,
-                storage_id: marker.created_at_millis,
+                storage_id,
                 shared: SharedState::default(),
+                clock: MetricsClock::default(),
+                pool: ChannelPool::new(config.networking.connect_timeout),
                 committed_index: std::sync::Mutex::new(None),
                 retired: Default::default(),
                 raft: RwLock::new(None),
                 node_id: OnceLock::new(),
                 assigned_node_id: AtomicU32::new(0),
+                assigned_generation: AtomicU64::new(0),
                 joining: Default::default(),
                 lifecycle: tokio::sync::Mutex::new(()),
             }),
@@ -150,13 +173,18 @@ impl MetadataServer {
     /// Resumes Raft if this server was a member before the restart.
     pub async fn start(&self) -> Result<(), MetadataServerError> {
         let _guard = self.inner.lifecycle.lock().await;
-        if self.inner.storage.retired()? {
+        let (retired, node_id) = self
+            .inner
+            .storage
+            .blocking(|storage| Ok((storage.retired()?, storage.node_id()?)))
+            .await?;
+        if retired {
             self.inner.retired.store(true, Ordering::Relaxed);
             tracing::info!(
                 "this metadata server was removed from the metadata cluster and stays on standby; \
                  `restatectl metadata-server add-node` adds it again"
             );
-        } else if let Some(node_id) = self.inner.storage.node_id()? {
+        } else if let Some(node_id) = node_id {
             self.create_raft(node_id).await?;
             tracing::info!(
                 node_id = format!("N{node_id}"),
@@ -230,9 +258,44 @@ impl MetadataServer {
         }
     }
 
-    /// Records the plain id the node got when it joined the cluster (used by `AddNode`).
-    pub fn set_assigned_node_id(&self, node_id: u32) {
-        self.inner.assigned_node_id.store(node_id, Ordering::Relaxed);
+    /// Records the node's id (used by `AddNode`) and generation after it joined the cluster:
+    /// the generation lets the leader refuse a join from an outdated incarnation of the node.
+    pub fn set_assigned_node(&self, node_id: GenerationalNodeId) {
+        self.inner.assigned_node_id.store(node_id.id.0, Ordering::Relaxed);
+        self.inner
+            .assigned_generation
+            .store(u64::from(node_id.generation) + 1, Ordering::Relaxed);
+    }
+
+    /// This server's node as it names itself to peers: the generation the node reported, else
+    /// (with `lookup_local`) the one in the locally applied `nodes_config` for this node's
+    /// name. Only a leader should look it up: it has applied every committed entry, among them
+    /// its node's latest registration, whereas a joining or lagging server may hold an older
+    /// generation and would be refused as outdated.
+    fn caller_identity(&self, node_id: NodeId, lookup_local: bool) -> String {
+        let plain = node_id as u32;
+        let known = match self.inner.assigned_generation.load(Ordering::Relaxed) {
+            generation if generation > 0 && self.assigned_node_id() == Some(plain) => Some(generation - 1),
+            _ if !lookup_local => None,
+            _ => self.nodes_config().and_then(|nodes| {
+                nodes
+                    .nodes
+                    .values()
+                    .find(|n| n.id.0 == plain && n.name == self.inner.node_name)
+                    .map(|n| u64::from(n.generation))
+            }),
+        };
+        match known {
+            Some(generation) => format!("N{plain}:{generation}"),
+            None => format!("N{plain}"),
+        }
+    }
+
+    /// The nodes configuration in this server's applied state, if any.
+    pub(crate) fn nodes_config(&self) -> Option<NodesConfiguration> {
+        let state = self.inner.shared.read();
+        let value = state.entries.get(NODES_CONFIG_KEY)?;
+        serde_json::from_slice(&value.value).ok()
     }
 
     pub fn assigned_node_id(&self) -> Option<u32> {
@@ -247,21 +310,31 @@ impl MetadataServer {
             return Ok(raft);
         }
         let inner = &self.inner;
-        let log_store = inner.storage.log_store()?;
+        let shared = inner.shared.clone();
+        // Reading the log state and decoding the snapshot block: off the async workers.
+        let (log_store, state_machine) = inner
+            .storage
+            .blocking(move |storage| {
+                let log_store = storage.log_store()?;
+                let state_machine = StateMachine::open(storage.clone(), shared)?;
+                Ok((log_store, state_machine))
+            })
+            .await?;
         *inner.committed_index.lock().unwrap_or_else(|p| p.into_inner()) = Some(log_store.committed_index());
-        let state_machine = StateMachine::open(inner.storage.clone(), inner.shared.clone())?;
         let network = NetworkFactory {
             identity: Arc::new(PeerIdentity {
                 cluster_name: inner.cluster_name.clone(),
                 fingerprint: inner.shared.fingerprint_handle(),
                 node_id,
                 storage_id: inner.storage_id,
-                connect_timeout: inner.connect_timeout,
+                message_size_limit: inner.message_size_limit,
             }),
+            pool: inner.pool.clone(),
         };
         let raft = Raft::new(node_id, inner.raft_config.clone(), network, log_store, state_machine)
             .await
             .map_err(|e| MetadataServerError::Raft(format!("cannot start Raft: {e}")))?;
+        inner.clock.watch(&raft);
         let _ = inner.node_id.set(node_id);
         *inner.raft.write().unwrap_or_else(|p| p.into_inner()) = Some(raft.clone());
         Ok(raft)
@@ -287,7 +360,8 @@ impl MetadataServer {
         if self.inner.shared.read().entries.contains_key(NODES_CONFIG_KEY) {
             return Ok(false);
         }
-        match (self.node_id(), self.inner.storage.node_id()?) {
+        let stored_node_id = self.inner.storage.blocking(|storage| storage.node_id()).await?;
+        match (self.node_id(), stored_node_id) {
             (Some(existing), _) | (None, Some(existing)) if existing != node_id => {
                 return Err(MetadataServerError::Refused(format!(
                     "this metadata server is already N{existing}; it cannot be provisioned as N{node_id}"
@@ -295,7 +369,10 @@ impl MetadataServer {
             }
             _ => {}
         }
-        self.inner.storage.set_node_id(node_id)?;
+        self.inner
+            .storage
+            .blocking(move |storage| storage.set_node_id(node_id))
+            .await?;
         let raft = self.create_raft(node_id).await?;
         let initialized = raft
             .is_initialized()
@@ -338,7 +415,12 @@ impl MetadataServer {
         let node_id = NodeId::from(node_id);
         let raft = {
             let _guard = self.inner.lifecycle.lock().await;
-            match self.node_id().or(self.inner.storage.node_id()?) {
+            let (stored_node_id, stored_retired) = self
+                .inner
+                .storage
+                .blocking(|storage| Ok((storage.node_id()?, storage.retired()?)))
+                .await?;
+            match self.node_id().or(stored_node_id) {
                 Some(existing) if existing != node_id => {
                     return Err(MetadataServerError::Refused(format!(
                         "this metadata server's storage belongs to N{existing}, but the node now has id N{node_id}; \
@@ -348,9 +430,18 @@ impl MetadataServer {
                 }
                 _ => {}
             }
-            self.inner.storage.set_node_id(node_id)?;
-            if self.inner.retired.swap(false, Ordering::Relaxed) || self.inner.storage.retired()? {
-                self.inner.storage.set_retired(false)?;
+            let rejoining = self.inner.retired.swap(false, Ordering::Relaxed) || stored_retired;
+            self.inner
+                .storage
+                .blocking(move |storage| {
+                    storage.set_node_id(node_id)?;
+                    if rejoining {
+                        storage.set_retired(false)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            if rejoining {
                 tracing::info!(
                     node_id = format!("N{node_id}"),
                     "rejoining the metadata cluster after a removal"
@@ -426,33 +517,73 @@ impl MetadataServer {
         }
     }
 
-    async fn tell_retired(&self, node_id: NodeId, member: &MemberNode) -> Result<(), tonic::Status> {
-        let timeout = Duration::from_secs(2);
-        let channel = restate_net::channel(&member.address, self.inner.connect_timeout.min(timeout), timeout)
+    /// A client for membership calls to `address`, over the pooled channel.
+    fn network_client(
+        &self,
+        address: &str,
+    ) -> Result<MetadataServerNetworkSvcClient<tonic::transport::Channel>, tonic::Status> {
+        let channel = self
+            .inner
+            .pool
+            .get(address)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        MetadataServerNetworkSvcClient::new(channel)
-            .retire(RetireRequest {
+        let limit = self.inner.message_size_limit;
+        Ok(MetadataServerNetworkSvcClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit))
+    }
+
+    /// `message` as a request that names this node as its caller (see [`Self::caller_identity`]).
+    fn request_naming_me<T>(&self, message: T, me: NodeId, lookup_local: bool, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        if let Ok(value) = MetadataValue::try_from(self.caller_identity(me, lookup_local)) {
+            request.metadata_mut().insert(CALLER_HEADER, value);
+        }
+        request
+    }
+
+    async fn tell_retired(&self, me: NodeId, node_id: NodeId, member: &MemberNode) -> Result<(), tonic::Status> {
+        let timeout = Duration::from_secs(2);
+        let request = self.request_naming_me(
+            RetireRequest {
                 cluster: Some(self.identity()),
                 node_id: node_id as u32,
                 storage_id: member.storage_id,
-            })
-            .await
-            .map(|_| ())
+            },
+            me,
+            true,
+            timeout,
+        );
+        let mut client = self.network_client(&member.address)?;
+        match tokio::time::timeout(timeout, client.retire(request)).await {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+        }
     }
 
     async fn ask_to_join(&self, target: &str, node_id: NodeId) -> Result<(), tonic::Status> {
-        let channel = restate_net::channel(target, self.inner.connect_timeout, MEMBERSHIP_CHANGE_TIMEOUT * 2)
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        let mut client = MetadataServerNetworkSvcClient::new(channel);
-        client
-            .join_cluster(JoinClusterRequest {
+        let timeout = MEMBERSHIP_CHANGE_TIMEOUT * 2;
+        let request = self.request_naming_me(
+            JoinClusterRequest {
                 cluster: Some(self.identity()),
                 node_id: node_id as u32,
                 storage_id: self.inner.storage_id,
                 address: self.inner.advertised_address.clone(),
-            })
-            .await
-            .map(|_| ())
+            },
+            node_id,
+            false,
+            timeout,
+        );
+        let mut client = self.network_client(target)?;
+        match tokio::time::timeout(timeout, client.join_cluster(request)).await {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+        }
     }
 
     pub(crate) fn identity(&self) -> pb::ClusterIdentity {
@@ -549,7 +680,8 @@ impl MetadataServer {
             "removed a member from the metadata cluster"
         );
         // Tell the removed member, so it stops campaigning with a membership it no longer has.
-        if let Err(status) = self.tell_retired(node_id, &existing).await {
+        let me = self.node_id().unwrap_or_default();
+        if let Err(status) = self.tell_retired(me, node_id, &existing).await {
             tracing::warn!(
                 node_id = format!("N{node_id}"),
                 reason = %status.message(),
@@ -564,7 +696,7 @@ impl MetadataServer {
     pub(crate) async fn write(&self, raft: &Raft, command: Command) -> Result<CommandResult, WriteFailure> {
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(self.inner.request_timeout, raft.client_write(command)) => outcome,
-            silence = quorum_lost(raft) => {
+            silence = self.quorum_lost(raft) => {
                 return Err(WriteFailure::Unknown(format!(
                     "the leader lost its quorum while the write was pending ({silence} ms without a majority); \
                      it is applied only if enough members come back"
@@ -591,7 +723,7 @@ impl MetadataServer {
     /// restarts) until it is added again.
     pub(crate) async fn retire(&self) -> Result<(), MetadataServerError> {
         let _guard = self.inner.lifecycle.lock().await;
-        self.inner.storage.set_retired(true)?;
+        self.inner.storage.blocking(|storage| storage.set_retired(true)).await?;
         self.inner.retired.store(true, Ordering::Relaxed);
         let raft = self.inner.raft.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(raft) = raft {
@@ -610,24 +742,66 @@ impl MetadataServer {
     }
 }
 
+impl MetadataServer {
+    /// How long this leader has not heard from a majority, by the local clock: the silence in
+    /// its latest metrics plus the age of that update (metrics stop updating while the Raft
+    /// core is blocked, so the reported value alone can be far too small). `None` unless the
+    /// latest metrics say this server leads.
+    pub(crate) fn quorum_silence(&self) -> Option<Duration> {
+        self.inner.clock.latest()?.quorum_silence(Instant::now())
+    }
+
+    /// Resolves once this leader has not heard from a majority for [`quorum_silence_limit`],
+    /// with that silence in milliseconds.
+    pub(crate) async fn quorum_lost(&self, raft: &Raft) -> u64 {
+        let limit = Duration::from_millis(quorum_silence_limit(raft));
+        loop {
+            if let Some(silence) = self.quorum_silence()
+                && silence > limit
+            {
+                return silence.as_millis() as u64;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// How long a leader may go without acknowledgements from a majority before it reports the
 /// quorum lost: long enough for a large entry in flight, short enough to fail fast.
 pub(crate) fn quorum_silence_limit(raft: &Raft) -> u64 {
     (raft.config().election_timeout_max * 4).max(2000)
 }
 
-/// Resolves once this leader has not heard from a majority for [`quorum_silence_limit`], with
-/// that silence in milliseconds.
-pub(crate) async fn quorum_lost(raft: &Raft) -> u64 {
-    let limit = quorum_silence_limit(raft);
-    loop {
-        let silence = raft.metrics().borrow().millis_since_quorum_ack;
-        if let Some(silence) = silence
-            && silence > limit
-        {
-            return silence;
+/// Raft timers in milliseconds, from the `[metadata-server]` tick options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RaftTiming {
+    /// Heartbeat interval; openraft also uses it as the append-entries timeout.
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    /// Also openraft's leader lease: followers refuse votes for this long after hearing from
+    /// the leader.
+    pub election_max_ms: u64,
+}
+
+impl RaftTiming {
+    pub fn from_options(options: &restate_config::MetadataServerOptions) -> Self {
+        let tick = (options.raft_tick_interval.as_millis() as u64).max(1);
+        let heartbeat_ms = tick * u64::from(options.raft_heartbeat_tick.max(1));
+        // openraft's validation refuses an election timeout not above the heartbeat interval.
+        let election_min_ms = tick * u64::from(options.raft_election_tick.max(2));
+        Self {
+            heartbeat_ms,
+            election_min_ms,
+            election_max_ms: election_min_ms * 2,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Longest time from a leader's last heartbeat until a follower may campaign:
+    /// openraft waits for the leader lease plus a random election timeout, and checks on
+    /// ticks (every 1.5 heartbeat intervals).
+    #[cfg(test)]
+    pub fn worst_case_failover_ms(&self) -> u64 {
+        self.election_max_ms + self.election_max_ms + self.heartbeat_ms * 3 / 2
     }
 }
 
@@ -637,4 +811,33 @@ pub(crate) enum WriteFailure {
     NotLeader(Option<LeaderHint>),
     /// Might or might not have been applied.
     Unknown(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default timings survive 50 ms fsync stalls and still replace a dead leader well
+    /// under 1.5 s.
+    #[test]
+    fn default_raft_timings_tolerate_fsync_stalls_and_fail_over_quickly() {
+        let timing = RaftTiming::from_options(&restate_config::MetadataServerOptions::default());
+        let fsync_stall_ms = 50;
+        // The heartbeat interval is openraft's append-entries timeout.
+        assert!(timing.heartbeat_ms >= 2 * fsync_stall_ms, "{timing:?}");
+        // Followers refuse votes for the lease after a heartbeat: several heartbeat rounds
+        // (openraft sends them every 1.5 intervals) must fit in it, stalls included.
+        assert!(
+            timing.election_max_ms >= 2 * (timing.heartbeat_ms * 3 / 2 + fsync_stall_ms),
+            "{timing:?}"
+        );
+        assert!(timing.worst_case_failover_ms() <= 1_000, "{timing:?}");
+        let config = openraft::Config {
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
+            ..Default::default()
+        };
+        assert!(config.validate().is_ok());
+    }
 }

@@ -16,7 +16,7 @@ use restate_types::metadata::{NODES_CONFIG_KEY, NodesConfiguration, VersionedVal
 use serde::{Deserialize, Serialize};
 
 use crate::raft_types::{Command, CommandResult, LogId, MemberNode, NodeId, StoredMembership, TypeConfig};
-use crate::storage::{Storage, StoredSnapshot};
+use crate::storage::{SnapshotWrite, Storage, StoredSnapshot};
 
 /// What the state machine holds; also the snapshot format.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -135,18 +135,25 @@ fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 }
 
 impl StateMachine {
-    /// Restores the latest snapshot, if any.
+    /// Restores the latest snapshot, if any. Blocks (reads and decodes the snapshot): call it
+    /// off the async runtime.
     pub fn open(storage: Storage, shared: SharedState) -> std::io::Result<Self> {
         if let Some(snapshot) = storage.snapshot()? {
             let state: KvState = postcard::from_bytes(&snapshot.data)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             shared.refresh_fingerprint(&state);
-            shared
-                .snapshot_index
-                .store(snapshot.meta.last_log_id.map_or(0, |id| id.index), Ordering::Relaxed);
+            shared.note_snapshot(snapshot.meta.last_log_id);
             *shared.write() = state;
         }
         Ok(Self { shared, storage })
+    }
+}
+
+impl SharedState {
+    /// Records the index of a newly stored snapshot; a racing older one never lowers it.
+    fn note_snapshot(&self, last_log_id: Option<LogId>) {
+        self.snapshot_index
+            .fetch_max(last_log_id.map_or(0, |id| id.index), Ordering::Relaxed);
     }
 }
 
@@ -163,6 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // In memory only: no I/O here.
         let mut results = Vec::new();
         let mut nodes_config_changed = false;
         {
@@ -205,19 +213,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, MemberNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data = snapshot.into_inner();
-        let state: KvState =
-            postcard::from_bytes(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.storage
-            .set_snapshot(&StoredSnapshot {
-                meta: meta.clone(),
-                data,
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
+        let signature = meta.signature();
+        // Decoding and the synced write block: both run on the blocking pool.
+        let (state, write) = self
+            .storage
+            .blocking(move |storage| {
+                let state: KvState = postcard::from_bytes(&stored.data)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                let write = storage.store_snapshot_if_newer(&stored)?;
+                Ok((state, write))
             })
-            .map_err(snapshot_err)?;
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(signature), &e)))?;
+        match write {
+            SnapshotWrite::Stored => self.shared.note_snapshot(meta.last_log_id),
+            SnapshotWrite::Kept(kept) => tracing::warn!(
+                installed = %meta.snapshot_id,
+                kept = %kept.meta.snapshot_id,
+                "installing a snapshot that is not newer than the stored one; the stored one is kept"
+            ),
+        }
         self.shared.refresh_fingerprint(&state);
-        self.shared
-            .snapshot_index
-            .store(meta.last_log_id.map_or(0, |id| id.index), Ordering::Relaxed);
         *self.shared.write() = state;
         Ok(())
     }
@@ -225,7 +245,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let stored = self
             .storage
-            .snapshot()
+            .blocking(|storage| storage.snapshot())
+            .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
@@ -240,43 +261,148 @@ pub struct SnapshotBuilder {
     storage: Storage,
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+impl SnapshotBuilder {
+    /// Encodes the applied state and stores it unless a newer snapshot is stored meanwhile
+    /// (then that one is returned). Blocking: runs on the blocking pool.
+    fn build(shared: &SharedState, storage: &Storage) -> std::io::Result<StoredSnapshot> {
         let (data, last_applied, membership) = {
-            let state = self.shared.read();
-            let data = postcard::to_allocvec(&*state).map_err(snapshot_err)?;
+            let state = shared.read();
+            let data = postcard::to_allocvec(&*state).map_err(std::io::Error::other)?;
             (data, state.last_applied, state.membership.clone())
         };
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
             None => format!("empty-{}", data.len()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
+        let snapshot = StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: last_applied,
+                last_membership: membership,
+                snapshot_id,
+            },
+            data,
         };
-        self.storage
-            .set_snapshot(&StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            })
+        match storage.store_snapshot_if_newer(&snapshot)? {
+            SnapshotWrite::Stored => {
+                shared.note_snapshot(last_applied);
+                Ok(snapshot)
+            }
+            SnapshotWrite::Kept(newer) => {
+                tracing::debug!(
+                    built = %snapshot.meta.snapshot_id,
+                    kept = %newer.meta.snapshot_id,
+                    "a newer snapshot was stored while this one was built; keeping the newer one"
+                );
+                Ok(newer)
+            }
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let shared = self.shared.clone();
+        let stored = self
+            .storage
+            .blocking(move |storage| SnapshotBuilder::build(&shared, storage))
+            .await
             .map_err(snapshot_err)?;
-        self.shared
-            .snapshot_index
-            .store(last_applied.map_or(0, |id| id.index), Ordering::Relaxed);
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use openraft::{CommittedLeaderId, Membership};
     use restate_types::metadata::{Precondition, Version};
 
     use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn entry(term: u64, index: u64, command: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    /// A snapshot build that read the state at index 3 finishes after a snapshot at index 10
+    /// was installed (and the log purged up to it). The old builder overwrote the installed
+    /// snapshot with its older one, leaving a gap between the snapshot (3) and the log (11…).
+    #[tokio::test]
+    async fn a_snapshot_build_racing_an_install_never_replaces_the_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), "n1").unwrap();
+        let mut state_machine = StateMachine::open(storage.clone(), SharedState::default()).unwrap();
+        state_machine
+            .apply((1..=3).map(|i| entry(1, i, put(&format!("k{i}"), 1, Precondition::None))))
+            .await
+            .unwrap();
+        // The builder's view: the state as it was when the build started (index 3).
+        let stale_view = SharedState::default();
+        *stale_view.write() = state_machine.shared.read().clone();
+        let mut builder = SnapshotBuilder {
+            shared: stale_view,
+            storage: storage.clone(),
+        };
+
+        // Meanwhile the leader sends a snapshot at index 10, which is installed.
+        let mut leader_state = KvState {
+            last_applied: Some(log_id(2, 10)),
+            membership: StoredMembership::new(Some(log_id(1, 1)), Membership::new(vec![[1].into()], ())),
+            ..KvState::default()
+        };
+        leader_state.apply(put("installed", 1, Precondition::None));
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(2, 10)),
+            last_membership: leader_state.membership.clone(),
+            snapshot_id: "leader-10".into(),
+        };
+        let data = postcard::to_allocvec(&leader_state).unwrap();
+        state_machine
+            .install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await
+            .unwrap();
+
+        // Now the build finishes: it must not overwrite the installed snapshot.
+        let built = builder.build_snapshot().await.unwrap();
+        assert_eq!(
+            built.meta.last_log_id,
+            Some(log_id(2, 10)),
+            "the newer snapshot is handed out"
+        );
+        let stored = storage.snapshot().unwrap().unwrap();
+        assert_eq!(stored.meta.snapshot_id, "leader-10");
+        assert_eq!(state_machine.shared.snapshot_index(), 10);
+
+        // A restart restores the installed snapshot.
+        let restarted = SharedState::default();
+        StateMachine::open(storage.clone(), restarted.clone()).unwrap();
+        assert_eq!(restarted.read().last_applied, Some(log_id(2, 10)));
+        assert!(restarted.read().entries.contains_key("installed"));
+
+        // An equal snapshot does not replace the stored one either; a newer one does.
+        let mut builder = state_machine.get_snapshot_builder().await;
+        let again = builder.build_snapshot().await.unwrap();
+        assert_eq!(again.meta.snapshot_id, "leader-10");
+        state_machine
+            .apply([entry(2, 11, put("later", 1, Precondition::None))])
+            .await
+            .unwrap();
+        let newer = builder.build_snapshot().await.unwrap();
+        assert_eq!(newer.meta.last_log_id, Some(log_id(2, 11)));
+        assert_eq!(
+            storage.snapshot().unwrap().unwrap().meta.last_log_id,
+            Some(log_id(2, 11))
+        );
+        assert_eq!(state_machine.shared.snapshot_index(), 11);
+    }
 
     fn put(key: &str, version: u32, precondition: Precondition) -> Command {
         Command::Put {

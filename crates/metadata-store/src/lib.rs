@@ -32,6 +32,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn get_version(&self, key: &str) -> Result<Option<Version>, ReadError>;
 
     /// Writes `value` if `precondition` holds at the moment of the write.
+    ///
+    /// [`WriteError::Unavailable`] means nothing was written. A request that may have reached
+    /// the store without an answer is resolved by the back-end where it can (e.g. by reading
+    /// back a token stored with the write); [`WriteError::UnknownOutcome`] means it could not.
     async fn put(&self, key: &str, value: VersionedValue, precondition: Precondition) -> Result<(), WriteError>;
 
     /// Deletes `key` if `precondition` holds.

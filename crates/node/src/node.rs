@@ -219,7 +219,7 @@ impl Node {
         node.background
             .push(spawn_log_watchdog(ctx.clone(), bifrost, joined.node_id));
         if let Some(server) = &ctx.metadata_server {
-            server.set_assigned_node_id(joined.node_id.id.0);
+            server.set_assigned_node(joined.node_id);
             // Beside an external store (migration mode) the server waits to become a migration
             // target; there is no replicated cluster to join yet.
             let replicated = ctx.config.metadata_client.kind == restate_config::MetadataClientKind::Replicated;
@@ -314,6 +314,7 @@ fn spawn_fabric(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
+    let message_limit = usize::try_from(ctx.config.networking.message_size_limit.0).unwrap_or(usize::MAX);
     let mut services = Routes::from(Router::new())
         .add_service(NodeCtlSvcServer::new(NodeCtlHandler { ctx: ctx.clone() }))
         .add_service(
@@ -321,8 +322,8 @@ fn spawn_fabric(
                 cluster_name: ctx.config.cluster_name.clone(),
                 client: ctx.metadata.clone(),
             })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX),
+            .max_decoding_message_size(message_limit)
+            .max_encoding_message_size(message_limit),
         );
     if let Some(server) = &ctx.metadata_server {
         services = services
@@ -332,7 +333,10 @@ fn spawn_fabric(
     if let Some(server) = &ctx.log_server {
         services = services.add_service(server.service());
     }
-    services = services.add_service(restate_bifrost::BifrostService::server(ctx.bifrost.clone()));
+    services = services.add_service(restate_bifrost::BifrostService::server(
+        ctx.bifrost.clone(),
+        message_limit,
+    ));
     if ctx.config.has_role(Role::Admin) {
         let cluster_ctrl = restate_admin::ClusterCtrl::new(
             ctx.metadata.clone(),

@@ -209,6 +209,8 @@ pub(crate) struct LogServerRole {
     server: restate_log_server::LogServer,
     ctx: std::sync::Arc<crate::context::NodeContext>,
     state: Option<restate_types::metadata::StorageState>,
+    /// Why the store does not serve (its storage was lost or is disabled).
+    refused: Option<String>,
 }
 
 impl LogServerRole {
@@ -217,6 +219,7 @@ impl LogServerRole {
             server,
             ctx,
             state: None,
+            refused: None,
         }
     }
 }
@@ -234,11 +237,26 @@ impl RoleService for LogServerRole {
             .snapshot()
             .node_id
             .ok_or_else(|| anyhow::anyhow!("the node has not joined its cluster"))?;
-        self.state = Some(self.server.activate(&self.ctx.metadata, node.id).await?);
+        match self.server.activate(&self.ctx.metadata, node.id).await {
+            Ok(state) => self.state = Some(state),
+            // The store must not serve (its answers would count toward seals), but the
+            // node's other roles (a metadata member, a worker) keep running.
+            Err(
+                error @ (restate_log_server::LogServerError::DataLoss { .. }
+                | restate_log_server::LogServerError::Refused { .. }),
+            ) => {
+                tracing::error!(%error, "the log-server role does not serve");
+                self.refused = Some(error.to_string());
+            }
+            Err(error) => return Err(error.into()),
+        }
         Ok(())
     }
 
     fn status(&self) -> (restate_types::RoleStatus, String) {
+        if let Some(reason) = &self.refused {
+            return (restate_types::RoleStatus::Failed, reason.clone());
+        }
         let detail = match self.state {
             Some(state) => format!("storage {state:?}").to_lowercase(),
             None => String::new(),

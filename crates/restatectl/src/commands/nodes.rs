@@ -124,9 +124,12 @@ pub(crate) async fn node_rows(addresses: &Addresses) -> anyhow::Result<(u32, Vec
             row.last_seen = peer.last_seen_ms_ago.map(Duration::from_millis);
             let reachable = matches!(peer.liveness.as_str(), "ALIVE" | "SUSPECT");
             row.uptime = reachable.then(|| Duration::from_secs(peer.uptime_s));
-            row.status = peer.status.clone();
-            row.role_status = peer.role_status.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            row.role_status.sort();
+            // What a dead node last reported is not its status now: report none.
+            if reachable {
+                row.status = peer.status.clone();
+                row.role_status = peer.role_status.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                row.role_status.sort();
+            }
         }
         rows.push(row);
     }
@@ -172,7 +175,7 @@ pub(crate) fn rows_json(rows: &[NodeRow]) -> serde_json::Value {
                     "roles": row.roles,
                     "storage_state": row.storage_state,
                     "liveness": row.liveness,
-                    "status": row.status,
+                    "status": (!row.status.is_empty()).then_some(&row.status),
                     "last_seen_ms_ago": row.last_seen.map(|d| d.as_millis() as u64),
                     "uptime_s": row.uptime.map(|d| d.as_secs()),
                     "role_status": row.role_status.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),

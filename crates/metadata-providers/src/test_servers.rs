@@ -1,0 +1,275 @@
+//! Real local servers for the providers' tests — etcd (Debian `etcd-server`) and moto (PyPI
+//! `moto[server]`, DynamoDB and S3), as in `tests/src/servers.rs` — and a TCP proxy that
+//! loses requests or answers on demand.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use restate_config::{MetadataClientKind, MetadataClientOptions, SecretString};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s");
+}
+
+/// A one-member etcd cluster in a temporary directory.
+pub(crate) struct Etcd {
+    child: Child,
+    dir: PathBuf,
+    pub endpoint: String,
+}
+
+impl Etcd {
+    pub fn start() -> Self {
+        let (client_port, peer_port) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("restate-providers-etcd-{:016x}", rand::random::<u64>()));
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut child = Command::new("etcd")
+            .args(["--name", "e0"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--initial-cluster",
+                &format!("e0={peer}"),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd (apt-get install etcd-server): {e}"));
+        wait_for_port(client_port, "etcd", &mut child);
+        Self {
+            child,
+            dir,
+            endpoint: format!("127.0.0.1:{client_port}"),
+        }
+    }
+
+    pub fn options(&self, prefix: Option<&str>) -> MetadataClientOptions {
+        MetadataClientOptions {
+            kind: MetadataClientKind::Etcd,
+            addresses: vec![self.endpoint.clone()],
+            key_prefix: prefix.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A moto server (DynamoDB and S3), serving one request at a time like the cluster tests' one
+/// (moto's threaded server does not make conditional writes atomic).
+pub(crate) struct Moto {
+    child: Child,
+    pub address: SocketAddr,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let program = format!(
+            "import os\n\
+             os.environ['MOTO_PORT'] = '{port}'\n\
+             from werkzeug.serving import run_simple\n\
+             from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+             run_simple('127.0.0.1', {port}, DomainDispatcherApplication(create_backend_app), threaded=False)\n"
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &program])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto (pip install 'moto[server]'): {e}"));
+        wait_for_port(port, "moto", &mut child);
+        Self {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[metadata-client]` options for an AWS-compatible `endpoint` with test credentials.
+pub(crate) fn aws_options(kind: MetadataClientKind, endpoint: &str) -> MetadataClientOptions {
+    MetadataClientOptions {
+        kind,
+        aws_region: Some("us-east-1".into()),
+        aws_access_key_id: Some("test".into()),
+        aws_secret_access_key: Some(SecretString::new("test")),
+        aws_endpoint_url: Some(endpoint.to_owned()),
+        aws_allow_http: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Rewrites the first chunk of a request on its way to the server.
+pub(crate) type RequestFilter = fn(&[u8]) -> Vec<u8>;
+
+/// A TCP proxy in front of a server that can lose the next request of a kind (the
+/// connection breaks before it reaches the server) or the answer to it (the server handles
+/// the request, the connection breaks before the answer reaches the client). Requests are
+/// recognised by a marker in their first bytes, e.g. `"PUT "` or `".PutItem"`.
+pub(crate) struct LossyProxy {
+    pub endpoint: String,
+    faults: Arc<Faults>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Faults {
+    lose_request: Mutex<Option<&'static str>>,
+    lose_answer_to: Mutex<Option<&'static str>>,
+    lost: AtomicUsize,
+}
+
+impl Faults {
+    /// Takes the planned fault if `chunk` holds the marker it is planned for.
+    fn take(plan: &Mutex<Option<&'static str>>, chunk: &[u8]) -> bool {
+        let mut plan = plan.lock().unwrap_or_else(|p| p.into_inner());
+        match *plan {
+            Some(marker) if chunk.windows(marker.len()).any(|window| window == marker.as_bytes()) => {
+                *plan = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl LossyProxy {
+    pub async fn start(upstream: SocketAddr, filter: Option<RequestFilter>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind the proxy: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let faults = Arc::new(Faults::default());
+        let shared = faults.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                tokio::spawn(relay(client, server, filter, shared.clone()));
+            }
+        });
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            faults,
+            accept,
+        }
+    }
+
+    /// Loses the next request with `marker`.
+    pub fn lose_next_request(&self, marker: &'static str) {
+        *self.faults.lose_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
+    }
+
+    /// Lets the next request with `marker` through, and loses its answer.
+    pub fn lose_next_answer(&self, marker: &'static str) {
+        *self.faults.lose_answer_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
+    }
+
+    /// How many requests and answers were lost so far.
+    pub fn lost(&self) -> usize {
+        self.faults.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting connections: new ones are refused.
+    pub fn stop(&self) {
+        self.accept.abort();
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    filter: Option<RequestFilter>,
+    faults: Arc<Faults>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let lose_answer = Arc::new(AtomicBool::new(false));
+    let (upstream_faults, upstream_lose_answer) = (faults.clone(), lose_answer.clone());
+    let upstream = tokio::spawn(async move {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if Faults::take(&upstream_faults.lose_request, &buffer[..n]) {
+                upstream_faults.lost.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if Faults::take(&upstream_faults.lose_answer_to, &buffer[..n]) {
+                upstream_lose_answer.store(true, Ordering::SeqCst);
+            }
+            let chunk = filter.map_or_else(|| buffer[..n].to_vec(), |filter| filter(&buffer[..n]));
+            if server_write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    });
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = match server_read.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if lose_answer.swap(false, Ordering::SeqCst) {
+            faults.lost.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+        if client_write.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    // Closes both directions of the client's connection.
+    upstream.abort();
+    let _ = upstream.await;
+}
