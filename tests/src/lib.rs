@@ -6,10 +6,10 @@
 
 pub mod chaos;
 pub mod linearizability;
-pub mod servers;
+/// Real local servers (etcd, moto) for the external-store tests.
+pub use restate_test_servers as servers;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,61 +41,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago on 127.0.0.1, picked at random below the kernel's
-/// ephemeral range and reserved for this test process: a port is handed out once per process,
-/// and a file under `<tmp>/restate-test-ports/` keeps other test processes from picking it
-/// before the server that gets it has bound it.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = rand::random_range(10_000..30_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve_port(port) {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1 between 10000 and 30000")
-}
-
-fn reserve_port(port: u16) -> bool {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    if handed_out.contains(&port) {
-        return false;
-    }
-    let dir = std::env::temp_dir().join("restate-test-ports");
-    let _ = fs::create_dir_all(&dir);
-    let path = dir.join(port.to_string());
-    let me = std::process::id();
-    // Written aside, then linked into place: the link appears atomically, with the owner.
-    let draft = dir.join(format!("{port}.{me}.draft"));
-    if fs::write(&draft, me.to_string()).is_err() {
-        return false;
-    }
-    let mut reserved = false;
-    for _ in 0..2 {
-        match fs::hard_link(&draft, &path) {
-            Ok(()) => {
-                handed_out.insert(port);
-                reserved = true;
-                break;
-            }
-            Err(_) => {
-                // Taken over when the process that reserved it is gone.
-                let owner = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
-                match owner {
-                    Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => break,
-                    _ => {
-                        let _ = fs::remove_file(&path);
-                    }
-                }
-            }
-        }
-    }
-    let _ = fs::remove_file(&draft);
-    reserved
-}
+pub use restate_test_servers::free_port;
 
 /// Runs `restatectl` with the given arguments.
 pub fn restatectl(args: &[&str]) -> Output {

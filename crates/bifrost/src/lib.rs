@@ -404,11 +404,14 @@ impl Bifrost {
             let to_offset = ((end - segment.base_lsn) as u32).min(from_offset + (max - entries.len()) as u32);
             let records = match &segment.loglet {
                 LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
-                    let range = self
-                        .inner
-                        .local
-                        .read(*loglet_id, from_offset, to_offset, (to_offset - from_offset) as usize)
-                        .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
+                    let (store, loglet_id) = (self.inner.local.clone(), *loglet_id);
+                    // RocksDB iteration blocks: keep it off the async workers.
+                    let range = tokio::task::spawn_blocking(move || {
+                        store.read(loglet_id, from_offset, to_offset, (to_offset - from_offset) as usize)
+                    })
+                    .await
+                    .map_err(|e| BifrostError::Unavailable(format!("reading the local loglet failed: {e}")))?
+                    .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
                     if !range.corrupt.is_empty() {
                         return Err(BifrostError::Unavailable(format!(
                             "local loglet records {:?} fail their checksum",

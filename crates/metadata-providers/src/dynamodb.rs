@@ -445,7 +445,7 @@ mod tests {
     /// back shows that it applied.
     #[tokio::test]
     async fn conditional_writes_whose_answer_is_lost_are_resolved_by_their_token() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         moto_with_table(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = store(&proxy).await;
@@ -477,7 +477,7 @@ mod tests {
     /// a plain "unavailable" (callers may retry), not a precondition failure.
     #[tokio::test]
     async fn writes_lost_on_the_way_did_not_apply() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         moto_with_table(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = store(&proxy).await;
@@ -512,7 +512,7 @@ mod tests {
     /// A refused connection proves the request was not sent: unavailable, without a read-back.
     #[tokio::test]
     async fn a_refused_connection_did_not_apply() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         moto_with_table(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = store(&proxy).await;

@@ -119,7 +119,9 @@ impl EtcdStore {
             prefix: options.key_prefix.clone().unwrap_or_default(),
             endpoints,
         };
-        store.move_earlier_layout().await?;
+        // Like the probe, the listing may land on a dead member: retry until the deadline.
+        let deadline = std::time::Instant::now() + options.connect_timeout.max(Duration::from_secs(1));
+        store.move_earlier_layout(deadline).await?;
         Ok(store)
     }
 
@@ -214,20 +216,26 @@ impl EtcdStore {
     }
 
     /// Moves every key of the earlier layout (see the module documentation).
-    async fn move_earlier_layout(&self) -> Result<(), ProviderError> {
+    async fn move_earlier_layout(&self, deadline: std::time::Instant) -> Result<(), ProviderError> {
         let unreachable = |error: etcd_client::Error| ProviderError::Unreachable {
             store: "etcd",
             address: self.endpoints.join(", "),
             reason: format!("listing the keys under `{}`: {error}", self.prefix),
         };
         let mut client = self.client.clone();
-        let listing = client
-            .get(
-                self.prefix.clone(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await
-            .map_err(unreachable)?;
+        let listing = loop {
+            let listed = client
+                .get(
+                    self.prefix.clone(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await;
+            match listed {
+                Ok(listing) => break listing,
+                Err(error) if std::time::Instant::now() >= deadline => return Err(unreachable(error)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
         let names: BTreeSet<&str> = listing
             .kvs()
             .iter()
@@ -442,7 +450,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::test_servers::Etcd;
+    use crate::test_servers::{Etcd, etcd_options};
 
     #[test]
     fn no_key_names_another_keys_entry() {
@@ -495,8 +503,10 @@ mod tests {
 
     #[tokio::test]
     async fn keys_ending_in_version_are_keys_like_any_other() {
-        let etcd = Etcd::start();
-        let store = EtcdStore::connect(&etcd.options(Some("cluster/"))).await.unwrap();
+        let etcd = Etcd::start_in_temp_dir(1);
+        let store = EtcdStore::connect(&etcd_options(&etcd, Some("cluster/")))
+            .await
+            .unwrap();
         store
             .put("a", value(1, b"first"), Precondition::DoesNotExist)
             .await
@@ -535,12 +545,12 @@ mod tests {
 
     #[tokio::test]
     async fn keys_of_the_earlier_layout_are_moved_on_connect() {
-        let etcd = Etcd::start();
-        let mut raw = Client::connect([etcd.endpoint.as_str()], None).await.unwrap();
+        let etcd = Etcd::start_in_temp_dir(1);
+        let mut raw = Client::connect([etcd.endpoints[0].as_str()], None).await.unwrap();
         for prefix in ["cluster/", ""] {
             write_earlier_layout(&mut raw, prefix, "nodes_config", 3, b"{\"nodes\":[]}").await;
             write_earlier_layout(&mut raw, prefix, "greeting", 1, b"hello").await;
-            let store = EtcdStore::connect(&etcd.options(Some(prefix).filter(|p| !p.is_empty())))
+            let store = EtcdStore::connect(&etcd_options(&etcd, Some(prefix).filter(|p| !p.is_empty())))
                 .await
                 .unwrap();
             assert_eq!(
@@ -562,14 +572,14 @@ mod tests {
                 .put("greeting", value(2, b"hi"), Precondition::MatchesVersion(Version(1)))
                 .await
                 .unwrap();
-            let again = EtcdStore::connect(&etcd.options(Some(prefix).filter(|p| !p.is_empty())))
+            let again = EtcdStore::connect(&etcd_options(&etcd, Some(prefix).filter(|p| !p.is_empty())))
                 .await
                 .unwrap();
             assert_eq!(again.get("greeting").await.unwrap(), Some(value(2, b"hi")));
             if !prefix.is_empty() {
                 // An earlier version writing the key again after the move is refused loudly.
                 write_earlier_layout(&mut raw, prefix, "greeting", 2, b"stale").await;
-                match EtcdStore::connect(&etcd.options(Some(prefix))).await {
+                match EtcdStore::connect(&etcd_options(&etcd, Some(prefix))).await {
                     Err(ProviderError::Layout(reason)) => assert!(reason.contains("both"), "{reason}"),
                     Err(other) => panic!("{other}"),
                     Ok(_) => panic!("a key in both layouts was accepted"),
@@ -584,8 +594,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_stored_token_tells_whether_a_write_applied() {
-        let etcd = Etcd::start();
-        let store = EtcdStore::connect(&etcd.options(Some("t/"))).await.unwrap();
+        let etcd = Etcd::start_in_temp_dir(1);
+        let store = EtcdStore::connect(&etcd_options(&etcd, Some("t/"))).await.unwrap();
         store
             .put_with_token("k", value(1, b"one"), Precondition::DoesNotExist, "ours")
             .await

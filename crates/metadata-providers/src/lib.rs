@@ -62,7 +62,7 @@ mod tests {
     use restate_types::metadata::{Precondition, Version, VersionedValue};
 
     use super::*;
-    use crate::test_servers::{Etcd, Moto, aws_options};
+    use crate::test_servers::{Etcd, Moto, aws_options, etcd_options};
 
     fn value(version: u32, bytes: &[u8]) -> VersionedValue {
         VersionedValue::new(Version(version), bytes.to_vec())
@@ -148,13 +148,19 @@ mod tests {
 
     #[tokio::test]
     async fn etcd_conforms() {
-        let etcd = Etcd::start();
-        conformance(connect(&etcd.options(Some("conformance/"))).await.unwrap().unwrap()).await;
+        let etcd = Etcd::start_in_temp_dir(1);
+        conformance(
+            connect(&etcd_options(&etcd, Some("conformance/")))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn dynamodb_conforms() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         let endpoint = format!("http://{}", moto.address);
         let options = aws_options(MetadataClientKind::DynamoDb, &endpoint);
         aws_sdk_dynamodb::Client::new(&aws::sdk_config(&options).await.unwrap())
@@ -188,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn s3_conforms() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         let endpoint = format!("http://{}", moto.address);
         let options = aws_options(MetadataClientKind::ObjectStore, &endpoint);
         let config = aws::sdk_config(&options).await.unwrap();

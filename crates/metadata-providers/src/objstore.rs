@@ -604,7 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_self_test_refuses_a_store_that_ignores_conditional_deletes() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         moto_with_bucket(&moto).await;
         // moto itself honours every condition.
         let honest = LossyProxy::start(moto.address, None).await;
@@ -628,7 +628,7 @@ mod tests {
     /// delete); now the salt read back shows that it applied.
     #[tokio::test]
     async fn conditional_writes_whose_answer_is_lost_are_resolved_by_their_salt() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         moto_with_bucket(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = connect(&proxy.endpoint).await.unwrap();
@@ -658,7 +658,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_lost_on_the_way_did_not_apply() {
-        let moto = Moto::start();
+        let moto = Moto::start_in_temp_dir();
         moto_with_bucket(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = connect(&proxy.endpoint).await.unwrap();

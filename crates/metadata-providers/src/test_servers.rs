@@ -1,129 +1,21 @@
-//! Real local servers for the providers' tests — etcd (Debian `etcd-server`) and moto (PyPI
-//! `moto[server]`, DynamoDB and S3), as in `tests/src/servers.rs` — and a TCP proxy that
-//! loses requests or answers on demand.
+//! Helpers for the providers' tests against real local servers (`restate-test-servers`: etcd
+//! and moto): client options, and a TCP proxy that loses requests or answers on demand.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use restate_config::{MetadataClientKind, MetadataClientOptions, SecretString};
+pub(crate) use restate_test_servers::{Etcd, Moto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status} before listening on {port}");
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s");
-}
-
-/// A one-member etcd cluster in a temporary directory.
-pub(crate) struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    pub endpoint: String,
-}
-
-impl Etcd {
-    pub fn start() -> Self {
-        let (client_port, peer_port) = (free_port(), free_port());
-        let dir = std::env::temp_dir().join(format!("restate-providers-etcd-{:016x}", rand::random::<u64>()));
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let mut child = Command::new("etcd")
-            .args(["--name", "e0"])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args([
-                "--initial-cluster",
-                &format!("e0={peer}"),
-                "--initial-cluster-state",
-                "new",
-            ])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start etcd (apt-get install etcd-server): {e}"));
-        wait_for_port(client_port, "etcd", &mut child);
-        Self {
-            child,
-            dir,
-            endpoint: format!("127.0.0.1:{client_port}"),
-        }
-    }
-
-    pub fn options(&self, prefix: Option<&str>) -> MetadataClientOptions {
-        MetadataClientOptions {
-            kind: MetadataClientKind::Etcd,
-            addresses: vec![self.endpoint.clone()],
-            key_prefix: prefix.map(str::to_owned),
-            ..Default::default()
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A moto server (DynamoDB and S3), serving one request at a time like the cluster tests' one
-/// (moto's threaded server does not make conditional writes atomic).
-pub(crate) struct Moto {
-    child: Child,
-    pub address: SocketAddr,
-}
-
-impl Moto {
-    pub fn start() -> Self {
-        let port = free_port();
-        let program = format!(
-            "import os\n\
-             os.environ['MOTO_PORT'] = '{port}'\n\
-             from werkzeug.serving import run_simple\n\
-             from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
-             run_simple('127.0.0.1', {port}, DomainDispatcherApplication(create_backend_app), threaded=False)\n"
-        );
-        let mut child = Command::new("python3")
-            .args(["-c", &program])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto (pip install 'moto[server]'): {e}"));
-        wait_for_port(port, "moto", &mut child);
-        Self {
-            child,
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// `[metadata-client]` options for this etcd, keys under `prefix`.
+pub(crate) fn etcd_options(etcd: &Etcd, prefix: Option<&str>) -> MetadataClientOptions {
+    MetadataClientOptions {
+        kind: MetadataClientKind::Etcd,
+        addresses: etcd.endpoints.clone(),
+        key_prefix: prefix.map(str::to_owned),
+        ..Default::default()
     }
 }
 

@@ -1,12 +1,75 @@
-//! Real external stores for the tests, started on 127.0.0.1 with free ports: etcd (Debian
-//! `etcd-server`) and moto (PyPI `moto[server]`, which speaks the DynamoDB and S3 APIs).
+//! Real local servers for tests, started on 127.0.0.1 with free ports: etcd (Debian
+//! `etcd-server`) and moto (PyPI `moto[server]`, which speaks the DynamoDB and S3 APIs), and
+//! free ports that concurrent test processes never hand out twice.
 
-use std::net::TcpStream;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::free_port;
+/// A port that was free a moment ago on 127.0.0.1, picked at random below the kernel's
+/// ephemeral range and reserved for this test process: a port is handed out once per process,
+/// and a file under `<tmp>/restate-test-ports/` keeps other test processes from picking it
+/// before the server that gets it has bound it.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = rand::random_range(10_000..30_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve_port(port) {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 10000 and 30000")
+}
+
+fn reserve_port(port: u16) -> bool {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    if handed_out.contains(&port) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("restate-test-ports");
+    let _ = fs::create_dir_all(&dir);
+    let path = dir.join(port.to_string());
+    let me = std::process::id();
+    // Written aside, then linked into place: the link appears atomically, with the owner.
+    let draft = dir.join(format!("{port}.{me}.draft"));
+    if fs::write(&draft, me.to_string()).is_err() {
+        return false;
+    }
+    let mut reserved = false;
+    for _ in 0..2 {
+        match fs::hard_link(&draft, &path) {
+            Ok(()) => {
+                handed_out.insert(port);
+                reserved = true;
+                break;
+            }
+            Err(_) => {
+                // Taken over when the process that reserved it is gone.
+                let owner = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
+                match owner {
+                    Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => break,
+                    _ => {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+    }
+    let _ = fs::remove_file(&draft);
+    reserved
+}
+
+fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("restate-test-{what}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temp dir for {what}: {e}"))
+}
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -27,9 +90,19 @@ pub struct Etcd {
     children: Vec<Child>,
     /// Client endpoints, `127.0.0.1:port`.
     pub endpoints: Vec<String>,
+    /// The data directory when the server made its own (removed on drop).
+    _own_dir: Option<tempfile::TempDir>,
 }
 
 impl Etcd {
+    /// Members whose data and logs live in a temporary directory of their own.
+    pub fn start_in_temp_dir(members: usize) -> Self {
+        let dir = temp_dir("etcd");
+        let mut etcd = Self::start(dir.path(), members);
+        etcd._own_dir = Some(dir);
+        etcd
+    }
+
     pub fn start(dir: &Path, members: usize) -> Self {
         let client_ports: Vec<u16> = (0..members).map(|_| free_port()).collect();
         let peer_ports: Vec<u16> = (0..members).map(|_| free_port()).collect();
@@ -70,6 +143,7 @@ impl Etcd {
         Self {
             children,
             endpoints: client_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            _own_dir: None,
         }
     }
 
@@ -92,10 +166,21 @@ impl Drop for Etcd {
 /// A moto server: DynamoDB and S3 on one endpoint.
 pub struct Moto {
     child: Child,
+    /// `http://127.0.0.1:port`.
     pub endpoint: String,
+    pub address: SocketAddr,
+    _own_dir: Option<tempfile::TempDir>,
 }
 
 impl Moto {
+    /// A server whose log lives in a temporary directory of its own.
+    pub fn start_in_temp_dir() -> Self {
+        let dir = temp_dir("moto");
+        let mut moto = Self::start(dir.path());
+        moto._own_dir = Some(dir);
+        moto
+    }
+
     pub fn start(dir: &Path) -> Self {
         let port = free_port();
         let log =
@@ -120,6 +205,8 @@ impl Moto {
         Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            _own_dir: None,
         }
     }
 
