@@ -19,13 +19,14 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # Starts 3 restate-rs nodes with every role and provisions them; extra `NAME=value`
-# arguments are passed to every node's environment. Sets `addresses`, `address_list` and
-# `node_pids`; each call starts a new cluster in its own directory.
+# arguments are passed to every node's environment. Sets `addresses`, `address_list`,
+# `admin_addresses` and `node_pids`; each call starts a new cluster in its own directory.
 clusters_started=0
 start_restate_cluster() {
-  local fabric=() i n
+  local fabric=() i n admin_port
   clusters_started=$((clusters_started + 1))
   addresses=()
+  admin_addresses=()
   node_pids=()
   for i in 1 2 3; do
     fabric+=("$(free_port)")
@@ -34,9 +35,11 @@ start_restate_cluster() {
   address_list=$(IFS=,; echo "${addresses[*]}")
   for i in 0 1 2; do
     n=$((i + 1))
+    admin_port=$(free_port)
+    admin_addresses+=("http://127.0.0.1:$admin_port/")
     env "$@" RESTATE_NODE_NAME="node-$n" RESTATE_CLUSTER_NAME=bench-cluster RESTATE_BASE_DIR="$work/restate-$clusters_started" \
       RESTATE_BIND_ADDRESS="127.0.0.1:${fabric[$i]}" RESTATE_ADVERTISED_ADDRESS="${addresses[$i]}" \
-      RESTATE_ADMIN__BIND_ADDRESS="127.0.0.1:$(free_port)" RESTATE_INGRESS__BIND_ADDRESS="127.0.0.1:$(free_port)" \
+      RESTATE_ADMIN__BIND_ADDRESS="127.0.0.1:$admin_port" RESTATE_INGRESS__BIND_ADDRESS="127.0.0.1:$(free_port)" \
       RESTATE_AUTO_PROVISION=false RESTATE_METADATA_CLIENT__ADDRESSES="[$address_list]" RESTATE_LOG_FILTER=warn \
       "$bin/restate" > "$work/node-$n.log" 2>&1 &
     pids+=($!); node_pids+=($!); disown "$!"

@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
 done
 
 source benches/lib.sh
-start_restate_cluster
+start_restate_cluster ${BENCH_NODE_ENV:-}
 start_etcd_cluster
 
 echo "== restate-rs (3 nodes) =="

@@ -86,8 +86,17 @@ async fn status_shows_liveness_and_the_controller_moves_when_its_node_dies() -> 
         .collect();
     let survivors = survivors.join(",");
     let killed_at = Instant::now();
-    wait_nodes(&survivors, |nodes| liveness_of(nodes, &victim_name) == "DEAD").await?;
+    let nodes = wait_nodes(&survivors, |nodes| liveness_of(nodes, &victim_name) == "DEAD").await?;
     eprintln!("the killed node showed as DEAD after {:?}", killed_at.elapsed());
+    // One truth per node: a dead node has no current status, only its last sighting.
+    let dead = nodes
+        .iter()
+        .find(|n| n["name"] == victim_name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert!(dead["status"].is_null(), "{dead}");
+    assert!(dead["uptime_s"].is_null(), "{dead}");
+    assert!(dead["last_seen_ms_ago"].as_u64().is_some(), "{dead}");
     let status = restatectl_json(&["-s", &survivors, "status", "--json"]);
     assert_eq!(
         status["controller"], "N2",

@@ -141,8 +141,9 @@ impl Storage {
         Ok((storage, storage_id))
     }
 
-    /// Runs blocking RocksDB work (reads, synced writes, snapshot encoding) on tokio's blocking
-    /// pool, so it never occupies an async worker thread.
+    /// Runs blocking RocksDB work (synced writes, snapshot encoding and decoding) on tokio's
+    /// blocking pool, so it never occupies an async worker thread. Unsynced writes and reads of
+    /// recent entries (memtable and block cache) stay inline: the hop would cost more.
     pub async fn blocking<T, F>(&self, work: F) -> io::Result<T>
     where
         F: FnOnce(&Storage) -> io::Result<T> + Send + 'static,
@@ -251,6 +252,7 @@ impl Storage {
         Ok(LogStore {
             storage: self.clone(),
             committed_index: Arc::new(AtomicU64::new(committed.map_or(0, |id| id.index))),
+            flusher: WalFlusher::start(self.db.clone())?,
         })
     }
 }
@@ -271,6 +273,37 @@ pub struct StoredSnapshot {
 pub struct LogStore {
     storage: Storage,
     committed_index: Arc<AtomicU64>,
+    flusher: WalFlusher,
+}
+
+/// Makes appended entries durable off the Raft core: `append` writes them unsynced (visible
+/// to reads at once, no blocking) and hands the flush callback here; one thread syncs the WAL
+/// for every callback waiting (group commit) and then reports them durable. The core goes on
+/// meanwhile (e.g. replicates the entries to followers while the local fsync runs), and counts
+/// its own copy only once the callback fired.
+#[derive(Clone)]
+struct WalFlusher {
+    pending: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+impl WalFlusher {
+    fn start(db: Arc<DB>) -> io::Result<Self> {
+        let (pending, waiting) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        std::thread::Builder::new()
+            .name("raft-wal-sync".into())
+            .spawn(move || {
+                // Ends when the last log store handle is dropped.
+                while let Ok(first) = waiting.recv() {
+                    let mut callbacks = vec![first];
+                    callbacks.extend(waiting.try_iter());
+                    let synced = db.flush_wal(true).map_err(|e| e.to_string());
+                    for callback in callbacks {
+                        callback.log_io_completed(synced.clone().map_err(io::Error::other));
+                    }
+                }
+            })?;
+        Ok(Self { pending })
+    }
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -334,6 +367,7 @@ impl Storage {
         })
     }
 
+    /// Writes entries without syncing: durable once the WAL is synced ([`WalFlusher`]).
     fn append_entries(&self, entries: &[Entry<TypeConfig>]) -> io::Result<()> {
         let cf = self.cf(CF_LOG)?;
         let mut batch = WriteBatch::default();
@@ -341,8 +375,7 @@ impl Storage {
             let bytes = postcard::to_allocvec(entry).map_err(io::Error::other)?;
             batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
         }
-        // One synced write per batch: many client writes share one fsync.
-        self.db.write_opt(batch, &Storage::synced()).map_err(io::Error::other)
+        self.db.write(batch).map_err(io::Error::other)
     }
 
     fn truncate_log(&self, from: u64) -> io::Result<()> {
@@ -380,11 +413,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        // Recent entries come from the memtable and block cache: a hop to the blocking pool
+        // would cost more than the read, on every replication round.
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
-        self.storage
-            .blocking(move |storage| storage.read_log_entries(range))
-            .await
-            .map_err(read_err)
+        self.storage.read_log_entries(range).map_err(read_err)
     }
 }
 
@@ -392,10 +424,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        self.storage
-            .blocking(|storage| storage.log_state())
-            .await
-            .map_err(read_err)
+        self.storage.log_state().map_err(read_err)
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -412,16 +441,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         self.storage
-            .blocking(|storage| storage.read_meta(KEY_VOTE))
-            .await
+            .read_meta(KEY_VOTE)
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
-        self.storage
-            .blocking(move |storage| storage.save_committed(committed))
-            .await
-            .map_err(write_err)?;
+        // Not synced (a memtable write): cheaper inline than a hop to the blocking pool.
+        self.storage.save_committed(committed).map_err(write_err)?;
         if let Some(id) = committed {
             self.committed_index.fetch_max(id.index, Ordering::Relaxed);
         }
@@ -430,8 +456,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
         self.storage
-            .blocking(|storage| storage.read_meta::<Option<LogId>>(KEY_COMMITTED))
-            .await
+            .read_meta::<Option<LogId>>(KEY_COMMITTED)
             .map(Option::flatten)
             .map_err(read_err)
     }
@@ -442,19 +467,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        let result = self
-            .storage
-            .blocking(move |storage| storage.append_entries(&entries))
-            .await;
-        let failed = result
-            .as_ref()
-            .err()
-            .map(|e| write_err(io::Error::new(e.kind(), e.to_string())));
-        callback.log_io_completed(result);
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(()),
+        // An unsynced write is a memtable insert plus a WAL buffer append: no blocking here.
+        if let Err(error) = self.storage.append_entries(&entries) {
+            let reported = write_err(io::Error::new(error.kind(), error.to_string()));
+            callback.log_io_completed(Err(error));
+            return Err(reported);
         }
+        self.flusher
+            .pending
+            .send(callback)
+            .map_err(|_| write_err(io::Error::other("the raft WAL sync thread stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
