@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what building (`scripts/deps.sh build`) or building and testing (`scripts/deps.sh
+# test`) needs on a Debian machine, skipping whatever is already there:
+#   build: protoc + google/protobuf/*.proto (our protos and etcd-client's), libclang (RocksDB bindings)
+#   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test),
+#          moto (DynamoDB/S3 tests, from PyPI) and cargo-nextest
+# Needs root (or sudo) for apt-get when a package is missing.
+set -euo pipefail
+
+what="${1:-build}"
+case "$what" in
+  build|test) ;;
+  *) echo "usage: scripts/deps.sh build|test" >&2; exit 2 ;;
+esac
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust with rustup (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+packages=(protobuf-compiler libprotobuf-dev libclang-dev clang)
+if [ "$what" = test ]; then
+  packages+=(etcd-server etcd-client nftables)
+fi
+missing=()
+for package in "${packages[@]}"; do
+  installed "$package" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "missing packages (${missing[*]}) and not root: install them with apt-get" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$what" = test ]; then
+  if ! python3 -c 'import moto.server' 2>/dev/null; then
+    echo "installing moto[server] (PyPI)" >&2
+    python3 -m pip install -q 'moto[server]==5.2.1'
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest (crates.io)" >&2
+    cargo install --locked cargo-nextest
+  fi
+fi
