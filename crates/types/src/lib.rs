@@ -5,6 +5,7 @@
 
 mod cluster_view;
 mod health;
+mod identifiers;
 mod ids;
 pub mod metadata;
 mod replication;
@@ -13,6 +14,9 @@ mod status;
 
 pub use cluster_view::{ClusterView, Liveness, LivenessThresholds, PeerState};
 pub use health::{HealthState, NodeHealth, RoleState};
+pub use identifiers::{
+    AwakeableId, DeploymentId, IdParseError, InvocationId, InvocationSeed, PartitionKey, partition_key_of,
+};
 pub use ids::{ClusterFingerprint, GenerationalNodeId, PlainNodeId};
 pub use replication::{ReplicationProperty, ReplicationPropertyError};
 pub use roles::{ParseRoleError, Role};
