@@ -7,6 +7,7 @@ mod cluster_view;
 mod health;
 mod identifiers;
 mod ids;
+pub mod manifest;
 pub mod metadata;
 mod replication;
 mod roles;
