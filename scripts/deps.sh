@@ -3,7 +3,9 @@
 # test`) needs on a Debian machine, skipping whatever is already there:
 #   build: protoc + google/protobuf/*.proto (our protos and etcd-client's), libclang (RocksDB bindings)
 #   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test),
-#          moto (DynamoDB/S3 tests, from PyPI) and cargo-nextest
+#          moto (DynamoDB/S3 tests, from PyPI), the TypeScript SDK of examples/typescript (npm)
+#          and cargo-nextest
+# Run from the repository root (scripts/run.sh and scripts/test.sh do).
 # Needs root (or sudo) for apt-get when a package is missing.
 set -euo pipefail
 
@@ -44,6 +46,15 @@ if [ "$what" = test ]; then
   if ! python3 -c 'import moto.server' 2>/dev/null; then
     echo "installing moto[server] (PyPI)" >&2
     python3 -m pip install -q 'moto[server]==5.2.1'
+  fi
+  # The example TypeScript service (the SDK tests run it).
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "node and npm are missing: install Node.js 20 (e.g. apt-get install nodejs npm)" >&2
+    exit 1
+  fi
+  if [ ! -d examples/typescript/node_modules/@restatedev/restate-sdk ]; then
+    echo "installing the TypeScript SDK for examples/typescript (npm)" >&2
+    npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
   fi
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest (crates.io)" >&2

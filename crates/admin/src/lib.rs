@@ -2,6 +2,7 @@
 
 mod cluster_config;
 mod cluster_ctrl;
+pub mod discovery;
 mod logs;
 mod metadata_api;
 mod migration;

@@ -1,0 +1,41 @@
+// A Restate service written with the TypeScript SDK, served over HTTP/2 without TLS (h2c):
+//   npm ci && node service.js            # listens on 127.0.0.1:9080 (PORT overrides)
+//   restate deployments register http://localhost:9080
+//   curl localhost:8080/Greeter/greet --json '"Sam"'
+//   curl localhost:8080/Counter/alice/add --json 5
+
+// Node 20 lacks Promise.withResolvers, which the SDK uses.
+if (typeof Promise.withResolvers !== "function") {
+  Promise.withResolvers = function () {
+    let resolve, reject;
+    const promise = new Promise((res, rej) => ((resolve = res), (reject = rej)));
+    return { promise, resolve, reject };
+  };
+}
+
+const http2 = require("node:http2");
+const restate = require("@restatedev/restate-sdk");
+
+const greeter = restate.service({
+  name: "Greeter",
+  handlers: {
+    greet: async (ctx, name) => `Hello ${name}!`,
+  },
+});
+
+const counter = restate.object({
+  name: "Counter",
+  handlers: {
+    add: async (ctx, delta) => {
+      const total = ((await ctx.get("total")) ?? 0) + delta;
+      ctx.set("total", total);
+      return total;
+    },
+    get: restate.handlers.object.shared(async (ctx) => (await ctx.get("total")) ?? 0),
+  },
+});
+
+const port = Number(process.env.PORT ?? 9080);
+http2
+  .createServer(restate.createEndpointHandler({ services: [greeter, counter] }))
+  .listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port}`));
