@@ -337,7 +337,9 @@ mod tests {
     use restate_config::MetadataClientKind;
 
     use super::*;
-    use crate::test_servers::{LossyProxy, Moto, aws_options};
+    use crate::test_servers::{
+        LossyProxy, Moto, aws_options, lost_answers_are_resolved, lost_requests_did_not_apply, value,
+    };
 
     fn service_error(status: u16, code: &str) -> SdkError<PutItemError, Response> {
         SdkError::service_error(
@@ -436,10 +438,6 @@ mod tests {
         DynamoDbStore::connect(&options).await.unwrap()
     }
 
-    fn value(version: u32, bytes: &[u8]) -> VersionedValue {
-        VersionedValue::new(Version(version), bytes.to_vec())
-    }
-
     /// The write lands, its answer is lost. With SDK retries the resent conditional write
     /// failed its own condition and came back as a precondition failure; now the token read
     /// back shows that it applied.
@@ -449,28 +447,7 @@ mod tests {
         moto_with_table(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = store(&proxy).await;
-
-        proxy.lose_next_answer(".PutItem");
-        store
-            .put("k", value(1, b"one"), Precondition::DoesNotExist)
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
-
-        proxy.lose_next_answer(".PutItem");
-        store
-            .put("k", value(2, b"two"), Precondition::MatchesVersion(Version(1)))
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(value(2, b"two")));
-
-        proxy.lose_next_answer(".DeleteItem");
-        store
-            .delete("k", Precondition::MatchesVersion(Version(2)))
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap(), None);
-        assert_eq!(proxy.lost(), 3, "every answer above was lost");
+        lost_answers_are_resolved(&store, &proxy, ".PutItem", ".DeleteItem").await;
     }
 
     /// The request never reaches the server: the read-back shows it did not apply, which is
@@ -481,32 +458,7 @@ mod tests {
         moto_with_table(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = store(&proxy).await;
-
-        proxy.lose_next_request(".PutItem");
-        match store.put("k", value(1, b"one"), Precondition::DoesNotExist).await {
-            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(store.get("k").await.unwrap(), None);
-        store
-            .put("k", value(1, b"one"), Precondition::DoesNotExist)
-            .await
-            .unwrap();
-
-        proxy.lose_next_request(".DeleteItem");
-        match store.delete("k", Precondition::MatchesVersion(Version(1))).await {
-            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
-        assert_eq!(proxy.lost(), 2);
-
-        // A conflict is still a precondition failure, on the first try.
-        let err = store
-            .put("k", value(2, b"x"), Precondition::MatchesVersion(Version(7)))
-            .await
-            .unwrap_err();
-        assert!(err.is_precondition_failure(), "{err}");
+        lost_requests_did_not_apply(&store, &proxy, ".PutItem", ".DeleteItem").await;
     }
 
     /// A refused connection proves the request was not sent: unavailable, without a read-back.

@@ -509,7 +509,9 @@ mod tests {
     use restate_config::MetadataClientKind;
 
     use super::*;
-    use crate::test_servers::{LossyProxy, Moto, RequestFilter, aws_options};
+    use crate::test_servers::{
+        LossyProxy, Moto, RequestFilter, aws_options, lost_answers_are_resolved, lost_requests_did_not_apply,
+    };
 
     fn service_error(status: u16, code: &str) -> SdkError<PutObjectError, Response> {
         SdkError::service_error(
@@ -585,10 +587,6 @@ mod tests {
         ObjectStore::connect(&options).await
     }
 
-    fn value(version: u32, bytes: &[u8]) -> VersionedValue {
-        VersionedValue::new(Version(version), bytes.to_vec())
-    }
-
     /// What a store that ignores `If-Match` on DELETE receives.
     fn strip_if_match_on_delete(chunk: &[u8]) -> Vec<u8> {
         if !chunk.starts_with(b"DELETE ") {
@@ -632,28 +630,7 @@ mod tests {
         moto_with_bucket(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = connect(&proxy.endpoint).await.unwrap();
-
-        proxy.lose_next_answer("PUT ");
-        store
-            .put("k", value(1, b"one"), Precondition::DoesNotExist)
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
-
-        proxy.lose_next_answer("PUT ");
-        store
-            .put("k", value(2, b"two"), Precondition::MatchesVersion(Version(1)))
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(value(2, b"two")));
-
-        proxy.lose_next_answer("DELETE ");
-        store
-            .delete("k", Precondition::MatchesVersion(Version(2)))
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap(), None);
-        assert_eq!(proxy.lost(), 3, "every answer above was lost");
+        lost_answers_are_resolved(&store, &proxy, "PUT ", "DELETE ").await;
     }
 
     #[tokio::test]
@@ -662,32 +639,7 @@ mod tests {
         moto_with_bucket(&moto).await;
         let proxy = LossyProxy::start(moto.address, None).await;
         let store = connect(&proxy.endpoint).await.unwrap();
-
-        proxy.lose_next_request("PUT ");
-        match store.put("k", value(1, b"one"), Precondition::DoesNotExist).await {
-            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(store.get("k").await.unwrap(), None);
-        store
-            .put("k", value(1, b"one"), Precondition::DoesNotExist)
-            .await
-            .unwrap();
-
-        proxy.lose_next_request("DELETE ");
-        match store.delete("k", Precondition::MatchesVersion(Version(1))).await {
-            Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
-        assert_eq!(proxy.lost(), 2);
-
-        // A conflict is still a precondition failure, on the first try.
-        let err = store
-            .put("k", value(2, b"x"), Precondition::MatchesVersion(Version(7)))
-            .await
-            .unwrap_err();
-        assert!(err.is_precondition_failure(), "{err}");
+        lost_requests_did_not_apply(&store, &proxy, "PUT ", "DELETE ").await;
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use restate_config::{MetadataClientKind, MetadataClientOptions, SecretString};
+use restate_metadata_store::{MetadataStore, WriteError};
 pub(crate) use restate_test_servers::{Etcd, Moto};
+use restate_types::metadata::{Precondition, Version, VersionedValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `[metadata-client]` options for this etcd, keys under `prefix`.
@@ -30,6 +32,76 @@ pub(crate) fn aws_options(kind: MetadataClientKind, endpoint: &str) -> MetadataC
         aws_allow_http: Some(true),
         ..Default::default()
     }
+}
+
+pub(crate) fn value(version: u32, bytes: &[u8]) -> VersionedValue {
+    VersionedValue::new(Version(version), bytes.to_vec())
+}
+
+/// Writes land but their answers are lost (`put_marker`/`delete_marker` name the requests):
+/// the store must settle each as applied, never report a precondition failure.
+pub(crate) async fn lost_answers_are_resolved(
+    store: &impl MetadataStore,
+    proxy: &LossyProxy,
+    put_marker: &'static str,
+    delete_marker: &'static str,
+) {
+    proxy.lose_next_answer(put_marker);
+    store
+        .put("k", value(1, b"one"), Precondition::DoesNotExist)
+        .await
+        .unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
+
+    proxy.lose_next_answer(put_marker);
+    store
+        .put("k", value(2, b"two"), Precondition::MatchesVersion(Version(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(value(2, b"two")));
+
+    proxy.lose_next_answer(delete_marker);
+    store
+        .delete("k", Precondition::MatchesVersion(Version(2)))
+        .await
+        .unwrap();
+    assert_eq!(store.get("k").await.unwrap(), None);
+    assert_eq!(proxy.lost(), 3, "every answer above was lost");
+}
+
+/// Requests never reach the server: the read-back shows they did not apply, a plain
+/// "unavailable" (callers may retry), not a precondition failure; a real conflict is still
+/// a precondition failure on the first try.
+pub(crate) async fn lost_requests_did_not_apply(
+    store: &impl MetadataStore,
+    proxy: &LossyProxy,
+    put_marker: &'static str,
+    delete_marker: &'static str,
+) {
+    proxy.lose_next_request(put_marker);
+    match store.put("k", value(1, b"one"), Precondition::DoesNotExist).await {
+        Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get("k").await.unwrap(), None);
+    store
+        .put("k", value(1, b"one"), Precondition::DoesNotExist)
+        .await
+        .unwrap();
+
+    proxy.lose_next_request(delete_marker);
+    match store.delete("k", Precondition::MatchesVersion(Version(1))).await {
+        Err(WriteError::Unavailable(reason)) => assert!(reason.contains("not applied"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get("k").await.unwrap(), Some(value(1, b"one")));
+    assert_eq!(proxy.lost(), 2);
+
+    let err = store
+        .put("k", value(2, b"x"), Precondition::MatchesVersion(Version(7)))
+        .await
+        .unwrap_err();
+    assert!(err.is_precondition_failure(), "{err}");
 }
 
 /// Rewrites the first chunk of a request on its way to the server.
