@@ -4,6 +4,7 @@ mod bad_config;
 mod bifrost;
 mod chaos;
 mod conformance;
+mod deployments;
 mod external;
 mod metadata;
 mod migration;

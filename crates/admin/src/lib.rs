@@ -2,6 +2,7 @@
 
 mod cluster_config;
 mod cluster_ctrl;
+mod deployments;
 pub mod discovery;
 mod logs;
 mod metadata_api;
@@ -13,14 +14,33 @@ pub use cluster_ctrl::ClusterCtrl;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{any, get};
+use deployments::ApiVersion;
 use restate_metadata_store::MetadataClient;
 use restate_types::{ClusterView, NodeHealth};
 
 /// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health and /metadata/{key} only: deployments, services and invocations APIs are not implemented yet and answer HTTP 501";
+pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployment registration (POST/GET /deployments, GET /deployments/{id}) and GET /services[/{service}[/handlers[/{handler}]]] (also under /v2, /v3, /v4): invocations, query, subscriptions, PATCH/PUT/DELETE of deployments, PATCH of services and service state are not implemented yet and answer HTTP 501";
+
+/// The admin API versions served; the `restate` CLI picks the highest common one.
+const MIN_ADMIN_API_VERSION: u32 = 2;
+const MAX_ADMIN_API_VERSION: u32 = 4;
 
 pub fn router(health: NodeHealth, view: ClusterView, metadata: MetadataClient) -> Router {
+    let versioned = |version| versioned_router(health.clone(), view.clone(), metadata.clone(), version);
+    Router::new()
+        .merge(versioned(ApiVersion::Unknown))
+        .nest("/v2", versioned(ApiVersion::V2))
+        .nest("/v3", versioned(ApiVersion::V3))
+        .nest("/v4", versioned(ApiVersion::V4))
+        .route("/v1", any(unsupported_version))
+        .route("/v1/{*rest}", any(unsupported_version))
+        .merge(metadata_api::router(metadata))
+        .fallback(not_implemented)
+}
+
+/// The routes mounted both unprefixed and under each supported version prefix.
+fn versioned_router(health: NodeHealth, view: ClusterView, metadata: MetadataClient, version: ApiVersion) -> Router {
     Router::new()
         .route(
             "/cluster-health",
@@ -36,25 +56,33 @@ pub fn router(health: NodeHealth, view: ClusterView, metadata: MetadataClient) -
                 async move { Json(health.to_json()) }
             }),
         )
-        .route("/version", get(version))
-        .merge(metadata_api::router(metadata))
-        .fallback(not_implemented)
+        .route("/version", get(version_information))
+        .merge(deployments::router(metadata, version))
 }
 
-async fn version() -> impl IntoResponse {
+async fn version_information() -> impl IntoResponse {
     Json(serde_json::json!({
         "version": restate_types::BINARY_VERSION,
-        "min_admin_api_version": 1,
-        "max_admin_api_version": 1,
+        "min_admin_api_version": MIN_ADMIN_API_VERSION,
+        "max_admin_api_version": MAX_ADMIN_API_VERSION,
+        "features": {},
     }))
 }
 
+async fn unsupported_version() -> impl IntoResponse {
+    (
+        StatusCode::BAD_REQUEST,
+        "Unsupported Admin API version: this server serves versions 2 to 4 (/v2, /v3, /v4 or unprefixed)",
+    )
+}
+
+/// Admin API paths this build does not serve yet, in the error shape the `restate` CLI parses.
 async fn not_implemented() -> impl IntoResponse {
     (
         StatusCode::NOT_IMPLEMENTED,
         Json(serde_json::json!({
-            "code": "not_implemented",
             "message": "this admin API is not implemented yet in restate-rs",
+            "restate_code": null,
         })),
     )
 }

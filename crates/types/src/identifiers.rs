@@ -298,6 +298,20 @@ impl FromStr for DeploymentId {
     }
 }
 
+/// Stored and exchanged in its text form (`dp_1…`), so JSON metadata stays readable.
+impl serde::Serialize for DeploymentId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeploymentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// An awakeable (a signal of an invocation, from service protocol V4 on): the invocation and
 /// the signal index, as `sign_1` + unpadded base64url of the raw invocation id and the index
 /// (big-endian u32).

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod metadata;
 mod replication;
 mod roles;
+pub mod schema;
 mod status;
 
 pub use cluster_view::{ClusterView, Liveness, LivenessThresholds, PeerState};

@@ -1,0 +1,290 @@
+//! Registering the TypeScript example service through the admin API of one node.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use restate_cluster_tests::{NodeSpec, Ports, TestDir, TestNode, example_config, free_port};
+use serde_json::{Value, json};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `node service.js` from examples/typescript on a free port; killed on drop.
+struct TypeScriptService {
+    child: Child,
+    uri: String,
+}
+
+impl TypeScriptService {
+    async fn start() -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/typescript");
+        assert!(
+            dir.join("node_modules/@restatedev/restate-sdk").exists(),
+            "the TypeScript SDK is not installed in {}: run scripts/deps.sh test",
+            dir.display()
+        );
+        let port = free_port();
+        let child = Command::new("node")
+            .arg("service.js")
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the TypeScript service did not listen on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            uri: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for TypeScriptService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<(u16, Option<String>, Value)> {
+    let response = http.post(url).json(&body).send().await?;
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((status, location, response.json().await?))
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Value)> {
+    let response = http.get(url).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+fn revisions(services: &Value) -> Vec<(String, u64)> {
+    let mut list: Vec<(String, u64)> = services
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["revision"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+#[tokio::test]
+async fn deployments_register_the_typescript_service_on_one_node() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let spec = NodeSpec::new("node-1").config_file(example_config("single-node.toml"));
+    let mut node = TestNode::start(dir.path(), spec, Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let service = TypeScriptService::start().await;
+    let admin = node.admin_url();
+    let http = reqwest::Client::new();
+    let deployments = format!("{admin}deployments");
+
+    // The first registration may meet a metadata store that is still starting.
+    let deadline = Instant::now() + START_TIMEOUT;
+    let (status, location, created) = loop {
+        let answer = post(&http, &deployments, json!({"uri": service.uri})).await?;
+        if answer.0 != 503 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 201, "{created}\n{}", node.log());
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("dp_1"), "{created}");
+    assert_eq!(location, Some(format!("deployments/{id}")));
+    assert_eq!(
+        revisions(&created["services"]),
+        vec![("Counter".into(), 1), ("Greeter".into(), 1)]
+    );
+    assert_eq!(created["min_protocol_version"], 5, "{created}");
+    assert!(
+        created["sdk_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("restate-sdk-typescript/"))
+    );
+
+    // Same address, no force: the existing deployment, unchanged. Optional fields may be
+    // `null`, as the `restate` CLI sends them.
+    let (status, _, again) = post(
+        &http,
+        &deployments,
+        json!({"uri": service.uri, "additional_headers": null, "use_http_11": null, "force": null, "dry_run": null}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(
+        revisions(&again["services"]),
+        vec![("Counter".into(), 1), ("Greeter".into(), 1)]
+    );
+    // On /v2 that is a conflict (force is only the default there when absent).
+    let (status, _, conflict) = post(
+        &http,
+        &format!("{admin}v2/deployments"),
+        json!({"uri": service.uri, "force": false}),
+    )
+    .await?;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["message"], format!("Conflict: deployment {id} already exists"));
+
+    // Forced: re-discovered under the same id, next revision.
+    let (status, _, forced) = post(&http, &deployments, json!({"uri": service.uri, "force": true})).await?;
+    assert_eq!(status, 200, "{forced}");
+    assert_eq!(forced["id"], id.as_str());
+    assert_eq!(
+        revisions(&forced["services"]),
+        vec![("Counter".into(), 2), ("Greeter".into(), 2)]
+    );
+
+    // A dry run computes revision 3 but stores nothing.
+    let (status, _, dry) = post(
+        &http,
+        &deployments,
+        json!({"uri": service.uri, "force": true, "dry_run": true}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        revisions(&dry["services"]),
+        vec![("Counter".into(), 3), ("Greeter".into(), 3)]
+    );
+
+    let (status, listed) = get(&http, &deployments).await?;
+    assert_eq!(status, 200);
+    let listed = &listed["deployments"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["uri"], format!("{}/", service.uri));
+    assert_eq!(listed[0]["protocol_type"], "BidiStream");
+    assert_eq!(listed[0]["http_version"], "HTTP/2.0");
+    assert!(
+        listed[0]["created_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{listed}"
+    );
+    assert_eq!(
+        revisions(&listed[0]["services"]),
+        vec![("Counter".into(), 2), ("Greeter".into(), 2)]
+    );
+    assert_eq!(listed[0]["services"][0].as_object().map(|o| o.len()), Some(2));
+
+    let (status, detailed) = get(&http, &format!("{deployments}/{id}")).await?;
+    assert_eq!(status, 200, "{detailed}");
+    assert_eq!(detailed["services"][0]["deployment_id"], id.as_str());
+    let (status, bad_id) = get(&http, &format!("{deployments}/nope")).await?;
+    assert_eq!(status, 400, "{bad_id}");
+    assert!(
+        bad_id["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'deployment_id'")),
+        "{bad_id}"
+    );
+
+    let (status, counter) = get(&http, &format!("{admin}services/Counter")).await?;
+    assert_eq!(status, 200, "{counter}");
+    assert_eq!(counter["ty"], "VirtualObject");
+    assert_eq!(counter["revision"], 2);
+    assert_eq!(counter["deployment_id"], id.as_str());
+    assert_eq!(counter["idempotency_retention"], "1d");
+    assert_eq!(counter["retry_policy"]["on_max_attempts"], "Pause");
+    let handlers: Vec<(String, String)> = counter["handlers"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|h| (h["name"].to_string(), h["ty"].to_string()))
+        .collect();
+    assert!(
+        handlers.contains(&("\"add\"".into(), "\"Exclusive\"".into())),
+        "{counter}"
+    );
+    assert!(handlers.contains(&("\"get\"".into(), "\"Shared\"".into())), "{counter}");
+    let (status, get_handler) = get(&http, &format!("{admin}services/Counter/handlers/get")).await?;
+    assert_eq!((status, &get_handler["ty"]), (200, &json!("Shared")), "{get_handler}");
+    let (status, greeter_handlers) = get(&http, &format!("{admin}services/Greeter/handlers")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        greeter_handlers["handlers"][0].get("ty").is_none(),
+        "{greeter_handlers}"
+    );
+
+    let (status, v4) = get(&http, &format!("{admin}v4/services")).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        revisions(&v4["services"]),
+        vec![("Counter".into(), 2), ("Greeter".into(), 2)]
+    );
+    let (status, version) = get(&http, &format!("{admin}version")).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&version["min_admin_api_version"], &version["max_admin_api_version"]),
+        (&json!(2), &json!(4))
+    );
+    let v1 = http.get(format!("{admin}v1/services")).send().await?;
+    assert_eq!(v1.status().as_u16(), 400);
+
+    // Nothing listens there: META0003 naming the address.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (status, _, unreachable) = post(&http, &deployments, json!({"uri": closed})).await?;
+    assert_eq!(status, 500, "{unreachable}");
+    assert_eq!(unreachable["restate_code"], "META0003");
+    assert!(
+        unreachable["message"].as_str().is_some_and(|m| m.contains(&closed)),
+        "{unreachable}"
+    );
+
+    let (status, missing) = get(&http, &format!("{admin}services/Nope")).await?;
+    assert_eq!(status, 404);
+    assert_eq!(
+        missing,
+        json!({"message": "The requested service 'Nope' does not exist", "restate_code": null})
+    );
+    let (status, _, lambda) = post(&http, &deployments, json!({"arn": "arn:aws:lambda:x"})).await?;
+    assert_eq!(status, 400);
+    assert!(
+        lambda["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Lambda deployments are not supported"))
+    );
+    let bad_json = http
+        .post(&deployments)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(bad_json.status().as_u16(), 400);
+    let bad_json: Value = bad_json.json().await?;
+    assert!(
+        bad_json["message"].is_string() && bad_json["restate_code"].is_null(),
+        "{bad_json}"
+    );
+    let no_content_type = http.post(&deployments).body("{}").send().await?;
+    assert_eq!(no_content_type.status().as_u16(), 415);
+    assert!(no_content_type.json::<Value>().await?["message"].is_string());
+    // Still missing: answered 501 in the same error shape.
+    let (status, invocations) = get(&http, &format!("{admin}v4/invocations/inv_1")).await?;
+    assert_eq!(status, 501, "{invocations}");
+    assert!(invocations["message"].is_string());
+
+    drop(service);
+    node.terminate(Duration::from_secs(15))?;
+    Ok(())
+}
