@@ -3,8 +3,8 @@
 # test`) needs on a Debian machine, skipping whatever is already there:
 #   build: protoc + google/protobuf/*.proto (our protos and etcd-client's), libclang (RocksDB bindings)
 #   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test),
-#          moto (DynamoDB/S3 tests, from PyPI), the TypeScript SDK of examples/typescript (npm)
-#          and cargo-nextest
+#          moto (DynamoDB/S3 tests, from PyPI), the TypeScript SDK of examples/typescript (npm),
+#          the Python SDK of examples/python (PyPI, in its own venv) and cargo-nextest
 # Run from the repository root (scripts/run.sh and scripts/test.sh do).
 # Needs root (or sudo) for apt-get when a package is missing.
 set -euo pipefail
@@ -55,6 +55,12 @@ if [ "$what" = test ]; then
   if [ ! -d examples/typescript/node_modules/@restatedev/restate-sdk ]; then
     echo "installing the TypeScript SDK for examples/typescript (npm)" >&2
     npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
+  fi
+  # The example Python service (the SDK tests run it), in a venv of its own.
+  if ! examples/python/.venv/bin/python -c 'import restate, hypercorn' 2>/dev/null; then
+    echo "installing the Python SDK and hypercorn for examples/python (PyPI)" >&2
+    python3 -m venv examples/python/.venv
+    examples/python/.venv/bin/pip install -q -r examples/python/requirements.txt
   fi
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest (crates.io)" >&2

@@ -65,6 +65,11 @@ async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<
     Ok((status, location, response.json().await?))
 }
 
+async fn patch(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let response = http.patch(url).json(&body).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Value)> {
     let response = http.get(url).send().await?;
     Ok((response.status().as_u16(), response.json().await?))
@@ -283,6 +288,122 @@ async fn deployments_register_the_typescript_service_on_one_node() -> anyhow::Re
     let (status, invocations) = get(&http, &format!("{admin}v4/invocations/inv_1")).await?;
     assert_eq!(status, 501, "{invocations}");
     assert!(invocations["message"].is_string());
+
+    // PATCH /services/{s}: stored as an override of the active revision, shown by GET.
+    let (status, patched) = patch(
+        &http,
+        &format!("{admin}services/Greeter"),
+        json!({"public": false, "inactivity_timeout": "5m"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        (&patched["name"], &patched["public"], &patched["inactivity_timeout"]),
+        (&json!("Greeter"), &json!(false), &json!("5m")),
+        "{patched}"
+    );
+    let (status, greeter) = get(&http, &format!("{admin}v4/services/Greeter")).await?;
+    assert_eq!(status, 200, "{greeter}");
+    assert_eq!(
+        (&greeter["public"], &greeter["inactivity_timeout"], &greeter["revision"]),
+        (&json!(false), &json!("5m"), &json!(2)),
+        "{greeter}"
+    );
+    assert_eq!(greeter["handlers"][0]["public"], false, "{greeter}");
+    assert_eq!(greeter["abort_timeout"], "10m", "untouched: {greeter}");
+    // Under a version prefix too, ISO 8601 accepted.
+    let (status, patched) = patch(
+        &http,
+        &format!("{admin}v3/services/Greeter"),
+        json!({"journal_retention": "PT2H"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        (&patched["journal_retention"], &patched["public"]),
+        (&json!("2h"), &json!(false)),
+        "{patched}"
+    );
+    let (status, not_workflow) = patch(
+        &http,
+        &format!("{admin}services/Greeter"),
+        json!({"workflow_completion_retention": "1h"}),
+    )
+    .await?;
+    assert_eq!(status, 400, "{not_workflow}");
+    assert!(
+        not_workflow["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("workflow_completion_retention")),
+        "{not_workflow}"
+    );
+    let (status, bad_duration) = patch(
+        &http,
+        &format!("{admin}services/Greeter"),
+        json!({"abort_timeout": "soon"}),
+    )
+    .await?;
+    assert_eq!(status, 400, "{bad_duration}");
+    assert!(bad_duration["message"].is_string(), "{bad_duration}");
+    let (status, unknown) = patch(&http, &format!("{admin}services/Nope"), json!({"public": true})).await?;
+    assert_eq!(
+        (status, unknown),
+        (
+            404,
+            json!({"message": "The requested service 'Nope' does not exist", "restate_code": null})
+        )
+    );
+
+    // DELETE /deployments/{id}: only forced removal.
+    let delete = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.delete(url).send().await?;
+            let status = response.status().as_u16();
+            let body = response.text().await?;
+            anyhow::Ok((status, body))
+        }
+    };
+    let (status, body) = delete(format!("{deployments}/{id}")).await?;
+    assert_eq!(status, 501, "{body}");
+    let graceful: Value = serde_json::from_str(&body)?;
+    assert!(
+        graceful["message"].as_str().is_some_and(|m| m.contains("force=true")) && graceful["restate_code"].is_null(),
+        "{graceful}"
+    );
+    let (status, body) = delete(format!("{deployments}/nope?force=true")).await?;
+    assert_eq!(status, 400, "{body}");
+    let unknown_id = "dp_15XG8pQ441EfJoPWt4F7AT7";
+    let (status, body) = delete(format!("{admin}v4/deployments/{unknown_id}?force=true")).await?;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?["message"],
+        format!("The requested deployment '{unknown_id}' does not exist")
+    );
+    let (status, body) = delete(format!("{admin}v4/deployments/{id}?force=true")).await?;
+    assert_eq!((status, body.as_str()), (202, ""));
+    let (status, gone) = get(&http, &format!("{admin}services/Greeter")).await?;
+    assert_eq!(status, 404, "{gone}");
+    assert_eq!(
+        gone["message"], "The requested service 'Greeter' does not exist",
+        "{gone}"
+    );
+    let (status, listed) = get(&http, &deployments).await?;
+    assert_eq!((status, &listed), (200, &json!({"deployments": []})));
+    let (status, _) = get(&http, &format!("{deployments}/{id}")).await?;
+    assert_eq!(status, 404);
+
+    // Registered again: a new deployment and revision 1, without the earlier override.
+    let (status, _, again) = post(&http, &deployments, json!({"uri": service.uri})).await?;
+    assert_eq!(status, 201, "{again}");
+    assert_ne!(again["id"], id.as_str());
+    let (status, greeter) = get(&http, &format!("{admin}services/Greeter")).await?;
+    assert_eq!(status, 200, "{greeter}");
+    assert_eq!(
+        (&greeter["revision"], &greeter["public"], &greeter["inactivity_timeout"]),
+        (&json!(1), &json!(true), &json!("1m")),
+        "{greeter}"
+    );
 
     drop(service);
     node.terminate(Duration::from_secs(15))?;

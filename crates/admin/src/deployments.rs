@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,8 @@ use restate_types::manifest::{
 };
 use restate_types::metadata::SCHEMA_REGISTRY_KEY;
 use restate_types::schema::{
-    Deployment, DeploymentHttpVersion, DeploymentService, RegisterFlags, Registered, SchemaError, SchemaRegistry,
+    Deployment, DeploymentHttpVersion, DeploymentService, ModifyServiceError, RegisterFlags, Registered, SchemaError,
+    SchemaRegistry, ServiceOverrides,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,10 +50,10 @@ pub(crate) fn router(metadata: MetadataClient, version: ApiVersion) -> Router {
             get(get_deployment)
                 .patch(crate::not_implemented)
                 .put(crate::not_implemented)
-                .delete(crate::not_implemented),
+                .delete(delete_deployment),
         )
         .route("/services", get(list_services))
-        .route("/services/{service}", get(get_service).patch(crate::not_implemented))
+        .route("/services/{service}", get(get_service).patch(modify_service))
         .route("/services/{service}/handlers", get(list_handlers))
         .route("/services/{service}/handlers/{handler}", get(get_handler))
         .with_state(ApiState { metadata, version })
@@ -113,6 +114,21 @@ impl From<JsonRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<ModifyServiceError> for ApiError {
+    fn from(error: ModifyServiceError) -> Self {
+        match error {
+            ModifyServiceError::UnknownService(name) => service_not_found(&name),
+            ModifyServiceError::NotAWorkflow(_) => Self::invalid_field("workflow_completion_retention", error),
+        }
     }
 }
 
@@ -365,7 +381,7 @@ fn handler_metadata(service: &ServiceManifest, handler: &HandlerManifest) -> Han
 
 /// The admin API view of one service revision, with server defaults for unset settings.
 pub(crate) fn service_metadata(deployment_id: DeploymentId, service: &DeploymentService) -> ServiceMetadata {
-    let manifest = &service.manifest;
+    let manifest = &service.effective_manifest();
     let settings = &manifest.settings;
     let workflow_completion_retention = (manifest.ty == ServiceType::Workflow).then(|| {
         let explicit = manifest.handlers.iter().find_map(|h| h.workflow_completion_retention);
@@ -550,7 +566,7 @@ async fn register(
             .manifest
             .services
             .into_iter()
-            .map(|manifest| DeploymentService { revision: 0, manifest })
+            .map(DeploymentService::new)
             .collect(),
     };
 
@@ -656,17 +672,200 @@ async fn get_deployment(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let parsed: DeploymentId = id
-        .parse()
-        .map_err(|error| ApiError::invalid_field("deployment_id", error))?;
+    let parsed = parse_deployment_id(&id)?;
     let registry = read_registry(&state.metadata).await?;
-    let deployment = registry.deployment(parsed).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("The requested deployment '{id}' does not exist"),
-        )
-    })?;
+    let deployment = registry.deployment(parsed).ok_or_else(|| deployment_not_found(&id))?;
     Ok(Json(deployment_response(deployment, |s| service_metadata(deployment.id, s))).into_response())
+}
+
+/// Applies `change` to the stored registry (retrying on concurrent changes); `Ok(false)` from
+/// `change` means nothing to write. Returns the registry as stored.
+async fn update_registry(
+    metadata: &MetadataClient,
+    mut change: impl FnMut(&mut SchemaRegistry) -> Result<bool, ApiError>,
+) -> Result<SchemaRegistry, ApiError> {
+    let mut refused = None;
+    let stored = metadata
+        .read_modify_write(SCHEMA_REGISTRY_KEY, |current: Option<&SchemaRegistry>| {
+            refused = None;
+            let mut next = current.cloned().unwrap_or_default();
+            match change(&mut next) {
+                Ok(true) => Ok(ReadModifyWrite::Write(next)),
+                Ok(false) => Ok(ReadModifyWrite::Keep),
+                Err(error) => {
+                    refused = Some(error);
+                    Err(WriteError::Rejected("the schema registry change was refused".into()))
+                }
+            }
+        })
+        .await;
+    if let Some(error) = refused {
+        return Err(error);
+    }
+    let (_, registry) = stored?;
+    Ok(registry)
+}
+
+fn parse_deployment_id(id: &str) -> Result<DeploymentId, ApiError> {
+    id.parse()
+        .map_err(|error| ApiError::invalid_field("deployment_id", error))
+}
+
+fn deployment_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("The requested deployment '{id}' does not exist"),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct DeleteDeploymentParams {
+    force: Option<bool>,
+}
+
+/// `DELETE /deployments/{id}?force=true`: removes the deployment at once (the `restate` CLI
+/// checks for active invocations itself). Graceful removal is not supported (501, as Restate).
+async fn delete_deployment(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<DeleteDeploymentParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let parsed = parse_deployment_id(&id)?;
+    let Query(params) = params?;
+    if params.force != Some(true) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "Graceful removal of a deployment is not supported: only forced removal is \
+             (`DELETE /deployments/{id}?force=true`), which does not check for running invocations",
+        ));
+    }
+    update_registry(&state.metadata, |registry| {
+        registry
+            .remove_deployment(parsed)
+            .map(|_| true)
+            .ok_or_else(|| deployment_not_found(&id))
+    })
+    .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `ModifyServiceRequest`: every field may be absent or `null` (unchanged).
+#[derive(Debug, Deserialize)]
+struct ModifyServiceRequest {
+    public: Option<bool>,
+    idempotency_retention: Option<String>,
+    journal_retention: Option<String>,
+    workflow_completion_retention: Option<String>,
+    inactivity_timeout: Option<String>,
+    abort_timeout: Option<String>,
+}
+
+impl ModifyServiceRequest {
+    fn overrides(&self) -> Result<ServiceOverrides, ApiError> {
+        let duration = |field: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|text| parse_duration(text).map_err(|reason| ApiError::invalid_field(field, reason)))
+                .transpose()
+        };
+        Ok(ServiceOverrides {
+            public: self.public,
+            idempotency_retention: duration("idempotency_retention", &self.idempotency_retention)?,
+            journal_retention: duration("journal_retention", &self.journal_retention)?,
+            workflow_completion_retention: duration(
+                "workflow_completion_retention",
+                &self.workflow_completion_retention,
+            )?,
+            inactivity_timeout: duration("inactivity_timeout", &self.inactivity_timeout)?,
+            abort_timeout: duration("abort_timeout", &self.abort_timeout)?,
+        })
+    }
+}
+
+/// A duration as the admin API accepts it, in milliseconds: friendly (`1h`, `30s`, `500ms`,
+/// `1h 30m`, `5 hours`) or ISO 8601 (`PT1H`, `P1DT12H`, `PT0.5S`).
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let millis = match text.starts_with(['P', 'p']) {
+        true => parse_iso8601_duration(text)?,
+        false => humantime::parse_duration(text)
+            .map_err(|error| {
+                format!(
+                    "cannot parse the duration '{text}' ({error}); use e.g. '1h 30m', '500ms' or ISO 8601 'PT1H30M'"
+                )
+            })?
+            .as_millis(),
+    };
+    u64::try_from(millis).map_err(|_| format!("the duration '{text}' is too long"))
+}
+
+/// ISO 8601 durations with weeks, days, hours, minutes and (fractional) seconds; years and
+/// months have no fixed length and are refused.
+fn parse_iso8601_duration(text: &str) -> Result<u128, String> {
+    let invalid = |why: &str| {
+        format!("cannot parse the ISO 8601 duration '{text}': {why}; use e.g. 'PT1H30M', 'P1D' or '1h 30m'")
+    };
+    let body = text.get(1..).unwrap_or_default();
+    if body.is_empty() {
+        return Err(invalid("no value"));
+    }
+    let mut in_time = false;
+    let mut number = String::new();
+    let mut total: u128 = 0;
+    let mut any = false;
+    for c in body.chars() {
+        match c.to_ascii_uppercase() {
+            'T' if !in_time && number.is_empty() => in_time = true,
+            digit @ ('0'..='9' | '.' | ',') => number.push(if digit == ',' { '.' } else { digit }),
+            unit => {
+                let factor: u128 = match (unit, in_time) {
+                    ('W', false) => 604_800_000,
+                    ('D', false) => 86_400_000,
+                    ('H', true) => 3_600_000,
+                    ('M', true) => 60_000,
+                    ('S', true) => 1_000,
+                    ('Y' | 'M', false) => return Err(invalid("years and months are not supported")),
+                    _ => return Err(invalid(&format!("unexpected '{c}'"))),
+                };
+                let value: f64 = number.parse().map_err(|_| invalid("a number is missing"))?;
+                if !value.is_finite() || value < 0.0 {
+                    return Err(invalid("bad number"));
+                }
+                // Rounded to the millisecond.
+                let millis = (value * factor as f64).round();
+                if millis >= u64::MAX as f64 {
+                    return Err(invalid("too long"));
+                }
+                total = total.saturating_add(millis as u128);
+                number.clear();
+                any = true;
+            }
+        }
+    }
+    if !number.is_empty() || !any {
+        return Err(invalid("a unit is missing"));
+    }
+    Ok(total)
+}
+
+/// `PATCH /services/{s}`: changes settings of the active revision until the next registration
+/// of the service; answers the new `ServiceMetadata`.
+async fn modify_service(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<ModifyServiceRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    let Json(request) = body?;
+    let changes = request.overrides()?;
+    let registry = update_registry(&state.metadata, |registry| {
+        registry.modify_service(&name, &changes)?;
+        Ok(true)
+    })
+    .await?;
+    let (deployment, service) = registry.active_service(&name).ok_or_else(|| service_not_found(&name))?;
+    Ok(Json(service_metadata(deployment.id, service)).into_response())
 }
 
 async fn list_services(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -747,7 +946,7 @@ mod tests {
     fn metadata_of(index: usize) -> serde_json::Value {
         let service = DeploymentService {
             revision: 1,
-            manifest: example_manifest().services[index].clone(),
+            ..DeploymentService::new(example_manifest().services[index].clone())
         };
         let id: DeploymentId = "dp_15XG8pQ441EfJoPWt4F7AT7".parse().unwrap();
         serde_json::to_value(service_metadata(id, &service)).unwrap()
@@ -802,6 +1001,61 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_accepted_friendly_or_iso8601() {
+        assert_eq!(parse_duration("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("1h 30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("5 hours"), Ok(18_000_000));
+        assert_eq!(parse_duration("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration("PT1H"), Ok(3_600_000));
+        assert_eq!(parse_duration("P1DT12H"), Ok(129_600_000));
+        assert_eq!(parse_duration("PT1M30.5S"), Ok(90_500));
+        assert_eq!(parse_duration("P2W"), Ok(1_209_600_000));
+        for bad in ["", "soon", "P", "PT", "P1M", "PT5", "P1H", "PT1X"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("PT1H30M"), "{bad}: {error}");
+        }
+        // Round trip with what GET shows.
+        assert_eq!(parse_duration(&friendly_duration(90_061_001)), Ok(90_061_001));
+    }
+
+    #[test]
+    fn overrides_show_in_the_service_metadata() {
+        let mut flow = DeploymentService {
+            revision: 1,
+            ..DeploymentService::new(example_manifest().services[2].clone())
+        };
+        let request: ModifyServiceRequest = serde_json::from_value(serde_json::json!({
+            "public": true, "idempotency_retention": null, "journal_retention": "2h",
+            "workflow_completion_retention": "PT3H", "inactivity_timeout": "5m", "abort_timeout": "30s"
+        }))
+        .unwrap();
+        flow.overrides = request.overrides().unwrap();
+        let id: DeploymentId = "dp_15XG8pQ441EfJoPWt4F7AT7".parse().unwrap();
+        let shown = serde_json::to_value(service_metadata(id, &flow)).unwrap();
+        assert_eq!(shown["public"], true);
+        assert_eq!(shown["handlers"][0]["public"], true);
+        assert_eq!(shown["idempotency_retention"], "1d");
+        assert_eq!(shown["journal_retention"], "2h");
+        assert_eq!(shown["workflow_completion_retention"], "3h");
+        assert_eq!(shown["handlers"][0]["workflow_completion_retention"], "3h");
+        assert_eq!(shown["inactivity_timeout"], "5m");
+        assert_eq!(shown["abort_timeout"], "30s");
+
+        let bad: ModifyServiceRequest = serde_json::from_value(serde_json::json!({"abort_timeout": "later"})).unwrap();
+        let error = bad.overrides().unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert!(
+            error
+                .message
+                .starts_with("The request field 'abort_timeout' is invalid."),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
     fn a_dry_run_registers_on_a_copy_only() {
         let registry = SchemaRegistry::default();
         let mut copy = registry.clone();
@@ -816,10 +1070,7 @@ mod tests {
             max_protocol_version: 7,
             sdk_version: None,
             created_at: "2026-01-01T00:00:00.000000000Z".into(),
-            services: vec![DeploymentService {
-                revision: 0,
-                manifest: example_manifest().services[0].clone(),
-            }],
+            services: vec![DeploymentService::new(example_manifest().services[0].clone())],
         };
         let outcome = copy.register(candidate, RegisterFlags::default()).unwrap();
         let response = serde_json::to_value(register_response(copy.deployment(outcome.id()).unwrap())).unwrap();

@@ -301,6 +301,67 @@ mod sdk_tests {
         }
     }
 
+    /// The example Python service (hypercorn: h2c and HTTP/1.1) on a free port; killed on drop.
+    struct PythonService {
+        child: Child,
+        uri: String,
+    }
+
+    impl PythonService {
+        async fn start() -> Self {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/python");
+            let hypercorn = dir.join(".venv/bin/hypercorn");
+            assert!(
+                hypercorn.exists(),
+                "the Python SDK is not installed in {}: run scripts/deps.sh test",
+                dir.display()
+            );
+            let port = free_port();
+            let child = Command::new(hypercorn)
+                .args(["service:app", "--bind", &format!("127.0.0.1:{port}")])
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start hypercorn: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "the Python service did not listen on {port}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Self {
+                child,
+                uri: format!("http://127.0.0.1:{port}"),
+            }
+        }
+    }
+
+    impl Drop for PythonService {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The Python SDK declares its protocol mode from the HTTP version of discovery itself.
+    #[tokio::test]
+    async fn discovers_the_python_sdk_over_h2c_and_http_11() {
+        let service = PythonService::start().await;
+        let h2c = discover(&request(&service.uri, false)).await.unwrap();
+        assert_eq!(
+            (h2c.protocol_mode, h2c.http_version),
+            (ProtocolMode::BidiStream, HttpVersion::Http2)
+        );
+        assert_eq!(h2c.sdk_version.as_deref(), Some("restate-sdk-python/1.2.0"));
+        let http_11 = discover(&request(&service.uri, true)).await.unwrap();
+        assert_eq!(
+            (http_11.protocol_mode, http_11.http_version),
+            (ProtocolMode::RequestResponse, HttpVersion::Http11)
+        );
+        let names: Vec<&str> = http_11.manifest.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["Greeter", "Counter"]);
+    }
+
     fn request(uri: &str, use_http_11: bool) -> DiscoveryRequest {
         DiscoveryRequest {
             uri: uri.to_owned(),

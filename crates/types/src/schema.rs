@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::DeploymentId;
-use crate::manifest::{ProtocolMode, ServiceManifest, ServiceType};
+use crate::manifest::{HandlerType, ProtocolMode, ServiceManifest, ServiceType};
 
 /// The registry as stored (JSON) under `schema_registry`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,97 @@ pub struct Deployment {
 pub struct DeploymentService {
     pub revision: u32,
     pub manifest: ServiceManifest,
+    /// Settings changed through the admin API (`PATCH /services/{s}`) while this revision was
+    /// active. They belong to this revision only: a new revision starts from its manifest.
+    #[serde(default, skip_serializing_if = "ServiceOverrides::is_empty")]
+    pub overrides: ServiceOverrides,
+}
+
+/// Service settings set through the admin API; `None` keeps the manifest's value.
+/// Durations are in milliseconds, as in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_retention: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_retention: Option<u64>,
+    /// Workflows only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_completion_retention: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactivity_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_timeout: Option<u64>,
+}
+
+impl ServiceOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Applies `newer` on top: the fields it sets win, the others stay.
+    pub fn merge(&mut self, newer: &Self) {
+        fn take<T: Copy>(slot: &mut Option<T>, newer: Option<T>) {
+            if newer.is_some() {
+                *slot = newer;
+            }
+        }
+        take(&mut self.public, newer.public);
+        take(&mut self.idempotency_retention, newer.idempotency_retention);
+        take(&mut self.journal_retention, newer.journal_retention);
+        take(
+            &mut self.workflow_completion_retention,
+            newer.workflow_completion_retention,
+        );
+        take(&mut self.inactivity_timeout, newer.inactivity_timeout);
+        take(&mut self.abort_timeout, newer.abort_timeout);
+    }
+}
+
+impl DeploymentService {
+    /// A service as a deployment announced it, before any revision is assigned.
+    pub fn new(manifest: ServiceManifest) -> Self {
+        Self {
+            revision: 0,
+            manifest,
+            overrides: ServiceOverrides::default(),
+        }
+    }
+
+    /// The manifest with the admin API's overrides applied: what invocations of this revision
+    /// use and what the admin API shows. A service made private makes all its handlers
+    /// private; made public, handlers that are not private themselves become public.
+    pub fn effective_manifest(&self) -> ServiceManifest {
+        let mut manifest = self.manifest.clone();
+        let overrides = &self.overrides;
+        let settings = &mut manifest.settings;
+        if let Some(public) = overrides.public {
+            settings.ingress_private = Some(!public);
+        }
+        let set = |slot: &mut Option<u64>, value: Option<u64>| {
+            if value.is_some() {
+                *slot = value;
+            }
+        };
+        set(&mut settings.idempotency_retention, overrides.idempotency_retention);
+        set(&mut settings.journal_retention, overrides.journal_retention);
+        set(&mut settings.inactivity_timeout, overrides.inactivity_timeout);
+        set(&mut settings.abort_timeout, overrides.abort_timeout);
+        let service_ty = manifest.ty;
+        for handler in &mut manifest.handlers {
+            if overrides.public == Some(false) {
+                handler.settings.ingress_private = Some(true);
+            }
+            if overrides.workflow_completion_retention.is_some()
+                && service_ty.handler_type(handler.ty) == Some(HandlerType::Workflow)
+            {
+                handler.workflow_completion_retention = overrides.workflow_completion_retention;
+            }
+        }
+        manifest
+    }
 }
 
 /// What a registration may do beyond adding a new deployment.
@@ -126,6 +217,15 @@ impl SchemaError {
             Self::ServiceTypeChanged { .. } => "META0006",
         }
     }
+}
+
+/// Why `PATCH /services/{s}` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModifyServiceError {
+    #[error("The requested service '{0}' does not exist")]
+    UnknownService(String),
+    #[error("workflow_completion_retention can be set only on workflows, and '{0}' is not a workflow")]
+    NotAWorkflow(String),
 }
 
 impl SchemaRegistry {
@@ -209,6 +309,38 @@ impl SchemaRegistry {
         Ok(outcome)
     }
 
+    /// Removes a deployment and recomputes the active revisions: a service it alone provided
+    /// disappears, otherwise the highest remaining revision becomes active. Returns the
+    /// removed deployment, `None` if the id is unknown.
+    pub fn remove_deployment(&mut self, id: DeploymentId) -> Option<Deployment> {
+        let index = self.deployments.iter().position(|d| d.id == id)?;
+        let removed = self.deployments.remove(index);
+        self.recompute_active();
+        Some(removed)
+    }
+
+    /// Applies `changes` to the settings of the active revision of `name` (kept until the next
+    /// registration of that service gives it a new revision).
+    pub fn modify_service(&mut self, name: &str, changes: &ServiceOverrides) -> Result<(), ModifyServiceError> {
+        let unknown = || ModifyServiceError::UnknownService(name.to_owned());
+        let active = *self.active_service_revisions.get(name).ok_or_else(unknown)?;
+        let service = self
+            .deployments
+            .iter_mut()
+            .find(|d| d.id == active.deployment_id)
+            .and_then(|d| {
+                d.services
+                    .iter_mut()
+                    .find(|s| s.manifest.name == name && s.revision == active.revision)
+            })
+            .ok_or_else(unknown)?;
+        if changes.workflow_completion_retention.is_some() && service.manifest.ty != ServiceType::Workflow {
+            return Err(ModifyServiceError::NotAWorkflow(name.to_owned()));
+        }
+        service.overrides.merge(changes);
+        Ok(())
+    }
+
     /// Rebuilds the active revision index: the highest revision of each name wins.
     fn recompute_active(&mut self) {
         let mut active: BTreeMap<String, ActiveRevision> = BTreeMap::new();
@@ -238,17 +370,14 @@ mod tests {
     use crate::manifest::Settings;
 
     fn service(name: &str, ty: ServiceType) -> DeploymentService {
-        DeploymentService {
-            revision: 0,
-            manifest: ServiceManifest {
-                name: name.into(),
-                ty,
-                handlers: vec![],
-                documentation: None,
-                metadata: None,
-                settings: Settings::default(),
-            },
-        }
+        DeploymentService::new(ServiceManifest {
+            name: name.into(),
+            ty,
+            handlers: vec![],
+            documentation: None,
+            metadata: None,
+            settings: Settings::default(),
+        })
     }
 
     fn deployment(uri: &str, services: Vec<DeploymentService>) -> Deployment {
@@ -365,6 +494,153 @@ mod tests {
         registry.register(changed(), breaking).unwrap();
         let (_, active) = registry.active_service("Svc").unwrap();
         assert_eq!((active.revision, active.manifest.ty), (2, ServiceType::VirtualObject));
+    }
+
+    #[test]
+    fn removing_a_deployment_recomputes_the_active_revisions() {
+        let mut registry = SchemaRegistry::default();
+        let first = registry
+            .register(
+                deployment(
+                    "http://a/",
+                    vec![
+                        service("Greeter", ServiceType::Service),
+                        service("Counter", ServiceType::VirtualObject),
+                    ],
+                ),
+                RegisterFlags::default(),
+            )
+            .unwrap()
+            .id();
+        let second = registry
+            .register(
+                deployment("http://b/", vec![service("Greeter", ServiceType::Service)]),
+                RegisterFlags::default(),
+            )
+            .unwrap()
+            .id();
+        let third = registry
+            .register(
+                deployment("http://c/", vec![service("Greeter", ServiceType::Service)]),
+                RegisterFlags::default(),
+            )
+            .unwrap()
+            .id();
+        assert_eq!(
+            revisions(&registry),
+            vec![("Counter".into(), 1, first), ("Greeter".into(), 3, third)]
+        );
+
+        // Removing an inactive revision changes nothing active.
+        assert_eq!(registry.remove_deployment(second).map(|d| d.id), Some(second));
+        assert_eq!(
+            revisions(&registry),
+            vec![("Counter".into(), 1, first), ("Greeter".into(), 3, third)]
+        );
+        // Removing the active one: the highest remaining revision takes over.
+        registry.remove_deployment(third).unwrap();
+        assert_eq!(
+            revisions(&registry),
+            vec![("Counter".into(), 1, first), ("Greeter".into(), 1, first)]
+        );
+        assert_eq!(registry.remove_deployment(third), None, "already gone");
+        // The last deployment of a service: the service disappears.
+        registry.remove_deployment(first).unwrap();
+        assert!(registry.active_service_revisions.is_empty());
+        assert!(registry.active_service("Greeter").is_none());
+        assert!(registry.deployments.is_empty());
+    }
+
+    #[test]
+    fn overrides_apply_to_the_active_revision_until_the_next_registration() {
+        let mut registry = SchemaRegistry::default();
+        let mut flow = service("Flow", ServiceType::Workflow);
+        flow.manifest.handlers.push(crate::manifest::HandlerManifest {
+            name: "run".into(),
+            ty: Some(HandlerType::Workflow),
+            documentation: None,
+            metadata: None,
+            input: None,
+            output: None,
+            workflow_completion_retention: None,
+            settings: Settings::default(),
+        });
+        registry
+            .register(
+                deployment(
+                    "http://a/",
+                    vec![service("Greeter", ServiceType::Service), flow.clone()],
+                ),
+                RegisterFlags::default(),
+            )
+            .unwrap();
+
+        let changes = ServiceOverrides {
+            public: Some(false),
+            inactivity_timeout: Some(300_000),
+            ..ServiceOverrides::default()
+        };
+        registry.modify_service("Greeter", &changes).unwrap();
+        // A later change keeps the earlier ones it does not touch.
+        let more = ServiceOverrides {
+            journal_retention: Some(3_600_000),
+            ..ServiceOverrides::default()
+        };
+        registry.modify_service("Greeter", &more).unwrap();
+        let (_, greeter) = registry.active_service("Greeter").unwrap();
+        let effective = greeter.effective_manifest();
+        assert_eq!(effective.settings.ingress_private, Some(true));
+        assert_eq!(effective.settings.inactivity_timeout, Some(300_000));
+        assert_eq!(effective.settings.journal_retention, Some(3_600_000));
+        assert_eq!(
+            greeter.manifest.settings,
+            Settings::default(),
+            "the manifest stays as discovered"
+        );
+
+        assert_eq!(
+            registry.modify_service(
+                "Greeter",
+                &ServiceOverrides {
+                    workflow_completion_retention: Some(1_000),
+                    ..ServiceOverrides::default()
+                }
+            ),
+            Err(ModifyServiceError::NotAWorkflow("Greeter".into()))
+        );
+        assert_eq!(
+            registry.modify_service("Nope", &changes),
+            Err(ModifyServiceError::UnknownService("Nope".into()))
+        );
+        let retention = ServiceOverrides {
+            workflow_completion_retention: Some(7_200_000),
+            ..ServiceOverrides::default()
+        };
+        registry.modify_service("Flow", &retention).unwrap();
+        let (_, flow_active) = registry.active_service("Flow").unwrap();
+        assert_eq!(
+            flow_active.effective_manifest().handlers[0].workflow_completion_retention,
+            Some(7_200_000)
+        );
+
+        // Stored with the registry, and read back.
+        let back: SchemaRegistry = serde_json::from_value(serde_json::to_value(&registry).unwrap()).unwrap();
+        assert_eq!(back, registry);
+
+        // The next registration of Greeter: revision 2 from its manifest only.
+        registry
+            .register(
+                deployment("http://b/", vec![service("Greeter", ServiceType::Service)]),
+                RegisterFlags::default(),
+            )
+            .unwrap();
+        let (_, greeter) = registry.active_service("Greeter").unwrap();
+        assert_eq!(greeter.revision, 2);
+        assert!(greeter.overrides.is_empty());
+        assert_eq!(greeter.effective_manifest(), greeter.manifest);
+        // Flow was not registered again: its override stays.
+        let (_, flow_active) = registry.active_service("Flow").unwrap();
+        assert_eq!(flow_active.overrides.workflow_completion_retention, Some(7_200_000));
     }
 
     #[test]
