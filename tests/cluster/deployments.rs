@@ -1,58 +1,12 @@
 //! Registering the TypeScript example service through the admin API of one node.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use restate_cluster_tests::servers::SdkService;
 use restate_cluster_tests::{NodeSpec, Ports, TestDir, TestNode, example_config, free_port};
 use serde_json::{Value, json};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `node service.js` from examples/typescript on a free port; killed on drop.
-struct TypeScriptService {
-    child: Child,
-    uri: String,
-}
-
-impl TypeScriptService {
-    async fn start() -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/typescript");
-        assert!(
-            dir.join("node_modules/@restatedev/restate-sdk").exists(),
-            "the TypeScript SDK is not installed in {}: run scripts/deps.sh test",
-            dir.display()
-        );
-        let port = free_port();
-        let child = Command::new("node")
-            .arg("service.js")
-            .current_dir(&dir)
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the TypeScript service did not listen on {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            child,
-            uri: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for TypeScriptService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<(u16, Option<String>, Value)> {
     let response = http.post(url).json(&body).send().await?;
@@ -98,7 +52,7 @@ async fn deployments_register_the_typescript_service_on_one_node() -> anyhow::Re
     let spec = NodeSpec::new("node-1").config_file(example_config("single-node.toml"));
     let mut node = TestNode::start(dir.path(), spec, Ports::free());
     node.wait_alive(START_TIMEOUT).await?;
-    let service = TypeScriptService::start().await;
+    let service = SdkService::typescript();
     let admin = node.admin_url();
     let http = reqwest::Client::new();
     let deployments = format!("{admin}deployments");

@@ -240,113 +240,15 @@ mod tests {
 /// `scripts/deps.sh test`), and the refusals a user meets with wrong URIs.
 #[cfg(test)]
 mod sdk_tests {
-    use std::net::TcpListener;
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
-
+    use restate_test_servers::{SdkService, free_port};
     use restate_types::manifest::ServiceType;
 
     use super::*;
 
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"))
-    }
-
-    /// The example TypeScript service on a free port; killed on drop.
-    struct TypeScriptService {
-        child: Child,
-        uri: String,
-    }
-
-    impl TypeScriptService {
-        async fn start() -> Self {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/typescript");
-            assert!(
-                dir.join("node_modules/@restatedev/restate-sdk").exists(),
-                "the TypeScript SDK is not installed in {}: run scripts/deps.sh test",
-                dir.display()
-            );
-            let port = free_port();
-            let child = Command::new("node")
-                .arg("service.js")
-                .current_dir(&dir)
-                .env("PORT", port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start node: {e}"));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "the TypeScript service did not listen on {port}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Self {
-                child,
-                uri: format!("http://127.0.0.1:{port}"),
-            }
-        }
-    }
-
-    impl Drop for TypeScriptService {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// The example Python service (hypercorn: h2c and HTTP/1.1) on a free port; killed on drop.
-    struct PythonService {
-        child: Child,
-        uri: String,
-    }
-
-    impl PythonService {
-        async fn start() -> Self {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/python");
-            let hypercorn = dir.join(".venv/bin/hypercorn");
-            assert!(
-                hypercorn.exists(),
-                "the Python SDK is not installed in {}: run scripts/deps.sh test",
-                dir.display()
-            );
-            let port = free_port();
-            let child = Command::new(hypercorn)
-                .args(["service:app", "--bind", &format!("127.0.0.1:{port}")])
-                .current_dir(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start hypercorn: {e}"));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "the Python service did not listen on {port}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Self {
-                child,
-                uri: format!("http://127.0.0.1:{port}"),
-            }
-        }
-    }
-
-    impl Drop for PythonService {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
     /// The Python SDK declares its protocol mode from the HTTP version of discovery itself.
     #[tokio::test]
     async fn discovers_the_python_sdk_over_h2c_and_http_11() {
-        let service = PythonService::start().await;
+        let service = SdkService::python();
         let h2c = discover(&request(&service.uri, false)).await.unwrap();
         assert_eq!(
             (h2c.protocol_mode, h2c.http_version),
@@ -372,7 +274,7 @@ mod sdk_tests {
 
     #[tokio::test]
     async fn discovers_the_typescript_sdk_over_h2c() {
-        let service = TypeScriptService::start().await;
+        let service = SdkService::typescript();
         let discovered = discover(&request(&service.uri, false)).await.unwrap();
         assert_eq!(discovered.manifest_version, ManifestVersion::V4);
         assert_eq!(discovered.protocol_mode, ProtocolMode::BidiStream);
@@ -402,7 +304,7 @@ mod sdk_tests {
 
     #[tokio::test]
     async fn wrong_uris_are_refused_with_the_reason() {
-        let service = TypeScriptService::start().await;
+        let service = SdkService::typescript();
         // HTTP/1.1 to an h2c-only endpoint.
         let error = discover(&request(&service.uri, true)).await.unwrap_err();
         assert!(matches!(error, DiscoveryError::Unreachable { .. }), "{error}");

@@ -279,3 +279,71 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// An example SDK service of `examples/` (installed by `scripts/deps.sh test`) on a free
+/// port; killed on drop.
+pub struct SdkService {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub uri: String,
+}
+
+impl SdkService {
+    fn examples() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    }
+
+    /// `examples/typescript/service.js` under Node (h2c only).
+    pub fn typescript() -> Self {
+        let dir = Self::examples().join("typescript");
+        assert!(
+            dir.join("node_modules/@restatedev/restate-sdk").exists(),
+            "the TypeScript SDK is not installed in {}: run scripts/deps.sh test",
+            dir.display()
+        );
+        let port = free_port();
+        let mut command = Command::new("node");
+        command
+            .arg("service.js")
+            .current_dir(&dir)
+            .env("PORT", port.to_string());
+        Self::start(command, port, "the TypeScript example service")
+    }
+
+    /// `examples/python/service.py` under hypercorn (h2c and HTTP/1.1).
+    pub fn python() -> Self {
+        let dir = Self::examples().join("python");
+        let hypercorn = dir.join(".venv/bin/hypercorn");
+        assert!(
+            hypercorn.exists(),
+            "the Python SDK is not installed in {}: run scripts/deps.sh test",
+            dir.display()
+        );
+        let port = free_port();
+        let mut command = Command::new(hypercorn);
+        command
+            .args(["service:app", "--bind", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir);
+        Self::start(command, port, "the Python example service")
+    }
+
+    fn start(mut command: Command, port: u16, what: &str) -> Self {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        wait_for_port(port, what, &mut child);
+        Self {
+            child,
+            uri: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for SdkService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
