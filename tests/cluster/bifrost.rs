@@ -80,6 +80,16 @@ struct Writer {
 }
 
 impl Writer {
+    fn new(urls: Vec<String>) -> Self {
+        Self {
+            urls,
+            next_url: 0,
+            sequence: 0,
+            acknowledged: Vec::new(),
+            failed: 0,
+        }
+    }
+
     async fn run_for(&mut self, duration: Duration, skip: &HashSet<usize>) {
         let deadline = Instant::now() + duration;
         while Instant::now() < deadline {
@@ -132,13 +142,7 @@ async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result
     });
     cluster.wait_all_alive(START_TIMEOUT).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
-    let mut writer = Writer {
-        urls: urls.clone(),
-        next_url: 0,
-        sequence: 0,
-        acknowledged: Vec::new(),
-        failed: 0,
-    };
+    let mut writer = Writer::new(urls.clone());
     writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
     let described = restatectl_json(&["-s", &cluster.address_list(), "logs", "describe", "7", "--json"]);
     assert_eq!(described["segments"][0]["replication"], "{node: 2}", "{described}");
@@ -225,13 +229,7 @@ async fn trim_near_the_tail_then_sequencer_failover_keeps_every_record() -> anyh
     });
     cluster.wait_all_alive(START_TIMEOUT).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
-    let mut writer = Writer {
-        urls: urls.clone(),
-        next_url: 0,
-        sequence: 0,
-        acknowledged: Vec::new(),
-        failed: 0,
-    };
+    let mut writer = Writer::new(urls.clone());
     writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
     let victim = tail_sequencer(&cluster, 7);
     let reader = (victim + 1) % 3;
