@@ -115,6 +115,12 @@ fn retryable(status: u16) -> bool {
 pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, DiscoveryError> {
     let url = endpoint_url(&request.uri, "discover")?;
     let client = client(request)?;
+    // A network or body error: the deployment may answer on the next attempt.
+    let unreachable = |error: &reqwest::Error| DiscoveryError::Unreachable {
+        url: url.clone(),
+        reason: error_chain(error),
+        use_http_11: request.use_http_11,
+    };
     let mut last = None;
     for attempt in 1..=ATTEMPTS {
         if attempt > 1 {
@@ -129,11 +135,7 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
         let response = match call.send().await {
             Ok(response) => response,
             Err(error) => {
-                last = Some(DiscoveryError::Unreachable {
-                    url: url.clone(),
-                    reason: error_chain(&error),
-                    use_http_11: request.use_http_11,
-                });
+                last = Some(unreachable(&error));
                 continue;
             }
         };
@@ -153,11 +155,7 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => {
-                last = Some(DiscoveryError::Unreachable {
-                    url: url.clone(),
-                    reason: error_chain(&error),
-                    use_http_11: request.use_http_11,
-                });
+                last = Some(unreachable(&error));
                 continue;
             }
         };

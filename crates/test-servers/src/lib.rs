@@ -243,33 +243,34 @@ impl Moto {
 
     /// `[metadata-client]` environment overrides for this server's DynamoDB.
     pub fn dynamodb_env(&self, table: &str) -> Vec<(String, String)> {
-        [
-            ("RESTATE_METADATA_CLIENT__TYPE", "dynamo-db".to_owned()),
-            ("RESTATE_METADATA_CLIENT__TABLE", table.to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("RESTATE_METADATA_CLIENT__AWS_REGION", "us-east-1".to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        self.aws_env(&[
+            ("RESTATE_METADATA_CLIENT__TYPE", "dynamo-db"),
+            ("RESTATE_METADATA_CLIENT__TABLE", table),
+        ])
     }
 
     /// `[metadata-client]` environment overrides for this server's S3.
     pub fn s3_env(&self, path: &str) -> Vec<(String, String)> {
-        [
-            ("RESTATE_METADATA_CLIENT__TYPE", "object-store".to_owned()),
-            ("RESTATE_METADATA_CLIENT__PATH", path.to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("RESTATE_METADATA_CLIENT__AWS_ALLOW_HTTP", "true".to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_REGION", "us-east-1".to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("RESTATE_METADATA_CLIENT__AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        self.aws_env(&[
+            ("RESTATE_METADATA_CLIENT__TYPE", "object-store"),
+            ("RESTATE_METADATA_CLIENT__PATH", path),
+            ("RESTATE_METADATA_CLIENT__AWS_ALLOW_HTTP", "true"),
+        ])
+    }
+
+    /// `store` plus this server's endpoint and the test credentials.
+    fn aws_env(&self, store: &[(&str, &str)]) -> Vec<(String, String)> {
+        store
+            .iter()
+            .copied()
+            .chain([
+                ("RESTATE_METADATA_CLIENT__AWS_ENDPOINT_URL", self.endpoint.as_str()),
+                ("RESTATE_METADATA_CLIENT__AWS_REGION", "us-east-1"),
+                ("RESTATE_METADATA_CLIENT__AWS_ACCESS_KEY_ID", "test"),
+                ("RESTATE_METADATA_CLIENT__AWS_SECRET_ACCESS_KEY", "test"),
+            ])
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 }
 
