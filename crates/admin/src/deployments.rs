@@ -25,7 +25,7 @@ use restate_types::schema::{
 use serde::{Deserialize, Serialize};
 
 use crate::discovery::{self, DiscoveryError, DiscoveryRequest, HttpVersion};
-use crate::durations::{friendly_duration, parse_duration};
+use restate_types::durations::{friendly_duration, parse_duration};
 
 /// The admin API version a router is mounted for; it changes only `POST /deployments`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

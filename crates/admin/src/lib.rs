@@ -4,7 +4,6 @@ mod cluster_config;
 mod cluster_ctrl;
 mod deployments;
 pub mod discovery;
-mod durations;
 mod logs;
 mod metadata_api;
 mod migration;

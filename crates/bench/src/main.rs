@@ -1,6 +1,7 @@
 //! `restate-bench`: load generators against a running cluster (or a reference system on the
 //! same machine), printing throughput and latency percentiles as a table and one JSON line.
 
+mod invoke;
 mod log;
 mod metadata;
 mod report;
@@ -23,6 +24,8 @@ enum Command {
     Metadata(metadata::MetadataArgs),
     /// Appenders on one log through a node's Bifrost: records/s and append latency.
     Log(log::LogArgs),
+    /// Workers calling one handler through an ingress: calls/s and call latency.
+    Invoke(invoke::InvokeArgs),
 }
 
 #[tokio::main]
@@ -31,6 +34,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Metadata(args) => metadata::run(args).await,
         Command::Log(args) => log::run(args).await,
+        Command::Invoke(args) => invoke::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

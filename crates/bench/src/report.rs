@@ -43,6 +43,17 @@ impl Latencies {
 
 /// Prints the table and then one JSON line with the same figures.
 pub(crate) fn print(target: &str, clients: usize, elapsed: Duration, kinds: &[&Latencies]) {
+    print_with(target, clients, elapsed, kinds, serde_json::Map::new());
+}
+
+/// Like [`print`], with `extra` fields added to the JSON line.
+pub(crate) fn print_with(
+    target: &str,
+    clients: usize,
+    elapsed: Duration,
+    kinds: &[&Latencies],
+    extra: serde_json::Map<String, serde_json::Value>,
+) {
     let mut table = Table::new();
     table
         .load_preset(presets::ASCII_MARKDOWN)
@@ -76,12 +87,15 @@ pub(crate) fn print(target: &str, clients: usize, elapsed: Duration, kinds: &[&L
     }
     println!("{target}: {clients} clients, {:.1}s", seconds);
     println!("{table}");
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "target": target,
         "clients": clients,
         "seconds": (seconds * 100.0).round() / 100.0,
         "ops_per_sec": ((total as f64 / seconds) * 10.0).round() / 10.0,
         "ops": json_ops,
     });
+    if let serde_json::Value::Object(fields) = &mut summary {
+        fields.extend(extra);
+    }
     println!("{summary}");
 }

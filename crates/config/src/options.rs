@@ -72,6 +72,10 @@ pub struct Configuration {
     pub ingress: IngressOptions,
     pub worker: WorkerOptions,
     pub log_server: LogServerOptions,
+    /// How failed invocation attempts are retried, unless a service says otherwise.
+    pub default_retry_policy: RetryPolicyOptions,
+    /// Offer service protocol V7 to deployments (V6 otherwise, as Restate 1.7 does by default).
+    pub experimental_enable_protocol_v7: bool,
     /// Set by `--metadata-migration-mode` (not a configuration key).
     #[serde(skip)]
     pub metadata_migration_mode: bool,
@@ -108,6 +112,8 @@ impl Default for Configuration {
             admin: AdminOptions::default(),
             ingress: IngressOptions::default(),
             worker: WorkerOptions::default(),
+            default_retry_policy: RetryPolicyOptions::default(),
+            experimental_enable_protocol_v7: false,
             log_server: LogServerOptions::default(),
             metadata_migration_mode: false,
         }
@@ -416,6 +422,8 @@ pub struct IngressOptions {
     #[serde(with = "bind_address")]
     pub bind_address: SocketAddr,
     pub advertised_address: Option<AdvertisedAddress>,
+    /// Largest request body accepted (default: `networking.message-size-limit`).
+    pub request_size_limit: Option<ByteSize>,
 }
 
 impl Default for IngressOptions {
@@ -423,6 +431,7 @@ impl Default for IngressOptions {
         Self {
             bind_address: SocketAddr::from(([0u16; 8], DEFAULT_INGRESS_PORT)),
             advertised_address: None,
+            request_size_limit: None,
         }
     }
 }
@@ -430,7 +439,92 @@ impl Default for IngressOptions {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct WorkerOptions {
+    pub invoker: InvokerOptions,
     pub snapshots: SnapshotsOptions,
+}
+
+/// `[worker.invoker]`: how attempts talk to deployments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct InvokerOptions {
+    /// No message either way for this long: close the request so the SDK suspends.
+    #[serde(with = "humantime_serde")]
+    pub inactivity_timeout: Duration,
+    /// After the request is closed, no answer for this long aborts the attempt.
+    #[serde(with = "humantime_serde")]
+    pub abort_timeout: Duration,
+    /// Attempts running at once on this node; more wait for a slot.
+    pub concurrent_invocations_limit: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for InvokerOptions {
+    fn default() -> Self {
+        Self {
+            inactivity_timeout: Duration::from_secs(60),
+            abort_timeout: Duration::from_secs(600),
+            concurrent_invocations_limit: 1000,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[default-retry-policy]`: exponential backoff between attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RetryPolicyOptions {
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    pub exponentiation_factor: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Attempts in all, the first included; `"unlimited"` never gives up.
+    pub max_attempts: MaxAttempts,
+    /// What happens when the attempts are used up.
+    pub on_max_attempts: OnMaxAttempts,
+}
+
+impl Default for RetryPolicyOptions {
+    fn default() -> Self {
+        Self {
+            initial_interval: Duration::from_millis(500),
+            exponentiation_factor: 2.0,
+            max_interval: Duration::from_secs(60),
+            max_attempts: MaxAttempts::Limited(70),
+            on_max_attempts: OnMaxAttempts::Pause,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MaxAttempts {
+    Limited(u32),
+    Unlimited(UnlimitedKeyword),
+}
+
+/// The word `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlimitedKeyword {
+    Unlimited,
+}
+
+impl MaxAttempts {
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            MaxAttempts::Limited(n) => Some(n.max(1)),
+            MaxAttempts::Unlimited(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMaxAttempts {
+    Pause,
+    Kill,
 }
 
 /// `[worker.snapshots]`: where partition snapshots are stored.

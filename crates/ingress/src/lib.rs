@@ -1,35 +1,360 @@
 //! The `http-ingress` role: where clients invoke services (default port 8080).
 //!
-//! Invocations need the worker's partition processors, which do not exist yet, so every
-//! invocation path answers 501 with that reason instead of pretending to accept it.
+//! A request is resolved against the schema (service, handler, key, input rules), turned into
+//! an `Invoke` record in the log of the partition that owns its key, and answered when the
+//! invocation completes (a call) or as soon as the record is durable (a send).
+
+mod paths;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use restate_types::NodeHealth;
+use bytes::Bytes;
+use restate_types::manifest::{HandlerManifest, ServiceType};
+use restate_types::{InvocationId, partition_key_of};
+use restate_worker::WorkerHandle;
+use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest};
 
-/// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str =
-    "the http-ingress role answers /health only: service invocations are not implemented yet and get HTTP 501";
+use crate::paths::{IngressPath, parse_path};
 
-pub fn router(health: NodeHealth) -> Router {
-    let health_route = {
-        let health = health.clone();
-        move || async move { Json(health.to_json()) }
-    };
-    Router::new()
-        .route("/health", get(health_route.clone()))
-        .route("/restate/health", get(health_route))
-        .fallback(not_implemented)
+/// The worker this node runs, set once the worker role started.
+pub type WorkerSlot = Arc<OnceLock<WorkerHandle>>;
+
+#[derive(Clone)]
+struct Ingress {
+    worker: WorkerSlot,
+    request_size_limit: usize,
 }
 
-async fn not_implemented() -> impl IntoResponse {
+/// Headers the handler does not get.
+const DROPPED_HEADERS: [&str; 4] = ["connection", "host", "idempotency-key", "idempotency-expires"];
+
+pub fn router(worker: WorkerSlot, request_size_limit: usize) -> Router {
+    let state = Ingress {
+        worker,
+        request_size_limit,
+    };
+    Router::new()
+        .route("/restate/health", get(health))
+        .fallback(invoke)
+        .with_state(state)
+}
+
+/// An error the ingress answers itself (`source: ingress`).
+fn ingress_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"code": status.as_u16(), "message": message.into(), "source": "ingress"});
     (
-        StatusCode::NOT_IMPLEMENTED,
-        Json(serde_json::json!({
-            "code": "not_implemented",
-            "message": "service invocation through the ingress is not implemented yet in restate-rs",
-        })),
+        status,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::HeaderName::from_static("x-restate-error-source"),
+                HeaderValue::from_static("ingress"),
+            ),
+        ],
+        body.to_string(),
     )
+        .into_response()
+}
+
+fn id_header(id: &InvocationId) -> (header::HeaderName, HeaderValue) {
+    (
+        header::HeaderName::from_static("x-restate-id"),
+        HeaderValue::from_str(&id.to_string()).unwrap_or(HeaderValue::from_static("")),
+    )
+}
+
+async fn health(State(ingress): State<Ingress>) -> Response {
+    let Some(worker) = ingress.worker.get() else {
+        return ingress_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the worker of this node is not running yet",
+        );
+    };
+    let schema = worker.schema().get();
+    let services: Vec<&String> = schema.active_service_revisions.keys().collect();
+    axum::Json(serde_json::json!({ "services": services })).into_response()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let Some(worker) = ingress.worker.get() else {
+        return ingress_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node runs no worker yet (it is starting, or the worker role is not configured here)",
+        );
+    };
+    let path = match parse_path(parts.uri.path()) {
+        Ok(path) => path,
+        Err(message) => return ingress_error(StatusCode::BAD_REQUEST, message),
+    };
+    let IngressPath { service, rest } = path;
+    let mut schema = worker.schema().get();
+    if schema.active_service(&service).is_none() {
+        schema = worker.schema().refresh().await;
+    }
+    let Some((_, registered)) = schema.active_service(&service) else {
+        return ingress_error(
+            StatusCode::NOT_FOUND,
+            format!("service '{service}' not found, make sure to register the service before calling it."),
+        );
+    };
+    let manifest = registered.effective_manifest();
+    let keyed = manifest.ty != ServiceType::Service;
+    let bad_path = || {
+        ingress_error(
+            StatusCode::BAD_REQUEST,
+            "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler",
+        )
+    };
+    let (key, handler, suffix) = match (keyed, rest.as_slice()) {
+        (false, [handler]) => (None, handler.clone(), None),
+        (false, [handler, suffix]) => (None, handler.clone(), Some(suffix.as_str())),
+        (true, [key, handler]) => (Some(key.clone()), handler.clone(), None),
+        (true, [key, handler, suffix]) => (Some(key.clone()), handler.clone(), Some(suffix.as_str())),
+        _ => return bad_path(),
+    };
+    let send = match suffix {
+        None => false,
+        Some("send") => true,
+        Some(_) => return bad_path(),
+    };
+    let Some(handler_manifest) = manifest.handlers.iter().find(|h| h.name == handler) else {
+        return ingress_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the service '{service}' exists, but the handler '{handler}' was not found, check that the handler exists in the latest registered service version."
+            ),
+        );
+    };
+    let private = handler_manifest
+        .settings
+        .ingress_private
+        .or(manifest.settings.ingress_private)
+        .unwrap_or(false);
+    if private {
+        return ingress_error(StatusCode::BAD_REQUEST, "the invoked service is not public");
+    }
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return ingress_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} is not allowed; use GET or POST", parts.method),
+        );
+    }
+    if parts.headers.contains_key("idempotency-key") {
+        return ingress_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "idempotency keys are not supported by this server yet; send the request without `idempotency-key`",
+        );
+    }
+    let delay = match delay_of(parts.uri.query()) {
+        Ok(delay) => delay,
+        Err(message) => return ingress_error(StatusCode::BAD_REQUEST, message),
+    };
+    if delay.is_some() && !send {
+        return ingress_error(
+            StatusCode::BAD_REQUEST,
+            "the delay query parameter is only allowed on /send requests",
+        );
+    }
+    let body = match axum::body::to_bytes(body, ingress.request_size_limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ingress_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than the limit of {} bytes (`ingress.request-size-limit`)",
+                    ingress.request_size_limit
+                ),
+            );
+        }
+    };
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !handler_manifest.accepts_input(content_type, body.is_empty()) {
+        return ingress_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "input validation error: the handler '{service}/{handler}' does not accept {}",
+                match (content_type, body.is_empty()) {
+                    (Some(ct), true) => format!("an empty body with content-type '{ct}'"),
+                    (Some(ct), false) => format!("content-type '{ct}'"),
+                    (None, true) => "an empty request without content-type".to_owned(),
+                    (None, false) => "a body without content-type".to_owned(),
+                }
+            ),
+        );
+    }
+    let Some(handler_type) = manifest.ty.handler_type(handler_manifest.ty) else {
+        return ingress_error(StatusCode::INTERNAL_SERVER_ERROR, "the handler has an invalid type");
+    };
+    let partition_key = match &key {
+        Some(key) => partition_key_of(key.as_bytes()),
+        None => rand::random(),
+    };
+    let id = InvocationId::generate(partition_key);
+    let now = unix_ms();
+    let execution_time = delay.map(|d| now + d.as_millis() as u64);
+    let request = InvokeRequest {
+        id,
+        target: InvocationTarget {
+            service: service.clone(),
+            handler: handler.clone(),
+            key,
+            service_type: manifest.ty,
+            handler_type,
+        },
+        argument: body.to_vec(),
+        headers: forwarded_headers(&parts.headers, &path_and_query),
+        execution_time,
+        response_sink: None,
+    };
+    let Some(partition) = worker.partition_for(partition_key) else {
+        return ingress_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no partition of this node owns partition key {partition_key}; retrying is safe"),
+        );
+    };
+    if send {
+        return match partition.send(request).await {
+            Ok(()) => {
+                let mut answer = serde_json::json!({"invocationId": id.to_string(), "status": "Accepted"});
+                if let Some(at) = execution_time {
+                    answer["executionTime"] = serde_json::Value::String(rfc3339(at));
+                }
+                (
+                    StatusCode::ACCEPTED,
+                    [
+                        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                        id_header(&id),
+                    ],
+                    answer.to_string(),
+                )
+                    .into_response()
+            }
+            Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        };
+    }
+    match partition.call(request).await {
+        Ok((id, InvocationResult::Success(output))) => success(&id, handler_manifest, output),
+        Ok((id, InvocationResult::Failure { code, message })) => {
+            let status = StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = serde_json::json!({"code": code, "message": message, "source": "invocation"});
+            (
+                status,
+                [
+                    (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                    (
+                        header::HeaderName::from_static("x-restate-error-source"),
+                        HeaderValue::from_static("invocation"),
+                    ),
+                    id_header(&id),
+                ],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// A successful call: the output bytes with the content type the handler's output rules give.
+fn success(id: &InvocationId, handler: &HandlerManifest, output: Vec<u8>) -> Response {
+    let content_type = match &handler.output {
+        None => (!output.is_empty()).then_some("application/json".to_owned()),
+        Some(rules) => rules
+            .content_type
+            .clone()
+            .filter(|_| !output.is_empty() || rules.set_content_type_if_empty.unwrap_or(false)),
+    };
+    let mut response = Response::new(Body::from(Bytes::from(output)));
+    let headers = response.headers_mut();
+    let (name, value) = id_header(id);
+    headers.insert(name, value);
+    if let Some(content_type) = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    response
+}
+
+/// The request headers the handler sees, plus `x-restate-ingress-path`.
+fn forwarded_headers(headers: &HeaderMap, path_and_query: &str) -> Vec<(String, String)> {
+    let mut forwarded: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
+    forwarded.push(("x-restate-ingress-path".into(), path_and_query.to_owned()));
+    forwarded
+}
+
+/// The `delay` query parameter (name case-insensitive), friendly (`10s`) or ISO 8601 (`PT10S`).
+fn delay_of(query: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name.eq_ignore_ascii_case("delay") {
+            let value = paths::percent_decode(value).unwrap_or_else(|| value.to_owned());
+            return restate_types::durations::parse_duration(&value)
+                .map(|ms| Some(Duration::from_millis(ms)))
+                .map_err(|error| format!("bad delay query parameter, must be a ISO8601 duration: {error}"));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_friendly_or_iso8601() {
+        assert_eq!(delay_of(Some("delay=10s")), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(delay_of(Some("x=1&DELAY=PT1M")), Ok(Some(Duration::from_secs(60))));
+        assert_eq!(delay_of(Some("delay=1h%2030m")), Ok(Some(Duration::from_secs(5400))));
+        assert_eq!(delay_of(None), Ok(None));
+        assert!(
+            delay_of(Some("delay=abc"))
+                .unwrap_err()
+                .starts_with("bad delay query parameter")
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_drop_connection_details_and_add_the_path() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("h"));
+        headers.insert("x-custom", HeaderValue::from_static("v"));
+        let forwarded = forwarded_headers(&headers, "/Greeter/greet?x=1");
+        assert_eq!(
+            forwarded,
+            vec![
+                ("x-custom".to_owned(), "v".to_owned()),
+                ("x-restate-ingress-path".to_owned(), "/Greeter/greet?x=1".to_owned())
+            ]
+        );
+    }
 }

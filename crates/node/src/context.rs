@@ -20,6 +20,8 @@ pub(crate) struct NodeContext {
     pub(crate) log_server: Option<restate_log_server::LogServer>,
     /// Set once the node has joined its cluster.
     pub(crate) bifrost: Arc<std::sync::OnceLock<restate_bifrost::Bifrost>>,
+    /// Set once the worker role started; the ingress submits invocations through it.
+    pub(crate) worker: restate_ingress::WorkerSlot,
 }
 
 impl NodeContext {

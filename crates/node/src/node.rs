@@ -26,7 +26,9 @@ use crate::metadata::MetadataProxy;
 use crate::metrics::NodeMetrics;
 use crate::node_ctl::NodeCtlHandler;
 use crate::node_dir::{NodeDir, NodeDirError};
-use crate::roles::{HttpRole, LogServerRole, MetadataServerRole, RoleService, UnimplementedRole, stop_task};
+use crate::roles::{
+    HttpRole, LogServerRole, MetadataServerRole, RoleService, UnimplementedRole, WorkerRole, stop_task,
+};
 
 /// Time the fabric gets to close its connections at the very end of a shutdown.
 const FABRIC_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -156,6 +158,7 @@ impl Node {
             metadata_server,
             log_server,
             bifrost: Arc::default(),
+            worker: Arc::default(),
         });
         if let Some(fingerprint) = node_dir.marker.cluster_fingerprint {
             ctx.learn_fingerprint(fingerprint);
@@ -386,10 +389,17 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
     let health = &ctx.health;
     let http = match role {
         Role::HttpIngress => listeners.ingress.take().map(|listener| {
+            let limit = ctx
+                .config
+                .ingress
+                .request_size_limit
+                .unwrap_or(ctx.config.networking.message_size_limit)
+                .0
+                .min(ctx.config.networking.message_size_limit.0);
             (
                 listener,
-                restate_ingress::router(health.clone()),
-                restate_ingress::LIMITATION,
+                restate_ingress::router(ctx.worker.clone(), usize::try_from(limit).unwrap_or(usize::MAX)),
+                "",
             )
         }),
         Role::Admin => listeners.admin.take().map(|listener| {
@@ -409,5 +419,11 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
     {
         return Box::new(LogServerRole::new(server.clone(), ctx.clone()));
     }
-    Box::new(UnimplementedRole::new(role, restate_worker::LIMITATION))
+    if role == Role::Worker {
+        return Box::new(WorkerRole::new(ctx.clone()));
+    }
+    Box::new(UnimplementedRole::new(
+        role,
+        "this role has nothing to run on this node",
+    ))
 }

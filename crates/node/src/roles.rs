@@ -55,7 +55,9 @@ impl RoleService for HttpRole {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!(role = %self.role, %address, "listening");
             }
-            tracing::warn!(role = %self.role, "{}", self.limitation);
+            if !self.limitation.is_empty() {
+                tracing::warn!(role = %self.role, "{}", self.limitation);
+            }
             self.server = Some(tokio::spawn(restate_net::serve(
                 listener,
                 router,
@@ -265,4 +267,65 @@ impl RoleService for LogServerRole {
     }
 
     async fn stop(&mut self, _grace: Duration) {}
+}
+
+/// The worker role: the partition processors of this node.
+pub(crate) struct WorkerRole {
+    ctx: std::sync::Arc<crate::context::NodeContext>,
+    worker: Option<restate_worker::Worker>,
+}
+
+impl WorkerRole {
+    pub(crate) fn new(ctx: std::sync::Arc<crate::context::NodeContext>) -> Self {
+        Self { ctx, worker: None }
+    }
+}
+
+#[async_trait]
+impl RoleService for WorkerRole {
+    fn role(&self) -> Role {
+        Role::Worker
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let bifrost = self
+            .ctx
+            .bifrost
+            .get()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("Bifrost is not running on this node"))?;
+        let node_id = bifrost.me().id.0;
+        let worker =
+            restate_worker::Worker::start(&self.ctx.config, bifrost, self.ctx.metadata.clone(), node_id).await?;
+        let _ = self.ctx.worker.set(worker.handle());
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn status(&self) -> (restate_types::RoleStatus, String) {
+        match &self.worker {
+            Some(worker) => {
+                let partitions = worker.handle().partitions();
+                let leading = partitions.iter().filter(|p| p.is_leader).count();
+                let failed: Vec<String> = partitions
+                    .iter()
+                    .filter_map(|p| p.failure.as_ref().map(|f| format!("partition {}: {f}", p.partition_id)))
+                    .collect();
+                match failed.is_empty() {
+                    true => (
+                        restate_types::RoleStatus::Ready,
+                        format!("{} partitions, {leading} led here", partitions.len()),
+                    ),
+                    false => (restate_types::RoleStatus::Failed, failed.join("; ")),
+                }
+            }
+            None => (restate_types::RoleStatus::StartingUp, String::new()),
+        }
+    }
+
+    async fn stop(&mut self, _grace: Duration) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
+    }
 }

@@ -138,7 +138,7 @@ pub fn partition_key_of(key: &[u8]) -> PartitionKey {
 }
 
 /// An invocation: the partition key of its target and a 128-bit id within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct InvocationId {
     pub partition_key: PartitionKey,
     pub uuid: u128,

@@ -4,6 +4,7 @@
 //! make every change rebuild the whole workspace.
 
 mod cluster_view;
+pub mod durations;
 mod health;
 mod identifiers;
 mod ids;

@@ -1,4 +1,119 @@
-//! The `worker` role: partition processors that run invocations.
+//! The `worker` role: a partition processor per partition, each applying its partition's log
+//! to the partition store and, as leader, running invocations on the invoker. See
+//! `OVERVIEW.md` for how a call flows through the log.
 
-/// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str = "the worker role does not run partition processors yet: no invocation is executed";
+mod appender;
+mod handle;
+mod invocation;
+pub mod model;
+mod processor;
+mod schema_cache;
+mod settings;
+pub mod state_machine;
+pub mod wal;
+
+use std::sync::Arc;
+
+use restate_bifrost::Bifrost;
+use restate_config::Configuration;
+use restate_metadata_store::MetadataClient;
+use restate_partition_store::{PARTITION_STORE_DIR, PartitionStores};
+use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use handle::{PartitionHandle, PartitionSnapshot, SubmitError, WorkerHandle};
+pub use processor::EpochMetadata;
+pub use schema_cache::SchemaCache;
+pub use settings::WorkerSettings;
+
+use crate::appender::Appender;
+use crate::processor::{Processor, ProcessorCtx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot read the partition table: {0}")]
+    PartitionTable(String),
+    #[error(transparent)]
+    Store(#[from] restate_partition_store::PartitionStoreError),
+    #[error("{0}")]
+    Invoker(String),
+}
+
+/// The running worker role.
+pub struct Worker {
+    handle: WorkerHandle,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Opens the partition store and starts a processor for every partition of the table.
+    pub async fn start(
+        config: &Configuration,
+        bifrost: Bifrost,
+        metadata: MetadataClient,
+        node_id: u32,
+    ) -> Result<Self, WorkerError> {
+        let table = match metadata.get_json::<PartitionTable>(PARTITION_TABLE_KEY).await {
+            Ok(Some((_, table))) => table,
+            Ok(None) => {
+                return Err(WorkerError::PartitionTable(
+                    "the cluster has no partition table yet".into(),
+                ));
+            }
+            Err(error) => return Err(WorkerError::PartitionTable(error.to_string())),
+        };
+        let path = config.node_dir().join(PARTITION_STORE_DIR);
+        let ids: Vec<u16> = table.partitions.iter().map(|p| p.id).collect();
+        let stores = tokio::task::spawn_blocking(move || PartitionStores::open(&path, ids))
+            .await
+            .map_err(|e| WorkerError::Invoker(e.to_string()))??;
+        let mut ctx = ProcessorCtx::new(config, bifrost.clone(), metadata, node_id).map_err(WorkerError::Invoker)?;
+        ctx.partitions = table
+            .partitions
+            .iter()
+            .map(|p| (p.id, p.key_range_start..=p.key_range_end))
+            .collect();
+        let ctx = Arc::new(ctx);
+        let cancel = CancellationToken::new();
+        let mut tasks = vec![ctx.schema.spawn_refresher(cancel.clone())];
+        let mut partitions = Vec::new();
+        for partition in &table.partitions {
+            let appender = Appender::spawn(bifrost.clone(), u32::from(partition.id));
+            let handle = PartitionHandle::new(partition.id, appender);
+            let range = partition.key_range_start..=partition.key_range_end;
+            partitions.push((range.clone(), handle.clone()));
+            let processor = Processor::new(
+                ctx.clone(),
+                partition.id,
+                range,
+                stores.partition(partition.id)?,
+                handle,
+            );
+            tasks.push(tokio::spawn(processor.run(cancel.clone())));
+        }
+        tracing::info!(partitions = partitions.len(), "partition processors started");
+        Ok(Self {
+            handle: WorkerHandle {
+                partitions: Arc::new(partitions),
+                schema: ctx.schema.clone(),
+            },
+            cancel,
+            tasks,
+        })
+    }
+
+    pub fn handle(&self) -> WorkerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops every processor (running attempts are dropped; their invocations resume on the
+    /// next leader from the log).
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

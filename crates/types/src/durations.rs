@@ -1,8 +1,8 @@
-//! Durations of the admin API: shown as friendly strings (`1d`, `10m`, `500ms`) and accepted
-//! as friendly strings (`5m`, `1h 30m`) or ISO 8601 (`PT1H`), as Restate's API does.
+//! Durations as Restate's APIs show and accept them: shown friendly (`1d`, `10m`, `500ms`),
+//! accepted friendly (`5m`, `1h 30m`) or as ISO 8601 (`PT1H`).
 
 /// A duration in the friendly form the admin API shows, e.g. `1d`, `10m`, `500ms`, `1h 30m`.
-pub(crate) fn friendly_duration(millis: u64) -> String {
+pub fn friendly_duration(millis: u64) -> String {
     const UNITS: [(&str, u64); 5] = [
         ("d", 86_400_000),
         ("h", 3_600_000),
@@ -26,7 +26,7 @@ pub(crate) fn friendly_duration(millis: u64) -> String {
 
 /// A duration as the admin API accepts it, in milliseconds: friendly (`1h`, `30s`, `500ms`,
 /// `1h 30m`, `5 hours`) or ISO 8601 (`PT1H`, `P1DT12H`, `PT0.5S`).
-pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+pub fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let millis = match text.starts_with(['P', 'p']) {
         true => parse_iso8601_duration(text)?,

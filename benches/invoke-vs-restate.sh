@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Calls an SDK service's handler through the ingress of restate-rs and of the reference Restate
+# server (npm @restatedev/restate-server), one after the other on this machine: sequential calls,
+# then CONCURRENCY workers; prints calls/s, latency, server CPU per call and server RSS, with the
+# ratios restate-rs / reference. Each server gets a fresh data dir and a fresh service process.
+#
+#   benches/invoke-vs-restate.sh
+#
+# Environment (all optional):
+#   DURATION=10s         length of the sequential run and of the concurrent run
+#   CONCURRENCY=32       workers in the concurrent run
+#   WARMUP=5s            concurrent calls made before measuring (not counted)
+#   BODY='"Sam"'         request body (JSON)
+#   HTTP2=0              1: the bench talks h2c to the ingress instead of HTTP/1.1
+#   INGRESS_PORT=8080 ADMIN_PORT=9070 FABRIC_PORT=5122 SERVICE_PORT=9080
+#                        first port tried for each listener (the next free one is used)
+#   REFERENCE_VERSION=1.7.12
+#   SERVER_ENV, OURS_ENV, REFERENCE_ENV   extra NAME=value settings for both servers / one of them
+#
+# Needs: node and npm, curl, python3, and release binaries (built here if missing). The reference
+# server is installed with npm into ${XDG_CACHE_HOME:-~/.cache}/restate-rs/reference/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration="${DURATION:-10s}"
+concurrency="${CONCURRENCY:-32}"
+warmup="${WARMUP:-5s}"
+body="${BODY:-\"Sam\"}"
+http2=()
+if [ "${HTTP2:-0}" = 1 ]; then http2=(--http2); fi
+ref_version="${REFERENCE_VERSION:-1.7.12}"
+ref_dir="${XDG_CACHE_HOME:-$HOME/.cache}/restate-rs/reference/restate-$ref_version"
+
+for tool in node npm curl python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
+done
+
+source benches/lib.sh
+# A restate-bench built before the `invoke` subcommand existed.
+if ! "$bin/restate-bench" invoke --help >/dev/null 2>&1; then
+  cargo build --release --locked --bin restate-bench
+fi
+
+# The reference server: the npm package pulls a platform package holding the binary.
+find_reference() {
+  find "$ref_dir/node_modules" -type f -name restate-server -path '*restate-server-*' -print -quit 2>/dev/null || true
+}
+ref_bin=$(find_reference)
+if [ -z "$ref_bin" ]; then
+  echo "installing @restatedev/restate-server@$ref_version into $ref_dir" >&2
+  mkdir -p "$ref_dir"
+  npm install --prefix "$ref_dir" --no-audit --no-fund --loglevel=error "@restatedev/restate-server@$ref_version" >&2
+  ref_bin=$(find_reference)
+fi
+[ -n "$ref_bin" ] || { echo "no restate-server binary under $ref_dir/node_modules (platform $(uname -sm))" >&2; exit 1; }
+[ -x "$ref_bin" ] || chmod +x "$ref_bin"
+
+if [ ! -d examples/typescript/node_modules ]; then
+  (cd examples/typescript && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+# First port at or after $1 that is free and not handed out yet in this run.
+used_ports=" "
+pick_port() {
+  local port=$1
+  while [[ "$used_ports" == *" $port "* ]] \
+    || ! python3 -c 'import socket,sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; do
+    port=$((port + 1))
+  done
+  used_ports+="$port "
+  echo "$port"
+}
+
+clk_tck=$(getconf CLK_TCK)
+# utime + stime of a process, in clock ticks (fields 14 and 15; the name in field 2 may hold spaces).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# A /proc/<pid>/status field in kB (VmRSS, VmHWM).
+status_kb() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Writes the largest VmRSS seen to $2 until killed.
+sample_rss() {
+  local max=0 now
+  while kill -0 "$1" 2>/dev/null; do
+    now=$(status_kb "$1" VmRSS)
+    if [ "${now:-0}" -gt "$max" ]; then max=$now; echo "$max" > "$2"; fi
+    sleep 0.2
+  done
+}
+wait_for() { # seconds description command...
+  local seconds=$1 what=$2
+  shift 2
+  for _ in $(seq $((seconds * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "timed out after ${seconds}s waiting for $what" >&2
+  return 1
+}
+alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+stop() { # pid: SIGTERM, then SIGKILL after 10 s
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 100); do alive "$1" || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
+port_open() { (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+invoke() { # url concurrency duration [extra restate-bench flags]: the report on stderr, the JSON line on stdout
+  "$bin/restate-bench" invoke --url "$1" --concurrency "$2" --duration "$3" --body "$body" "${http2[@]}" "${@:4}" \
+    | tee /dev/stderr | tail -n 1
+}
+
+# Server launchers: base dir, admin, ingress and fabric ports, log file. Start in the background.
+start_ours() {
+  # shellcheck disable=SC2086 # SERVER_ENV and OURS_ENV are lists of NAME=value
+  env RESTATE_NODE_NAME=node-1 RESTATE_CLUSTER_NAME=bench-invoke RESTATE_BASE_DIR="$1" \
+    RESTATE_ADMIN__BIND_ADDRESS="127.0.0.1:$2" RESTATE_INGRESS__BIND_ADDRESS="127.0.0.1:$3" \
+    RESTATE_BIND_ADDRESS="127.0.0.1:$4" RESTATE_ADVERTISED_ADDRESS="http://127.0.0.1:$4/" \
+    RESTATE_LOG_FILTER=warn RESTATE_LOG_DISABLE_ANSI_CODES=true RESTATE_DISABLE_TELEMETRY=true \
+    ${SERVER_ENV:-} ${OURS_ENV:-} \
+    "$bin/restate" > "$5" 2>&1 &
+}
+start_reference() {
+  # shellcheck disable=SC2086
+  env RESTATE_NODE_NAME=node-1 RESTATE_CLUSTER_NAME=bench-invoke RESTATE_BASE_DIR="$1" RESTATE_LISTEN_MODE=tcp \
+    RESTATE_ADMIN__BIND_ADDRESS="127.0.0.1:$2" RESTATE_INGRESS__BIND_ADDRESS="127.0.0.1:$3" \
+    RESTATE_BIND_ADDRESS="127.0.0.1:$4" RESTATE_ADVERTISED_ADDRESS="http://127.0.0.1:$4/" \
+    RESTATE_LOG_FILTER=warn RESTATE_LOG_DISABLE_ANSI_CODES=true RESTATE_DISABLE_TELEMETRY=true \
+    ${SERVER_ENV:-} ${REFERENCE_ENV:-} \
+    "$ref_bin" > "$5" 2>&1 &
+}
+
+# Runs the whole measurement for one server and one SDK service; figures go to $work/$label/.
+# Arguments: label, server launcher function, service launch command (run with PORT set), handler path.
+measure() {
+  local label=$1 launcher=$2 service_cmd=$3 handler=$4
+  local out="$work/$label" service_port admin ingress fabric service_pid pid url
+  mkdir -p "$out"
+  echo "== $label ==" >&2
+
+  service_port=$(pick_port "${SERVICE_PORT:-9080}")
+  PORT=$service_port bash -c "exec $service_cmd" > "$out/service.log" 2>&1 &
+  service_pid=$!; pids+=("$service_pid"); disown "$service_pid"
+  wait_for 30 "the service on port $service_port" port_open "$service_port" || { cat "$out/service.log" >&2; exit 1; }
+
+  admin=$(pick_port "${ADMIN_PORT:-9070}")
+  ingress=$(pick_port "${INGRESS_PORT:-8080}")
+  fabric=$(pick_port "${FABRIC_PORT:-5122}")
+  "$launcher" "$out/data" "$admin" "$ingress" "$fabric" "$out/server.log"
+  pid=$!; pids+=("$pid"); disown "$pid"
+  if ! wait_for 60 "$label admin and ingress health" \
+    bash -c "curl -fs http://127.0.0.1:$admin/health && curl -fs http://127.0.0.1:$ingress/restate/health"; then
+    tail -n 30 "$out/server.log" >&2; exit 1
+  fi
+  curl -fs "http://127.0.0.1:$admin/version" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version",""))' \
+    > "$out/version" 2>/dev/null || echo "?" > "$out/version"
+
+  local registered=""
+  for _ in $(seq 30); do
+    if curl -fsS -X POST "http://127.0.0.1:$admin/deployments" --json "{\"uri\":\"http://127.0.0.1:$service_port\"}" \
+      > "$out/registration.json" 2> "$out/registration.err"; then
+      registered=1; break
+    fi
+    sleep 1
+  done
+  [ -n "$registered" ] || { echo "$label: registration failed: $(cat "$out/registration.err")" >&2; tail -n 30 "$out/server.log" >&2; exit 1; }
+  url="http://127.0.0.1:$ingress/$handler"
+  # The schema reaches the ingress a little after registration.
+  wait_for 20 "a first successful call to $url" curl -fs -X POST "$url" --json "$body" \
+    || echo "$label: no call succeeded yet, measuring anyway (the errors are in the report)" >&2
+
+  sleep 2
+  status_kb "$pid" VmRSS > "$out/rss_idle_kb"
+
+  echo "-- warm-up: $warmup, $concurrency workers" >&2
+  invoke "$url" "$concurrency" 0s --warmup "$warmup" > /dev/null 2>&1 || true
+
+  echo "-- sequential: $duration, 1 worker" >&2
+  local before after sampler
+  before=$(cpu_ticks "$pid")
+  invoke "$url" 1 "$duration" > "$out/sequential.json"
+  after=$(cpu_ticks "$pid")
+  echo $((after - before)) > "$out/sequential_cpu_ticks"
+
+  echo "-- concurrent: $duration, $concurrency workers" >&2
+  status_kb "$pid" VmRSS > "$out/rss_peak_kb"
+  sample_rss "$pid" "$out/rss_peak_kb" &
+  sampler=$!; pids+=("$sampler"); disown "$sampler"
+  before=$(cpu_ticks "$pid")
+  invoke "$url" "$concurrency" "$duration" > "$out/concurrent.json"
+  after=$(cpu_ticks "$pid")
+  kill "$sampler" 2>/dev/null || true
+  echo $((after - before)) > "$out/concurrent_cpu_ticks"
+  status_kb "$pid" VmRSS > "$out/rss_after_kb"
+  status_kb "$pid" VmHWM > "$out/rss_hwm_kb"
+  alive "$pid" || { echo "$label exited during the run" >&2; tail -n 30 "$out/server.log" >&2; exit 1; }
+
+  stop "$pid"
+  stop "$service_pid"
+}
+
+# One SDK service against both servers, then the comparison table.
+# Arguments: SDK name, service launch command (listens on $PORT), handler path.
+compare_sdk() {
+  local sdk=$1 service_cmd=$2 handler=$3
+  measure "restate-rs-$sdk" start_ours "$service_cmd" "$handler"
+  measure "reference-$sdk" start_reference "$service_cmd" "$handler"
+  python3 - "$work/restate-rs-$sdk" "$work/reference-$sdk" "$sdk" "$handler" "$clk_tck" "$ref_version" <<'PY'
+import json, os, sys
+ours_dir, ref_dir, sdk, handler, clk_tck, ref_version = sys.argv[1:7]
+clk_tck = int(clk_tck)
+
+def load(d):
+    read = lambda name: open(os.path.join(d, name)).read().strip()
+    number = lambda name: int(read(name) or 0)
+    figures = {"version": read("version")}
+    for run in ("sequential", "concurrent"):
+        j = json.loads(read(f"{run}.json"))
+        op = j["ops"]["invoke"]
+        calls = op["count"]
+        cpu_ms = number(f"{run}_cpu_ticks") * 1000.0 / clk_tck
+        figures[run] = {
+            "workers": j["concurrency"], "calls": calls, "calls_per_sec": op["ops_per_sec"],
+            "p50_ms": op["p50_ms"], "p99_ms": op["p99_ms"], "p999_ms": op["p999_ms"],
+            "errors": op["errors"], "error_samples": j.get("error_samples", []),
+            "cpu_ms_per_call": cpu_ms / calls if calls else None,
+        }
+    for key in ("rss_idle_kb", "rss_peak_kb", "rss_after_kb", "rss_hwm_kb"):
+        figures[key.replace("_kb", "_mib")] = round(number(key) / 1024, 1)
+    return figures
+
+ours, ref = load(ours_dir), load(ref_dir)
+seq, con = ours["sequential"]["workers"], ours["concurrent"]["workers"]
+rows = [
+    (f"calls/s, {seq} worker", "sequential", "calls_per_sec"),
+    (f"p50 ms, {seq} worker", "sequential", "p50_ms"),
+    (f"p99 ms, {seq} worker", "sequential", "p99_ms"),
+    (f"errors, {seq} worker", "sequential", "errors"),
+    (f"CPU ms/call, {seq} worker", "sequential", "cpu_ms_per_call"),
+    (f"calls/s, {con} workers", "concurrent", "calls_per_sec"),
+    (f"p50 ms, {con} workers", "concurrent", "p50_ms"),
+    (f"p99 ms, {con} workers", "concurrent", "p99_ms"),
+    (f"errors, {con} workers", "concurrent", "errors"),
+    (f"CPU ms/call, {con} workers", "concurrent", "cpu_ms_per_call"),
+    ("RSS MiB, idle", None, "rss_idle_mib"),
+    ("RSS MiB, peak under load", None, "rss_peak_mib"),
+    ("RSS MiB, after load", None, "rss_after_mib"),
+    ("RSS MiB, high-water mark", None, "rss_hwm_mib"),
+]
+def value(figures, run, key):
+    return (figures[run] if run else figures)[key]
+def show(v):
+    if v is None: return "-"
+    if not isinstance(v, float): return str(v)
+    return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 100 else f"{v:.1f}"
+ref_name = f"restate {ref['version'] or ref_version}"
+print()
+print(f"POST /{handler} via the {sdk} SDK service; restate-rs / reference on the same machine, one after the other:")
+print(f"| {'':28} | {'restate-rs':>12} | {ref_name:>16} | {'ratio':>7} |")
+print(f"|{'-' * 30}|{'-' * 14}|{'-' * 18}|{'-' * 9}|")
+for name, run, key in rows:
+    o, r = value(ours, run, key), value(ref, run, key)
+    ratio = f"{o / r:.2f}x" if isinstance(o, (int, float)) and isinstance(r, (int, float)) and r and key != "errors" else ""
+    print(f"| {name:28} | {show(o):>12} | {show(r):>16} | {ratio:>7} |")
+for label, figures in (("restate-rs", ours), (ref_name, ref)):
+    for run in ("sequential", "concurrent"):
+        for message in figures[run]["error_samples"][:3]:
+            print(f"{label} {run} error: {message}")
+print(json.dumps({"sdk": sdk, "handler": handler, "restate_rs": ours, "reference": ref}))
+PY
+}
+
+compare_sdk typescript "node examples/typescript/service.js" "Greeter/greet"

@@ -1,0 +1,173 @@
+//! How the ingress reaches the partition processors of this node: submit an invocation to the
+//! partition that owns its key, and wait for its result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use restate_types::InvocationId;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::appender::Appender;
+use crate::model::{InvocationResult, InvokeRequest, ResponseSink};
+use crate::schema_cache::SchemaCache;
+use crate::wal::{Command, Envelope, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("partition {0} is not run on this node")]
+    NoPartition(u16),
+    #[error("the invocation could not be stored in partition {partition}'s log: {reason}")]
+    Append { partition: u16, reason: String },
+    #[error("partition {0} stopped before the invocation completed")]
+    Stopped(u16),
+}
+
+type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<(InvocationId, InvocationResult)>>>>;
+
+/// What a processor reports about itself (for `restatectl` and `/metrics`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionSnapshot {
+    pub partition_id: u16,
+    pub applied_lsn: u64,
+    pub is_leader: bool,
+    pub leader_epoch: Option<u64>,
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct PartitionState {
+    inner: Arc<Mutex<PartitionSnapshot>>,
+}
+
+impl PartitionState {
+    pub(crate) fn update(&self, change: impl FnOnce(&mut PartitionSnapshot)) {
+        if let Ok(mut state) = self.inner.lock() {
+            change(&mut state);
+        }
+    }
+
+    pub(crate) fn set_failed(&self, reason: String) {
+        self.update(|s| {
+            s.failure = Some(reason);
+            s.is_leader = false;
+        });
+    }
+
+    pub fn snapshot(&self) -> PartitionSnapshot {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// One partition, as the ingress sees it; cheap to clone.
+#[derive(Clone)]
+pub struct PartitionHandle {
+    pub partition_id: u16,
+    pub(crate) appender: Appender,
+    waiters: Waiters,
+    pub state: PartitionState,
+}
+
+/// Removes a waiter whose caller went away (the HTTP client disconnected).
+struct WaiterGuard {
+    waiters: Waiters,
+    request_id: u128,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&self.request_id);
+        }
+    }
+}
+
+impl PartitionHandle {
+    pub(crate) fn new(partition_id: u16, appender: Appender) -> Self {
+        let state = PartitionState::default();
+        state.update(|s| s.partition_id = partition_id);
+        Self {
+            partition_id,
+            appender,
+            waiters: Arc::default(),
+            state,
+        }
+    }
+
+    pub(crate) fn respond(&self, request_id: u128, id: InvocationId, result: InvocationResult) {
+        if let Ok(mut waiters) = self.waiters.lock()
+            && let Some(waiter) = waiters.remove(&request_id)
+        {
+            let _ = waiter.send((id, result));
+        }
+    }
+
+    fn envelope(request: InvokeRequest) -> Envelope {
+        Envelope {
+            timestamp: now_ms(),
+            leader_epoch: None,
+            dedup: None,
+            command: Command::Invoke(Box::new(request)),
+        }
+    }
+
+    /// Stores the invocation and waits for its result.
+    pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, InvocationResult), SubmitError> {
+        let request_id: u128 = rand::random();
+        request.response_sink = Some(ResponseSink::Ingress { request_id });
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(request_id, tx);
+        }
+        let _guard = WaiterGuard {
+            waiters: self.waiters.clone(),
+            request_id,
+        };
+        self.appender
+            .append(&Self::envelope(request))
+            .await
+            .map_err(|reason| SubmitError::Append {
+                partition: self.partition_id,
+                reason,
+            })?;
+        rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
+    }
+
+    /// Stores the invocation; returns once it is durable.
+    pub async fn send(&self, mut request: InvokeRequest) -> Result<(), SubmitError> {
+        request.response_sink = None;
+        self.appender
+            .append(&Self::envelope(request))
+            .await
+            .map(|_| ())
+            .map_err(|reason| SubmitError::Append {
+                partition: self.partition_id,
+                reason,
+            })
+    }
+}
+
+/// The worker of this node as the ingress uses it; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub(crate) partitions: Arc<Vec<(std::ops::RangeInclusive<u64>, PartitionHandle)>>,
+    pub(crate) schema: SchemaCache,
+}
+
+impl WorkerHandle {
+    /// The partition that owns `partition_key`.
+    pub fn partition_for(&self, partition_key: u64) -> Option<&PartitionHandle> {
+        self.partitions
+            .iter()
+            .find(|(range, _)| range.contains(&partition_key))
+            .map(|(_, handle)| handle)
+    }
+
+    pub fn schema(&self) -> &SchemaCache {
+        &self.schema
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionSnapshot> {
+        self.partitions.iter().map(|(_, h)| h.state.snapshot()).collect()
+    }
+}

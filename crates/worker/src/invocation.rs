@@ -1,0 +1,308 @@
+//! The leader's side of one attempt: runs it on the invoker and turns what the SDK did into
+//! effects proposed to the log, in order. Nothing here changes state; the processor learns the
+//! outcome when the attempt ends and the effects are durable.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use restate_invoker::{Attempt, AttemptError, AttemptEvent, AttemptOutcome, ErrorBehavior, run_attempt};
+use restate_service_protocol::{Message, MessageType, proto};
+use restate_types::manifest::ServiceType;
+use restate_types::metadata::Lsn;
+use restate_types::{InvocationId, partition_key_of};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::appender::Proposal;
+use crate::model::{InvocationTarget, RetryPolicy};
+use crate::processor::{Control, ProcessorCtx};
+use crate::wal::{Command, Effect, Envelope, ResolvedCall, now_ms};
+
+/// What an attempt driver needs from its processor.
+pub(crate) struct AttemptDriver {
+    pub ctx: Arc<ProcessorCtx>,
+    pub appender: crate::appender::Appender,
+    pub control: mpsc::UnboundedSender<Control>,
+    pub id: InvocationId,
+    pub token: u64,
+    pub epoch: u64,
+    pub target: InvocationTarget,
+    pub pin: Option<Effect>,
+    pub terminal: Arc<AtomicBool>,
+    pub acks: Arc<Mutex<HashSet<u32>>>,
+    pub cancel: CancellationToken,
+}
+
+/// How a finished attempt ended, as the processor needs it.
+pub(crate) struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    /// LSN of the attempt's last durable proposal (0 if none).
+    pub last_lsn: Lsn,
+    /// Whether the attempt stored a new command (progress resets the retry count).
+    pub made_progress: bool,
+}
+
+impl AttemptDriver {
+    fn envelope(&self, effect: Effect) -> Envelope {
+        Envelope {
+            timestamp: now_ms(),
+            leader_epoch: Some(self.epoch),
+            dedup: None,
+            command: Command::InvokerEffect { id: self.id, effect },
+        }
+    }
+
+    pub(crate) async fn run(self, attempt: Attempt, notifications: mpsc::UnboundedReceiver<Bytes>) {
+        let report = self.drive(attempt, notifications).await;
+        let _ = self.control.send(Control::AttemptFinished {
+            id: self.id,
+            token: self.token,
+            report,
+        });
+    }
+
+    async fn drive(&self, attempt: Attempt, notifications: mpsc::UnboundedReceiver<Bytes>) -> AttemptReport {
+        let Ok(_permit) = self.ctx.concurrency.clone().acquire_owned().await else {
+            return AttemptReport {
+                outcome: AttemptOutcome::Cancelled,
+                last_lsn: 0,
+                made_progress: false,
+            };
+        };
+        let mut proposals: Vec<Proposal> = Vec::new();
+        if let Some(pin) = self.pin.clone() {
+            proposals.push(self.appender.propose(&self.envelope(pin)));
+        }
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let attempt_cancel = self.cancel.child_token();
+        let run = run_attempt(
+            &self.ctx.client,
+            attempt,
+            events_tx,
+            notifications,
+            attempt_cancel.clone(),
+        );
+        tokio::pin!(run);
+        let mut forced: Option<AttemptError> = None;
+        let mut made_progress = false;
+        let mut outcome = None;
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) if forced.is_none() => {
+                        match self.effect_of(event).await {
+                            Ok(Some(effect)) => {
+                                made_progress |= matches!(effect, Effect::Entry { .. });
+                                proposals.push(self.appender.propose(&self.envelope(effect)));
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                forced = Some(error);
+                                attempt_cancel.cancel();
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        if outcome.is_some() { break; }
+                        // The attempt dropped its sender only by ending; wait for its outcome.
+                        outcome = Some((&mut run).await);
+                        break;
+                    }
+                },
+                result = &mut run, if outcome.is_none() => {
+                    outcome = Some(result);
+                }
+            }
+        }
+        let mut outcome = outcome.unwrap_or(AttemptOutcome::Cancelled);
+        if let Some(error) = forced {
+            outcome = AttemptOutcome::Failed(error);
+        }
+        let mut last_lsn = 0;
+        for proposal in proposals {
+            match proposal.await {
+                Ok(Ok(lsn)) => last_lsn = last_lsn.max(lsn),
+                Ok(Err(error)) => {
+                    outcome = AttemptOutcome::Failed(AttemptError {
+                        code: restate_invoker::codes::INTERNAL,
+                        message: format!("cannot store the attempt's effects: {error}"),
+                        retry_after: None,
+                        behavior: ErrorBehavior::Retry,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        AttemptReport {
+            outcome,
+            last_lsn,
+            made_progress,
+        }
+    }
+
+    /// The effect to propose for an event; `Err` fails the attempt.
+    async fn effect_of(&self, event: AttemptEvent) -> Result<Option<Effect>, AttemptError> {
+        match event {
+            AttemptEvent::Command {
+                message_type,
+                payload,
+                message,
+            } => {
+                let call = self.check_command(&message).await?;
+                Ok(Some(Effect::Entry {
+                    message_type,
+                    payload: payload.to_vec(),
+                    call,
+                }))
+            }
+            AttemptEvent::ProposeRunCompletion {
+                completion_id,
+                result,
+                ack,
+            } => {
+                if ack && let Ok(mut acks) = self.acks.lock() {
+                    acks.insert(completion_id);
+                }
+                let result = match result {
+                    Ok(value) => {
+                        proto::run_completion_notification_message::Result::Value(proto::Value { content: value })
+                    }
+                    Err(failure) => proto::run_completion_notification_message::Result::Failure(failure),
+                };
+                let notification = proto::RunCompletionNotificationMessage {
+                    completion_id,
+                    result: Some(result),
+                };
+                Ok(Some(Effect::Entry {
+                    message_type: MessageType::RunCompletionNotification.code(),
+                    payload: notification.encode_to_vec(),
+                    call: None,
+                }))
+            }
+            AttemptEvent::Suspended { completions, signals } => {
+                self.terminal.store(true, Ordering::Release);
+                Ok(Some(Effect::Suspend { completions, signals }))
+            }
+            AttemptEvent::End => {
+                self.terminal.store(true, Ordering::Release);
+                Ok(Some(Effect::End))
+            }
+        }
+    }
+
+    /// Checks a command against what the handler may do, and resolves call targets from the
+    /// latest schema (a failure is retryable: the service may be registered meanwhile).
+    async fn check_command(&self, message: &Message) -> Result<Option<ResolvedCall>, AttemptError> {
+        let refuse = |what: &str| AttemptError {
+            code: 500,
+            message: what.to_owned(),
+            retry_after: None,
+            behavior: ErrorBehavior::Retry,
+        };
+        match message {
+            Message::SetStateCommand(_) | Message::ClearStateCommand(_) | Message::ClearAllStateCommand(_)
+                if !self.target.can_write_state() =>
+            {
+                Err(refuse(&format!(
+                    "handler {}/{} may not write state (only exclusive handlers of virtual objects may)",
+                    self.target.service, self.target.handler
+                )))
+            }
+            Message::GetLazyStateCommand(_)
+            | Message::GetLazyStateKeysCommand(_)
+            | Message::GetEagerStateCommand(_)
+            | Message::GetEagerStateKeysCommand(_)
+                if !self.target.can_read_state() =>
+            {
+                Err(refuse(&format!(
+                    "handler {}/{} may not read state (plain services have none)",
+                    self.target.service, self.target.handler
+                )))
+            }
+            Message::CallCommand(call) => self
+                .resolve(&call.service_name, &call.handler_name, &call.key)
+                .await
+                .map(Some),
+            Message::OneWayCallCommand(call) => self
+                .resolve(&call.service_name, &call.handler_name, &call.key)
+                .await
+                .map(Some),
+            Message::GetPromiseCommand(_)
+            | Message::PeekPromiseCommand(_)
+            | Message::CompletePromiseCommand(_)
+            | Message::SendSignalCommand(_)
+            | Message::AttachInvocationCommand(_)
+            | Message::GetInvocationOutputCommand(_)
+            | Message::CompleteAwakeableCommand(_) => Err(AttemptError {
+                code: 573,
+                message: format!(
+                    "{} is not supported by this server yet (workflows, promises, awakeables, signals and attach come next)",
+                    message.message_type().name()
+                ),
+                retry_after: None,
+                behavior: ErrorBehavior::Retry,
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    async fn resolve(&self, service: &str, handler: &str, key: &str) -> Result<ResolvedCall, AttemptError> {
+        let mut schema = self.ctx.schema.get();
+        if schema.active_service(service).is_none() {
+            schema = self.ctx.schema.refresh().await;
+        }
+        let not_found = |message: String| AttemptError {
+            code: 404,
+            message,
+            retry_after: None,
+            behavior: ErrorBehavior::Retry,
+        };
+        let Some((_, registered)) = schema.active_service(service) else {
+            return Err(not_found(format!(
+                "the call target service '{service}' is not registered"
+            )));
+        };
+        let manifest = registered.effective_manifest();
+        let Some(handler_manifest) = manifest.handlers.iter().find(|h| h.name == handler) else {
+            return Err(not_found(format!(
+                "the call target service '{service}' has no handler '{handler}'"
+            )));
+        };
+        let handler_type = manifest
+            .ty
+            .handler_type(handler_manifest.ty)
+            .ok_or_else(|| not_found(format!("the handler '{service}/{handler}' has an invalid type")))?;
+        let keyed = manifest.ty != ServiceType::Service;
+        let partition_key = match keyed {
+            true => partition_key_of(key.as_bytes()),
+            false => rand::random(),
+        };
+        Ok(ResolvedCall {
+            callee: InvocationId::generate(partition_key),
+            target: InvocationTarget {
+                service: service.to_owned(),
+                handler: handler.to_owned(),
+                key: keyed.then(|| key.to_owned()),
+                service_type: manifest.ty,
+                handler_type,
+            },
+        })
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1` after `attempt` failed ones, with up to a third of
+    /// jitter on top.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(64) as i32;
+        let base = self.initial_interval.as_secs_f64() * self.factor.powi(exponent);
+        let capped = base.min(self.max_interval.as_secs_f64());
+        let jitter = capped * rand::random::<f64>() / 3.0;
+        Duration::from_secs_f64(capped + jitter)
+    }
+}

@@ -1,0 +1,135 @@
+//! What the partition store holds about invocations, timers and messages.
+
+use restate_types::InvocationId;
+use restate_types::manifest::{HandlerType, ServiceType};
+use serde::{Deserialize, Serialize};
+
+/// The service and handler an invocation runs, resolved from the schema when it was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationTarget {
+    pub service: String,
+    pub handler: String,
+    /// Object or workflow key; `None` for plain services.
+    pub key: Option<String>,
+    pub service_type: ServiceType,
+    pub handler_type: HandlerType,
+}
+
+impl InvocationTarget {
+    /// An exclusive handler of a virtual object: runs alone per key, behind the key's lock.
+    pub fn is_exclusive(&self) -> bool {
+        self.service_type == ServiceType::VirtualObject && self.handler_type == HandlerType::Exclusive
+    }
+
+    pub fn can_read_state(&self) -> bool {
+        self.service_type != ServiceType::Service
+    }
+
+    pub fn can_write_state(&self) -> bool {
+        match self.service_type {
+            ServiceType::Service => false,
+            ServiceType::VirtualObject => self.handler_type == HandlerType::Exclusive,
+            ServiceType::Workflow => self.handler_type == HandlerType::Workflow,
+        }
+    }
+}
+
+/// Who waits for the result of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseSink {
+    /// An ingress request waiting on this node (the id is random per request).
+    Ingress { request_id: u128 },
+    /// Another invocation's `Call`, completed through a `CallCompletion` notification.
+    Invocation { caller: InvocationId, completion_id: u32 },
+}
+
+/// The result of a finished invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvocationResult {
+    Success(Vec<u8>),
+    Failure { code: u16, message: String },
+}
+
+/// A new invocation, as the ingress or a calling invocation asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    pub id: InvocationId,
+    pub target: InvocationTarget,
+    pub argument: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// Start no earlier than this (ms since the epoch): a delayed send.
+    pub execution_time: Option<u64>,
+    pub response_sink: Option<ResponseSink>,
+}
+
+/// Where an invocation is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Waits for its execution time.
+    Scheduled,
+    /// Waits for the lock of its virtual object key.
+    Inboxed { seq: u64 },
+    /// Runs (or is about to run) on the leader's invoker.
+    Invoked,
+    /// Waits for one of these completions or signals.
+    Suspended { completions: Vec<u32>, signals: Vec<u32> },
+    /// Stopped after its retries ran out; needs a manual resume.
+    Paused,
+}
+
+/// The deployment and protocol version an invocation stays on for all its attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedDeployment {
+    pub deployment_id: u128,
+    pub protocol_version: u32,
+}
+
+/// The last failed attempt, kept so operators can see why an invocation is retrying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastFailure {
+    pub at: u64,
+    pub attempt: u32,
+    pub code: u16,
+    pub message: String,
+}
+
+/// One invocation that has not finished yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationStatus {
+    pub target: InvocationTarget,
+    pub phase: Phase,
+    pub sinks: Vec<ResponseSink>,
+    /// Entries (commands and notifications) in the journal.
+    pub journal_length: u32,
+    /// Commands among them.
+    pub commands: u32,
+    pub pinned: Option<PinnedDeployment>,
+    pub created_at: u64,
+    /// When the journal last grew (ms), for `duration_since_last_stored_entry`.
+    pub journal_modified_at: u64,
+    pub execution_time: Option<u64>,
+    /// The last `Output` command: the result once the SDK ends.
+    pub output: Option<InvocationResult>,
+    pub last_failure: Option<LastFailure>,
+}
+
+/// A durable timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    /// Start a delayed invocation.
+    Invoke(InvocationId),
+    /// Complete a `Sleep` command.
+    Sleep { id: InvocationId, completion_id: u32 },
+}
+
+/// The retry policy of one handler: config defaults with the manifest's overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub initial_interval: std::time::Duration,
+    pub factor: f64,
+    pub max_interval: std::time::Duration,
+    /// Attempts in all; `None` = unlimited.
+    pub max_attempts: Option<u32>,
+    /// End the invocation (instead of pausing it) when the attempts are used up.
+    pub kill_on_max_attempts: bool,
+}

@@ -1,0 +1,830 @@
+//! The partition state machine: applies one log record to the partition store.
+//!
+//! Pure: its inputs are the record and the store, its outputs are writes (into the [`Txn`])
+//! and [`Action`]s for the leader. No clock, randomness or I/O: two replicas that apply the
+//! same records end with the same bytes.
+
+use std::ops::RangeInclusive;
+
+use bytes::Bytes;
+use prost::Message as _;
+use restate_partition_store::{Key, PartitionStoreError, TableKind, Txn, read_u64};
+use restate_service_protocol::{MessageType, proto};
+use restate_types::InvocationId;
+use restate_types::metadata::Lsn;
+
+use crate::model::{
+    InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, ResponseSink, Timer,
+};
+use crate::wal::{Command, Effect, Envelope, OutboxMessage, ResolvedCall};
+
+/// Keys of the fsm table.
+pub mod fsm {
+    pub const APPLIED_LSN: u8 = 0;
+    pub const LEADER_EPOCH: u8 = 1;
+    pub const NEXT_INBOX_SEQ: u8 = 2;
+    pub const NEXT_TIMER_SEQ: u8 = 3;
+    pub const NEXT_OUTBOX_SEQ: u8 = 4;
+}
+
+/// What the leader does after a record is applied (followers ignore all of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start an attempt of this invocation.
+    Invoke(InvocationId),
+    /// A notification was appended: deliver it live to a running attempt.
+    Notify {
+        id: InvocationId,
+        index: u32,
+        message_type: u16,
+        payload: Bytes,
+    },
+    /// Stop the running attempt (the invocation ended or paused).
+    Abort(InvocationId),
+    RegisterTimer {
+        wake_up: u64,
+        seq: u64,
+    },
+    /// A message is waiting in the outbox.
+    Outbox {
+        seq: u64,
+    },
+    IngressResponse {
+        request_id: u128,
+        id: InvocationId,
+        result: InvocationResult,
+    },
+    /// A leader announced itself with this epoch.
+    LeaderAnnounced {
+        epoch: u64,
+        node: u32,
+    },
+}
+
+pub type ApplyResult<T> = Result<T, PartitionStoreError>;
+
+/// The state machine of one partition.
+pub struct StateMachine {
+    pub partition_id: u16,
+    pub key_range: RangeInclusive<u64>,
+}
+
+fn fsm_key(id: u8) -> Key {
+    Key::new(TableKind::Fsm).u8(id)
+}
+
+pub fn status_key(id: &InvocationId) -> Key {
+    Key::new(TableKind::InvocationStatus).invocation(id)
+}
+
+pub fn journal_prefix(id: &InvocationId) -> Key {
+    Key::new(TableKind::Journal).invocation(id)
+}
+
+pub fn journal_key(id: &InvocationId, index: u32) -> Key {
+    journal_prefix(id).u32(index)
+}
+
+fn completion_key(id: &InvocationId, completion_id: u32) -> Key {
+    Key::new(TableKind::JournalNotification)
+        .invocation(id)
+        .u8(b'c')
+        .u32(completion_id)
+}
+
+fn signal_key(id: &InvocationId, signal: u32) -> Key {
+    Key::new(TableKind::JournalNotification)
+        .invocation(id)
+        .u8(b's')
+        .u32(signal)
+}
+
+pub fn state_prefix(service: &str, key: &str) -> Key {
+    Key::new(TableKind::State).str(service).str(key)
+}
+
+fn lock_key(service: &str, key: &str) -> Key {
+    Key::new(TableKind::ServiceLock).str(service).str(key)
+}
+
+fn inbox_prefix(service: &str, key: &str) -> Key {
+    Key::new(TableKind::Inbox).str(service).str(key)
+}
+
+pub fn timer_key(wake_up: u64, seq: u64) -> Key {
+    Key::new(TableKind::Timer).u64(wake_up).u64(seq)
+}
+
+pub fn outbox_key(seq: u64) -> Key {
+    Key::new(TableKind::Outbox).u64(seq)
+}
+
+/// A stored journal entry: type code (big-endian) then the protobuf payload.
+pub fn encode_entry(message_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(2 + payload.len());
+    bytes.extend_from_slice(&message_type.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Option<(u16, Bytes)> {
+    let ty = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
+    Some((ty, Bytes::copy_from_slice(&bytes[2..])))
+}
+
+/// The applied LSN as stored.
+pub fn applied_lsn(txn: &Txn<'_>) -> ApplyResult<Lsn> {
+    Ok(txn.get::<u64>(&fsm_key(fsm::APPLIED_LSN))?.unwrap_or(0))
+}
+
+pub fn leader_epoch(txn: &Txn<'_>) -> ApplyResult<u64> {
+    Ok(txn.get::<u64>(&fsm_key(fsm::LEADER_EPOCH))?.unwrap_or(0))
+}
+
+fn next_seq(txn: &mut Txn<'_>, counter: u8) -> ApplyResult<u64> {
+    let seq = txn.get::<u64>(&fsm_key(counter))?.unwrap_or(1);
+    txn.put(fsm_key(counter), &(seq + 1));
+    Ok(seq)
+}
+
+fn failure_of(result: &InvocationResult) -> Option<proto::Failure> {
+    match result {
+        InvocationResult::Success(_) => None,
+        InvocationResult::Failure { code, message } => Some(proto::Failure {
+            code: u32::from(*code),
+            message: message.clone(),
+            metadata: Vec::new(),
+        }),
+    }
+}
+
+impl StateMachine {
+    /// Applies the record at `lsn`; the applied LSN is written into the same transaction.
+    pub fn apply(&self, txn: &mut Txn<'_>, lsn: Lsn, envelope: Envelope, actions: &mut Vec<Action>) -> ApplyResult<()> {
+        txn.put(fsm_key(fsm::APPLIED_LSN), &lsn);
+        if let Some(epoch) = envelope.leader_epoch
+            && epoch < leader_epoch(txn)?
+        {
+            // A deposed leader's proposal: the current leader redoes whatever it was about.
+            return Ok(());
+        }
+        if let Some(dedup) = envelope.dedup {
+            let key = Key::new(TableKind::Dedup).u16(dedup.producer);
+            if txn.get::<u64>(&key)?.is_some_and(|last| dedup.seq <= last) {
+                return Ok(());
+            }
+            txn.put(key, &dedup.seq);
+        }
+        let now = envelope.timestamp;
+        match envelope.command {
+            Command::AnnounceLeader { epoch, node } => {
+                if epoch > leader_epoch(txn)? {
+                    txn.put(fsm_key(fsm::LEADER_EPOCH), &epoch);
+                    actions.push(Action::LeaderAnnounced { epoch, node });
+                }
+            }
+            Command::Invoke(request) => self.invoke(txn, *request, now, actions)?,
+            Command::InvokerEffect { id, effect } => self.effect(txn, id, effect, now, actions)?,
+            Command::FireTimer { wake_up, seq } => self.fire_timer(txn, wake_up, seq, now, actions)?,
+            Command::InvocationResponse {
+                id,
+                completion_id,
+                result,
+            } => self.call_completed(txn, id, completion_id, result, now, actions)?,
+            Command::TruncateOutbox { up_to } => {
+                for (key, _) in txn.scan_raw(TableKind::Outbox.prefix())? {
+                    if read_u64(&key, 2).is_some_and(|seq| seq <= up_to) {
+                        txn.delete(Key::new(TableKind::Outbox).raw(&key[2..]));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn invoke(
+        &self,
+        txn: &mut Txn<'_>,
+        request: InvokeRequest,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let id = request.id;
+        if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? {
+            // The same invocation again (a retried delivery): wait for the one that exists.
+            if let Some(sink) = request.response_sink
+                && !status.sinks.contains(&sink)
+            {
+                status.sinks.push(sink);
+                txn.put(status_key(&id), &status);
+            }
+            return Ok(());
+        }
+        let input = proto::InputCommandMessage {
+            headers: request
+                .headers
+                .iter()
+                .map(|(key, value)| proto::Header {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            value: Some(proto::Value {
+                content: Bytes::from(request.argument),
+            }),
+            name: String::new(),
+        };
+        txn.put_raw(
+            journal_key(&id, 0),
+            encode_entry(MessageType::InputCommand.code(), &input.encode_to_vec()),
+        );
+        let mut status = InvocationStatus {
+            target: request.target,
+            phase: Phase::Scheduled,
+            sinks: request.response_sink.into_iter().collect(),
+            journal_length: 1,
+            commands: 1,
+            pinned: None,
+            created_at: now,
+            journal_modified_at: now,
+            execution_time: request.execution_time,
+            output: None,
+            last_failure: None,
+        };
+        match request.execution_time {
+            Some(at) if at > now => {
+                let seq = next_seq(txn, fsm::NEXT_TIMER_SEQ)?;
+                txn.put(timer_key(at, seq), &Timer::Invoke(id));
+                actions.push(Action::RegisterTimer { wake_up: at, seq });
+                txn.put(status_key(&id), &status);
+            }
+            _ => self.start_or_inbox(txn, id, &mut status, actions)?,
+        }
+        Ok(())
+    }
+
+    /// Runs the invocation, or queues it behind the lock of its virtual object key.
+    fn start_or_inbox(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: &mut InvocationStatus,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        if status.target.is_exclusive() {
+            let key = status.target.key.clone().unwrap_or_default();
+            let lock = lock_key(&status.target.service, &key);
+            if txn.contains(&lock)? {
+                let seq = next_seq(txn, fsm::NEXT_INBOX_SEQ)?;
+                txn.put(inbox_prefix(&status.target.service, &key).u64(seq), &id);
+                status.phase = Phase::Inboxed { seq };
+                txn.put(status_key(&id), status);
+                return Ok(());
+            }
+            txn.put(lock, &id);
+        }
+        status.phase = Phase::Invoked;
+        txn.put(status_key(&id), status);
+        actions.push(Action::Invoke(id));
+        Ok(())
+    }
+
+    fn effect(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        effect: Effect,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            return Ok(());
+        };
+        if status.phase != Phase::Invoked {
+            // A late effect of an attempt that no longer counts (suspended, paused).
+            return Ok(());
+        }
+        match effect {
+            Effect::Pin {
+                deployment_id,
+                protocol_version,
+            } => {
+                if status.pinned.is_none() {
+                    status.pinned = Some(PinnedDeployment {
+                        deployment_id,
+                        protocol_version,
+                    });
+                    txn.put(status_key(&id), &status);
+                }
+            }
+            Effect::Entry {
+                message_type,
+                payload,
+                call,
+            } => {
+                self.entry(
+                    txn,
+                    id,
+                    &mut status,
+                    message_type,
+                    Bytes::from(payload),
+                    call,
+                    now,
+                    actions,
+                )?;
+                // `entry` may have completed the status already through an inline response.
+                if txn.contains(&status_key(&id))? {
+                    txn.put(status_key(&id), &status);
+                }
+            }
+            Effect::Suspend { completions, signals } => {
+                let mut resolved = false;
+                for completion in &completions {
+                    resolved |= txn.contains(&completion_key(&id, *completion))?;
+                }
+                for signal in &signals {
+                    resolved |= txn.contains(&signal_key(&id, *signal))?;
+                }
+                if resolved {
+                    actions.push(Action::Invoke(id));
+                } else {
+                    status.phase = Phase::Suspended { completions, signals };
+                }
+                txn.put(status_key(&id), &status);
+            }
+            Effect::End => {
+                let result = status.output.clone().unwrap_or(InvocationResult::Failure {
+                    code: 571,
+                    message: "the handler ended without an output".into(),
+                });
+                self.complete(txn, id, status, result, now, actions)?;
+            }
+            Effect::AttemptFailed { attempt, code, message } => {
+                status.last_failure = Some(LastFailure {
+                    at: now,
+                    attempt,
+                    code,
+                    message,
+                });
+                txn.put(status_key(&id), &status);
+            }
+            Effect::Pause => {
+                status.phase = Phase::Paused;
+                txn.put(status_key(&id), &status);
+                actions.push(Action::Abort(id));
+            }
+            Effect::Fail { code, message } => {
+                actions.push(Action::Abort(id));
+                self.complete(
+                    txn,
+                    id,
+                    status,
+                    InvocationResult::Failure { code, message },
+                    now,
+                    actions,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a journal entry the SDK sent and applies what it means.
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: &mut InvocationStatus,
+        message_type: u16,
+        payload: Bytes,
+        call: Option<ResolvedCall>,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let ty = MessageType::from_code(message_type);
+        let index = status.journal_length;
+        txn.put_raw(journal_key(&id, index), encode_entry(message_type, &payload));
+        status.journal_length += 1;
+        status.journal_modified_at = now;
+        if ty.is_command() {
+            status.commands += 1;
+        }
+        let state_of = |status: &InvocationStatus| {
+            (
+                status.target.service.clone(),
+                status.target.key.clone().unwrap_or_default(),
+            )
+        };
+        match ty {
+            MessageType::OutputCommand => {
+                if let Ok(output) = proto::OutputCommandMessage::decode(payload) {
+                    status.output = Some(match output.result {
+                        Some(proto::output_command_message::Result::Value(value)) => {
+                            InvocationResult::Success(value.content.to_vec())
+                        }
+                        Some(proto::output_command_message::Result::Failure(failure)) => InvocationResult::Failure {
+                            code: u16::try_from(failure.code).unwrap_or(500),
+                            message: failure.message,
+                        },
+                        None => InvocationResult::Success(Vec::new()),
+                    });
+                }
+            }
+            MessageType::SetStateCommand if status.target.can_write_state() => {
+                if let Ok(set) = proto::SetStateCommandMessage::decode(payload) {
+                    let (service, key) = state_of(status);
+                    let value = set.value.map(|v| v.content.to_vec()).unwrap_or_default();
+                    txn.put_raw(state_prefix(&service, &key).raw(&set.key), value);
+                }
+            }
+            MessageType::ClearStateCommand if status.target.can_write_state() => {
+                if let Ok(clear) = proto::ClearStateCommandMessage::decode(payload) {
+                    let (service, key) = state_of(status);
+                    txn.delete(state_prefix(&service, &key).raw(&clear.key));
+                }
+            }
+            MessageType::ClearAllStateCommand if status.target.can_write_state() => {
+                let (service, key) = state_of(status);
+                txn.delete_prefix(state_prefix(&service, &key).as_bytes())?;
+            }
+            MessageType::GetLazyStateCommand => {
+                if let Ok(get) = proto::GetLazyStateCommandMessage::decode(payload) {
+                    let (service, key) = state_of(status);
+                    let value = match status.target.can_read_state() {
+                        true => txn.get_raw(state_prefix(&service, &key).raw(&get.key).as_bytes())?,
+                        false => None,
+                    };
+                    let result = match value {
+                        Some(value) => {
+                            proto::get_lazy_state_completion_notification_message::Result::Value(proto::Value {
+                                content: Bytes::from(value),
+                            })
+                        }
+                        None => proto::get_lazy_state_completion_notification_message::Result::Void(proto::Void {}),
+                    };
+                    let notification = proto::GetLazyStateCompletionNotificationMessage {
+                        completion_id: get.result_completion_id,
+                        result: Some(result),
+                    };
+                    self.notify(
+                        txn,
+                        id,
+                        status,
+                        MessageType::GetLazyStateCompletionNotification,
+                        notification.encode_to_vec(),
+                        Some(get.result_completion_id),
+                        now,
+                        actions,
+                    )?;
+                }
+            }
+            MessageType::GetLazyStateKeysCommand => {
+                if let Ok(get) = proto::GetLazyStateKeysCommandMessage::decode(payload) {
+                    let (service, key) = state_of(status);
+                    let prefix = state_prefix(&service, &key);
+                    let keys = match status.target.can_read_state() {
+                        true => txn
+                            .scan_raw(prefix.as_bytes())?
+                            .into_iter()
+                            .map(|(k, _)| Bytes::copy_from_slice(&k[prefix.as_bytes().len()..]))
+                            .collect(),
+                        false => Vec::new(),
+                    };
+                    let notification = proto::GetLazyStateKeysCompletionNotificationMessage {
+                        completion_id: get.result_completion_id,
+                        state_keys: Some(proto::StateKeys { keys }),
+                    };
+                    self.notify(
+                        txn,
+                        id,
+                        status,
+                        MessageType::GetLazyStateKeysCompletionNotification,
+                        notification.encode_to_vec(),
+                        Some(get.result_completion_id),
+                        now,
+                        actions,
+                    )?;
+                }
+            }
+            MessageType::SleepCommand => {
+                if let Ok(sleep) = proto::SleepCommandMessage::decode(payload) {
+                    let seq = next_seq(txn, fsm::NEXT_TIMER_SEQ)?;
+                    txn.put(
+                        timer_key(sleep.wake_up_time, seq),
+                        &Timer::Sleep {
+                            id,
+                            completion_id: sleep.result_completion_id,
+                        },
+                    );
+                    actions.push(Action::RegisterTimer {
+                        wake_up: sleep.wake_up_time,
+                        seq,
+                    });
+                }
+            }
+            MessageType::CallCommand => {
+                if let (Ok(command), Some(call)) = (proto::CallCommandMessage::decode(payload), call) {
+                    self.call_id_notification(
+                        txn,
+                        id,
+                        status,
+                        command.invocation_id_notification_idx,
+                        &call,
+                        now,
+                        actions,
+                    )?;
+                    let request = InvokeRequest {
+                        id: call.callee,
+                        target: call.target,
+                        argument: command.parameter.to_vec(),
+                        headers: command.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                        execution_time: None,
+                        response_sink: Some(ResponseSink::Invocation {
+                            caller: id,
+                            completion_id: command.result_completion_id,
+                        }),
+                    };
+                    self.route(
+                        txn,
+                        request.id.partition_key,
+                        Command::Invoke(Box::new(request)),
+                        now,
+                        actions,
+                    )?;
+                }
+            }
+            MessageType::OneWayCallCommand => {
+                if let (Ok(command), Some(call)) = (proto::OneWayCallCommandMessage::decode(payload), call) {
+                    self.call_id_notification(
+                        txn,
+                        id,
+                        status,
+                        command.invocation_id_notification_idx,
+                        &call,
+                        now,
+                        actions,
+                    )?;
+                    let request = InvokeRequest {
+                        id: call.callee,
+                        target: call.target,
+                        argument: command.parameter.to_vec(),
+                        headers: command.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                        execution_time: (command.invoke_time > now).then_some(command.invoke_time),
+                        response_sink: None,
+                    };
+                    self.route(
+                        txn,
+                        request.id.partition_key,
+                        Command::Invoke(Box::new(request)),
+                        now,
+                        actions,
+                    )?;
+                }
+            }
+            MessageType::RunCompletionNotification => {
+                if let Ok(completion) = proto::RunCompletionNotificationMessage::decode(payload.clone()) {
+                    txn.put(completion_key(&id, completion.completion_id), &index);
+                    actions.push(Action::Notify {
+                        id,
+                        index,
+                        message_type,
+                        payload,
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_id_notification(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: &mut InvocationStatus,
+        completion_id: u32,
+        call: &ResolvedCall,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let notification = proto::CallInvocationIdCompletionNotificationMessage {
+            completion_id,
+            invocation_id: call.callee.to_string(),
+        };
+        self.notify(
+            txn,
+            id,
+            status,
+            MessageType::CallInvocationIdCompletionNotification,
+            notification.encode_to_vec(),
+            Some(completion_id),
+            now,
+            actions,
+        )
+    }
+
+    /// Appends a notification to the journal, delivers it live and resumes a suspended
+    /// invocation that waits for it.
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: &mut InvocationStatus,
+        ty: MessageType,
+        payload: Vec<u8>,
+        completion_id: Option<u32>,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let index = status.journal_length;
+        txn.put_raw(journal_key(&id, index), encode_entry(ty.code(), &payload));
+        status.journal_length += 1;
+        status.journal_modified_at = now;
+        if let Some(completion_id) = completion_id {
+            txn.put(completion_key(&id, completion_id), &index);
+        }
+        actions.push(Action::Notify {
+            id,
+            index,
+            message_type: ty.code(),
+            payload: Bytes::from(payload),
+        });
+        if let Phase::Suspended { completions, .. } = &status.phase
+            && completion_id.is_some_and(|c| completions.contains(&c))
+        {
+            status.phase = Phase::Invoked;
+            actions.push(Action::Invoke(id));
+        }
+        Ok(())
+    }
+
+    /// Applies a command here when the key is ours, else queues it in the outbox.
+    fn route(
+        &self,
+        txn: &mut Txn<'_>,
+        partition_key: u64,
+        command: Command,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        if self.key_range.contains(&partition_key) {
+            return match command {
+                Command::Invoke(request) => self.invoke(txn, *request, now, actions),
+                Command::InvocationResponse {
+                    id,
+                    completion_id,
+                    result,
+                } => self.call_completed(txn, id, completion_id, result, now, actions),
+                _ => Ok(()),
+            };
+        }
+        let seq = next_seq(txn, fsm::NEXT_OUTBOX_SEQ)?;
+        txn.put(outbox_key(seq), &OutboxMessage { partition_key, command });
+        actions.push(Action::Outbox { seq });
+        Ok(())
+    }
+
+    fn fire_timer(
+        &self,
+        txn: &mut Txn<'_>,
+        wake_up: u64,
+        seq: u64,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let key = timer_key(wake_up, seq);
+        let Some(timer) = txn.get::<Timer>(&key)? else {
+            return Ok(());
+        };
+        txn.delete(key);
+        match timer {
+            Timer::Invoke(id) => {
+                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                    && status.phase == Phase::Scheduled
+                {
+                    self.start_or_inbox(txn, id, &mut status, actions)?;
+                }
+            }
+            Timer::Sleep { id, completion_id } => {
+                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? {
+                    let notification = proto::SleepCompletionNotificationMessage {
+                        completion_id,
+                        void: Some(proto::Void {}),
+                    };
+                    self.notify(
+                        txn,
+                        id,
+                        &mut status,
+                        MessageType::SleepCompletionNotification,
+                        notification.encode_to_vec(),
+                        Some(completion_id),
+                        now,
+                        actions,
+                    )?;
+                    txn.put(status_key(&id), &status);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn call_completed(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        completion_id: u32,
+        result: InvocationResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            return Ok(());
+        };
+        if txn.contains(&completion_key(&id, completion_id))? {
+            return Ok(());
+        }
+        let notification = proto::CallCompletionNotificationMessage {
+            completion_id,
+            result: Some(match failure_of(&result) {
+                Some(failure) => proto::call_completion_notification_message::Result::Failure(failure),
+                None => {
+                    let InvocationResult::Success(value) = result else {
+                        return Ok(());
+                    };
+                    proto::call_completion_notification_message::Result::Value(proto::Value {
+                        content: Bytes::from(value),
+                    })
+                }
+            }),
+        };
+        self.notify(
+            txn,
+            id,
+            &mut status,
+            MessageType::CallCompletionNotification,
+            notification.encode_to_vec(),
+            Some(completion_id),
+            now,
+            actions,
+        )?;
+        txn.put(status_key(&id), &status);
+        Ok(())
+    }
+
+    /// Ends the invocation: answers everyone waiting, frees its rows and its lock.
+    fn complete(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: InvocationStatus,
+        result: InvocationResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        txn.delete(status_key(&id));
+        txn.delete_prefix(journal_prefix(&id).as_bytes())?;
+        txn.delete_prefix(Key::new(TableKind::JournalNotification).invocation(&id).as_bytes())?;
+        for sink in &status.sinks {
+            match sink {
+                ResponseSink::Ingress { request_id } => actions.push(Action::IngressResponse {
+                    request_id: *request_id,
+                    id,
+                    result: result.clone(),
+                }),
+                ResponseSink::Invocation { caller, completion_id } => {
+                    let command = Command::InvocationResponse {
+                        id: *caller,
+                        completion_id: *completion_id,
+                        result: result.clone(),
+                    };
+                    self.route(txn, caller.partition_key, command, now, actions)?;
+                }
+            }
+        }
+        if status.target.is_exclusive() {
+            let key = status.target.key.clone().unwrap_or_default();
+            let lock = lock_key(&status.target.service, &key);
+            if txn.get::<InvocationId>(&lock)? == Some(id) {
+                txn.delete(lock);
+                let inbox = inbox_prefix(&status.target.service, &key);
+                if let Some((entry, next)) = txn.first_raw(inbox.as_bytes())? {
+                    txn.delete(Key::new(TableKind::Inbox).raw(&entry[2..]));
+                    let next: InvocationId = postcard::from_bytes(&next).map_err(|e| PartitionStoreError::Corrupt {
+                        table: "ib".into(),
+                        reason: e.to_string(),
+                    })?;
+                    if let Some(mut next_status) = txn.get::<InvocationStatus>(&status_key(&next))? {
+                        self.start_or_inbox(txn, next, &mut next_status, actions)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;

@@ -1,0 +1,282 @@
+//! The state machine as a pure function: records in, store bytes and actions out.
+
+use bytes::Bytes;
+use prost::Message as _;
+use restate_partition_store::{PartitionStore, PartitionStores};
+use restate_service_protocol::{MessageType, proto};
+use restate_types::InvocationId;
+use restate_types::manifest::{HandlerType, ServiceType};
+
+use super::*;
+use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink};
+use crate::wal::{Command, Effect, Envelope, ResolvedCall};
+
+fn machine() -> StateMachine {
+    StateMachine {
+        partition_id: 0,
+        key_range: 0..=u64::MAX,
+    }
+}
+
+fn counter(key: &str) -> InvocationTarget {
+    InvocationTarget {
+        service: "Counter".into(),
+        handler: "add".into(),
+        key: Some(key.into()),
+        service_type: ServiceType::VirtualObject,
+        handler_type: HandlerType::Exclusive,
+    }
+}
+
+fn greeter() -> InvocationTarget {
+    InvocationTarget {
+        service: "Greeter".into(),
+        handler: "greet".into(),
+        key: None,
+        service_type: ServiceType::Service,
+        handler_type: HandlerType::Shared,
+    }
+}
+
+fn id(n: u128, key: &str) -> InvocationId {
+    InvocationId {
+        partition_key: restate_types::partition_key_of(key.as_bytes()),
+        uuid: n,
+    }
+}
+
+fn record(timestamp: u64, command: Command) -> Envelope {
+    Envelope {
+        timestamp,
+        leader_epoch: None,
+        dedup: None,
+        command,
+    }
+}
+
+fn invoke(id: InvocationId, target: InvocationTarget, sink: u128) -> Envelope {
+    record(
+        1_000,
+        Command::Invoke(Box::new(InvokeRequest {
+            id,
+            target,
+            argument: b"5".to_vec(),
+            headers: vec![("x".into(), "y".into())],
+            execution_time: None,
+            response_sink: Some(ResponseSink::Ingress { request_id: sink }),
+        })),
+    )
+}
+
+fn entry<M: prost::Message>(id: InvocationId, ty: MessageType, message: M) -> Envelope {
+    record(
+        2_000,
+        Command::InvokerEffect {
+            id,
+            effect: Effect::Entry {
+                message_type: ty.code(),
+                payload: message.encode_to_vec(),
+                call: None,
+            },
+        },
+    )
+}
+
+fn output(id: InvocationId, value: &[u8]) -> Envelope {
+    entry(
+        id,
+        MessageType::OutputCommand,
+        proto::OutputCommandMessage {
+            result: Some(proto::output_command_message::Result::Value(proto::Value {
+                content: Bytes::copy_from_slice(value),
+            })),
+            name: String::new(),
+        },
+    )
+}
+
+fn end(id: InvocationId) -> Envelope {
+    record(
+        3_000,
+        Command::InvokerEffect {
+            id,
+            effect: Effect::End,
+        },
+    )
+}
+
+/// Applies each record in its own transaction, like a processor reading one at a time.
+fn apply_all(store: &PartitionStore, records: &[Envelope]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (i, envelope) in records.iter().enumerate() {
+        let mut txn = store.txn();
+        machine()
+            .apply(&mut txn, i as u64 + 1, envelope.clone(), &mut actions)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    actions
+}
+
+fn open() -> (tempfile::TempDir, PartitionStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PartitionStores::open(dir.path(), [0]).unwrap().partition(0).unwrap();
+    (dir, store)
+}
+
+/// A log with locks, inbox, state, timers, calls and completions.
+fn scenario() -> Vec<Envelope> {
+    let (a, b) = (id(1, "alice"), id(2, "alice"));
+    let g = id(3, "x");
+    let callee = id(4, "y");
+    vec![
+        record(10, Command::AnnounceLeader { epoch: 1, node: 1 }),
+        invoke(a, counter("alice"), 11),
+        invoke(b, counter("alice"), 12),
+        entry(
+            a,
+            MessageType::SetStateCommand,
+            proto::SetStateCommandMessage {
+                key: Bytes::from_static(b"total"),
+                value: Some(proto::Value {
+                    content: Bytes::from_static(b"5"),
+                }),
+                name: String::new(),
+            },
+        ),
+        entry(
+            a,
+            MessageType::SleepCommand,
+            proto::SleepCommandMessage {
+                wake_up_time: 5_000,
+                result_completion_id: 1,
+                name: String::new(),
+            },
+        ),
+        record(
+            4_000,
+            Command::InvokerEffect {
+                id: a,
+                effect: Effect::Suspend {
+                    completions: vec![1],
+                    signals: vec![1],
+                },
+            },
+        ),
+        record(5_000, Command::FireTimer { wake_up: 5_000, seq: 1 }),
+        output(a, b"5"),
+        end(a),
+        invoke(g, greeter(), 13),
+        record(
+            6_000,
+            Command::InvokerEffect {
+                id: g,
+                effect: Effect::Entry {
+                    message_type: MessageType::CallCommand.code(),
+                    payload: proto::CallCommandMessage {
+                        service_name: "Greeter".into(),
+                        handler_name: "greet".into(),
+                        parameter: Bytes::from_static(b"\"Sam\""),
+                        invocation_id_notification_idx: 1,
+                        result_completion_id: 2,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                    call: Some(ResolvedCall {
+                        callee,
+                        target: greeter(),
+                    }),
+                },
+            },
+        ),
+        output(callee, b"\"Hello Sam!\""),
+        end(callee),
+    ]
+}
+
+#[test]
+fn replaying_the_same_log_twice_gives_identical_stores() {
+    let (_d1, first) = open();
+    let (_d2, second) = open();
+    let actions_first = apply_all(&first, &scenario());
+    let actions_second = apply_all(&second, &scenario());
+    assert_eq!(actions_first, actions_second);
+    let dump = first.dump().unwrap();
+    assert!(!dump.is_empty());
+    assert_eq!(dump, second.dump().unwrap());
+}
+
+#[test]
+fn exclusive_handlers_queue_behind_the_key_lock_and_run_in_order() {
+    let (_dir, store) = open();
+    let (a, b) = (id(1, "alice"), id(2, "alice"));
+    let actions = apply_all(
+        &store,
+        &[invoke(a, counter("alice"), 1), invoke(b, counter("alice"), 2)],
+    );
+    assert_eq!(actions, vec![Action::Invoke(a)], "the second waits in the inbox");
+    let actions = apply_all(&store, &[invoke(a, counter("alice"), 1), output(a, b"5"), end(a)]);
+    assert!(actions.contains(&Action::IngressResponse {
+        request_id: 1,
+        id: a,
+        result: InvocationResult::Success(b"5".to_vec()),
+    }));
+    assert!(
+        actions.contains(&Action::Invoke(b)),
+        "ending the first starts the next in the inbox"
+    );
+}
+
+#[test]
+fn a_sleep_suspends_and_the_timer_resumes_it() {
+    let (_dir, store) = open();
+    let actions = apply_all(&store, &scenario()[..7]);
+    let a = id(1, "alice");
+    assert!(actions.contains(&Action::RegisterTimer { wake_up: 5_000, seq: 1 }));
+    // Invoke (start), then the timer's completion resumes the suspended invocation.
+    assert_eq!(actions.iter().filter(|a2| **a2 == Action::Invoke(a)).count(), 2);
+    let txn = store.txn();
+    let status: InvocationStatus = txn.get(&status_key(&a)).unwrap().unwrap();
+    assert_eq!(status.phase, Phase::Invoked);
+    assert_eq!(status.journal_length, 4, "input, set, sleep, sleep completion");
+}
+
+#[test]
+fn a_call_gets_its_callee_id_then_the_result() {
+    let (_dir, store) = open();
+    let records = scenario();
+    let actions = apply_all(&store, &records);
+    let g = id(3, "x");
+    let notified: Vec<u16> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Notify { id, message_type, .. } if *id == g => Some(*message_type),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notified,
+        vec![
+            MessageType::CallInvocationIdCompletionNotification.code(),
+            MessageType::CallCompletionNotification.code()
+        ]
+    );
+}
+
+#[test]
+fn effects_of_a_deposed_leader_are_ignored() {
+    let (_dir, store) = open();
+    let g = id(3, "x");
+    let mut stale = output(g, b"late");
+    stale.leader_epoch = Some(1);
+    apply_all(
+        &store,
+        &[
+            invoke(g, greeter(), 1),
+            record(1, Command::AnnounceLeader { epoch: 2, node: 1 }),
+            stale,
+        ],
+    );
+    let status: InvocationStatus = store.get(&status_key(&g)).unwrap().unwrap();
+    assert_eq!(status.journal_length, 1);
+}

@@ -1,0 +1,130 @@
+//! Log records of a partition: an envelope (when, which leader, dedup) around a command.
+//! Every change of partition state is one of these, applied by the state machine.
+
+use restate_types::InvocationId;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{InvocationResult, InvocationTarget, InvokeRequest};
+
+/// Bumped when the record layout changes incompatibly; a processor refuses newer records.
+pub const RECORD_FORMAT: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Time the proposer stamped (ms since the epoch): the state machine's only clock.
+    pub timestamp: u64,
+    /// Set on what a leader proposes; records of an older leader than the current are dropped.
+    pub leader_epoch: Option<u64>,
+    /// Set on messages from other partitions: applied once per (producer, sequence number).
+    pub dedup: Option<Dedup>,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dedup {
+    pub producer: u16,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A processor became leader with this epoch (from `pp_epoch_<id>` in metadata).
+    AnnounceLeader {
+        epoch: u64,
+        node: u32,
+    },
+    Invoke(Box<InvokeRequest>),
+    /// What an attempt of the leader's invoker produced.
+    InvokerEffect {
+        id: InvocationId,
+        effect: Effect,
+    },
+    /// A due timer, by its key.
+    FireTimer {
+        wake_up: u64,
+        seq: u64,
+    },
+    /// The result of a call, for the caller's `CallCompletion`.
+    InvocationResponse {
+        id: InvocationId,
+        completion_id: u32,
+        result: InvocationResult,
+    },
+    /// Outbox messages up to and including this sequence number were delivered.
+    TruncateOutbox {
+        up_to: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// The deployment and protocol version all attempts use (proposed before the first entry).
+    Pin {
+        deployment_id: u128,
+        protocol_version: u32,
+    },
+    /// A journal entry the SDK sent: a command, or a run completion it proposed.
+    Entry {
+        message_type: u16,
+        payload: Vec<u8>,
+        /// For `Call` and `OneWayCall`: the callee, resolved by the leader from the schema.
+        call: Option<ResolvedCall>,
+    },
+    Suspend {
+        completions: Vec<u32>,
+        signals: Vec<u32>,
+    },
+    End,
+    /// An attempt failed and will be retried (recorded for visibility).
+    AttemptFailed {
+        attempt: u32,
+        code: u16,
+        message: String,
+    },
+    /// Retries are exhausted (or the SDK asked): stop until resumed.
+    Pause,
+    /// End the invocation with this failure.
+    Fail {
+        code: u16,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedCall {
+    pub callee: InvocationId,
+    pub target: InvocationTarget,
+}
+
+/// A message for another partition, kept in the outbox until delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub partition_key: u64,
+    pub command: Command,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![RECORD_FORMAT];
+        // Our own types always serialize.
+        bytes.extend(postcard::to_stdvec(self).unwrap_or_default());
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+            Some((format, _)) => Err(format!(
+                "record format {format} is not known to this version (it reads format {RECORD_FORMAT})"
+            )),
+            None => Err("empty record".into()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for stamping proposals.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
