@@ -68,6 +68,7 @@ const runner = restate.service({
     sleepThenEffect: async (ctx, { tag, ms }) => {
       await appendTag(ctx, tag);
       await ctx.sleep(ms);
+      await appendTag(ctx, `${tag}:done`);
       return tag;
     },
   },

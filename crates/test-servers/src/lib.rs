@@ -284,9 +284,37 @@ impl Drop for Moto {
 /// An example SDK service of `examples/` (installed by `scripts/deps.sh test`) on a free
 /// port; killed on drop.
 pub struct SdkService {
-    child: Child,
+    child: Option<Child>,
+    launch: Launch,
     /// `http://127.0.0.1:port`.
     pub uri: String,
+}
+
+/// How to start (and restart) a service process.
+struct Launch {
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    dir: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+    what: &'static str,
+}
+
+impl Launch {
+    fn spawn(&self) -> Child {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.what));
+        wait_for_port(self.port, self.what, &mut child);
+        child
+    }
 }
 
 impl SdkService {
@@ -294,8 +322,7 @@ impl SdkService {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
     }
 
-    /// `examples/typescript/service.js` under Node (h2c only).
-    pub fn typescript() -> Self {
+    fn node_script(script: &str, env: Vec<(String, String)>, what: &'static str) -> Self {
         let dir = Self::examples().join("typescript");
         assert!(
             dir.join("node_modules/@restatedev/restate-sdk").exists(),
@@ -303,16 +330,31 @@ impl SdkService {
             dir.display()
         );
         let port = free_port();
-        let mut command = Command::new("node");
-        command
-            .arg("service.js")
-            .current_dir(&dir)
-            .env("PORT", port.to_string());
-        Self::start(command, port, "the TypeScript example service")
+        let mut env = env;
+        env.push(("PORT".into(), port.to_string()));
+        Self::launch(Launch {
+            program: "node".into(),
+            args: vec![script.into()],
+            dir,
+            env,
+            port,
+            what,
+        })
     }
 
-    /// `examples/python/service.py` under hypercorn (h2c and HTTP/1.1).
-    pub fn python() -> Self {
+    /// `examples/typescript/service.js` under Node (h2c only).
+    pub fn typescript() -> Self {
+        Self::node_script("service.js", Vec::new(), "the TypeScript example service")
+    }
+
+    /// `examples/typescript/scenarios.js`: the test scenarios; `ctx.run` side effects append
+    /// lines to `side_effects`.
+    pub fn typescript_scenarios(side_effects: &Path) -> Self {
+        let env = vec![("SIDE_EFFECT_FILE".into(), side_effects.display().to_string())];
+        Self::node_script("scenarios.js", env, "the TypeScript scenario service")
+    }
+
+    fn hypercorn(module: &str, what: &'static str) -> Self {
         let dir = Self::examples().join("python");
         let hypercorn = dir.join(".venv/bin/hypercorn");
         assert!(
@@ -321,30 +363,65 @@ impl SdkService {
             dir.display()
         );
         let port = free_port();
-        let mut command = Command::new(hypercorn);
-        command
-            .args(["service:app", "--bind", &format!("127.0.0.1:{port}")])
-            .current_dir(&dir);
-        Self::start(command, port, "the Python example service")
+        Self::launch(Launch {
+            program: hypercorn,
+            args: vec![module.into(), "--bind".into(), format!("127.0.0.1:{port}")],
+            dir,
+            env: Vec::new(),
+            port,
+            what,
+        })
     }
 
-    fn start(mut command: Command, port: u16, what: &str) -> Self {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        wait_for_port(port, what, &mut child);
+    /// `examples/python/service.py` under hypercorn (h2c and HTTP/1.1).
+    pub fn python() -> Self {
+        Self::hypercorn("service:app", "the Python example service")
+    }
+
+    /// `examples/python/scenarios.py` under hypercorn (h2c and HTTP/1.1).
+    pub fn python_scenarios() -> Self {
+        Self::hypercorn("scenarios:app", "the Python scenario service")
+    }
+
+    /// A service binary (e.g. the Rust SDK test service) listening on `PORT`.
+    pub fn binary(program: &Path, what: &'static str) -> Self {
+        let port = free_port();
+        Self::launch(Launch {
+            program: program.to_path_buf(),
+            args: Vec::new(),
+            dir: std::env::temp_dir(),
+            env: vec![("PORT".into(), port.to_string())],
+            port,
+            what,
+        })
+    }
+
+    fn launch(launch: Launch) -> Self {
+        let child = launch.spawn();
         Self {
-            child,
-            uri: format!("http://127.0.0.1:{port}"),
+            uri: format!("http://127.0.0.1:{}", launch.port),
+            child: Some(child),
+            launch,
         }
+    }
+
+    /// Kills the process (the deployment is down until [`Self::restart`]).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Some(self.launch.spawn());
     }
 }
 
 impl Drop for SdkService {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
