@@ -68,6 +68,12 @@ impl Client {
             .await
     }
 
+    /// POST without a body (handlers that take no input).
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<Answer> {
+        self.request(reqwest::Method::POST, &format!("{}{path}", self.ingress), None)
+            .await
+    }
+
     /// Registers a deployment, retrying while the node is still starting.
     pub async fn register(&self, body: Value) -> anyhow::Result<Value> {
         let deadline = Instant::now() + START_TIMEOUT;

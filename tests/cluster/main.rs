@@ -11,4 +11,5 @@ mod invocations;
 mod metadata;
 mod migration;
 mod operator;
+mod sdk_rust;
 mod single_node;

@@ -116,6 +116,54 @@ impl Bifrost {
             .ok_or_else(|| BifrostError::Unavailable(format!("log {log_id} vanished")))
     }
 
+    /// Creates every missing log of `log_ids` in one change of `bifrost_config` (a node
+    /// starting many partitions would otherwise race itself log by log).
+    pub async fn create_logs(&self, log_ids: &[u32]) -> Result<(), BifrostError> {
+        self.forget_logs();
+        let logs = self.logs().await?;
+        let missing: Vec<u32> = log_ids
+            .iter()
+            .copied()
+            .filter(|id| !logs.logs.contains_key(id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut chains = Vec::with_capacity(missing.len());
+        for log_id in &missing {
+            let first = Segment {
+                index: 0,
+                base_lsn: FIRST_LSN,
+                loglet: self.new_loglet(&logs.default_provider, *log_id, 0).await?,
+                created_at_millis: now_millis(),
+            };
+            chains.push((
+                *log_id,
+                Chain {
+                    segments: vec![first],
+                    trim_point: FIRST_LSN,
+                },
+            ));
+        }
+        self.update_logs(|logs| {
+            let mut changed = false;
+            for (log_id, chain) in &chains {
+                if !logs.logs.contains_key(log_id) {
+                    logs.logs.insert(*log_id, chain.clone());
+                    changed = true;
+                }
+            }
+            Ok(changed)
+        })
+        .await?;
+        tracing::info!(
+            logs = missing.len(),
+            provider = logs.default_provider.kind(),
+            "created logs"
+        );
+        Ok(())
+    }
+
     /// Params of a new segment from the default provider, with this node as its sequencer.
     async fn new_loglet(
         &self,

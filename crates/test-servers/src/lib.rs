@@ -383,14 +383,16 @@ impl SdkService {
         Self::hypercorn("scenarios:app", "the Python scenario service")
     }
 
-    /// A service binary (e.g. the Rust SDK test service) listening on `PORT`.
-    pub fn binary(program: &Path, what: &'static str) -> Self {
+    /// A service binary (e.g. the Rust SDK test service) listening on `PORT`, with `env`.
+    pub fn binary(program: &Path, env: &[(&str, &str)], what: &'static str) -> Self {
         let port = free_port();
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        env.push(("PORT".into(), port.to_string()));
         Self::launch(Launch {
             program: program.to_path_buf(),
             args: Vec::new(),
             dir: std::env::temp_dir(),
-            env: vec![("PORT".into(), port.to_string())],
+            env,
             port,
             what,
         })

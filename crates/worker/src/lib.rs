@@ -75,6 +75,11 @@ impl Worker {
             .iter()
             .map(|p| (p.id, p.key_range_start..=p.key_range_end))
             .collect();
+        let log_ids: Vec<u32> = table.partitions.iter().map(|p| u32::from(p.id)).collect();
+        if let Err(error) = bifrost.create_logs(&log_ids).await {
+            // Each log is still created on its first append.
+            tracing::warn!(%error, "cannot create the partition logs up front");
+        }
         let ctx = Arc::new(ctx);
         let cancel = CancellationToken::new();
         let mut tasks = vec![ctx.schema.spawn_refresher(cancel.clone())];
