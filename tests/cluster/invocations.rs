@@ -266,6 +266,32 @@ async fn typescript_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
     assert!(delayed.json()["executionTime"].is_string(), "{}", delayed.body);
     wait_for_side_effect(&effects, "delayed-1", CALL_TIMEOUT).await?;
     assert!(sent_at.elapsed() >= Duration::from_millis(900));
+
+    // Operators see the partitions and the invocation counters.
+    let status = restate_cluster_tests::restatectl_json(&["--address", &node.fabric_url(), "status", "--json"]);
+    let partitions = status["partitions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(partitions.len(), 24, "{status}");
+    assert!(partitions.iter().all(|p| p["mode"] == json!("Leader")), "{status}");
+    assert!(
+        partitions.iter().any(|p| p["applied_lsn"].as_u64() > Some(1)),
+        "{status}"
+    );
+    let metrics = client
+        .request(reqwest::Method::GET, &format!("{}metrics", node.fabric_url()), None)
+        .await?
+        .body;
+    assert!(
+        metrics.contains("restate_invocations_total{outcome=\"succeeded\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("restate_invocations_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("restate_invocation_attempts_total{outcome=\"failed\"} 2"),
+        "{metrics}"
+    );
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub(crate) struct NodeContext {
     pub(crate) bifrost: Arc<std::sync::OnceLock<restate_bifrost::Bifrost>>,
     /// Set once the worker role started; the ingress submits invocations through it.
     pub(crate) worker: restate_ingress::WorkerSlot,
+    /// Invocation counters, shown on `/metrics`.
+    pub(crate) worker_metrics: restate_worker::WorkerMetrics,
 }
 
 impl NodeContext {

@@ -28,7 +28,7 @@ pub(crate) struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub(crate) fn new(health: NodeHealth) -> Self {
+    pub(crate) fn new(health: NodeHealth, worker: &restate_worker::WorkerMetrics) -> Self {
         let mut registry = Registry::with_prefix("restate");
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
@@ -45,6 +45,16 @@ impl NodeMetrics {
         );
         let alive = Gauge::default();
         registry.register("node_alive", "1 once every role of the node is ready", alive.clone());
+        registry.register(
+            "invocations",
+            "Invocations led on this node, by outcome (created, succeeded, failed)",
+            worker.invocations.clone(),
+        );
+        registry.register(
+            "invocation_attempts",
+            "Invocation attempts run on this node, by outcome (started, failed)",
+            worker.attempts.clone(),
+        );
         let role_ready = Family::<RoleLabels, Gauge>::default();
         registry.register("role_ready", "1 when the role is ready to serve", role_ready.clone());
         Self {

@@ -159,6 +159,7 @@ impl Node {
             log_server,
             bifrost: Arc::default(),
             worker: Arc::default(),
+            worker_metrics: restate_worker::WorkerMetrics::default(),
         });
         if let Some(fingerprint) = node_dir.marker.cluster_fingerprint {
             ctx.learn_fingerprint(fingerprint);
@@ -352,7 +353,7 @@ fn spawn_fabric(
         );
         services = services.add_service(cluster_ctrl.into_service());
     }
-    let metrics = Arc::new(NodeMetrics::new(ctx.health.clone()));
+    let metrics = Arc::new(NodeMetrics::new(ctx.health.clone(), &ctx.worker_metrics));
     let router = crate::fabric::router(
         ctx.health.clone(),
         ctx.view.clone(),

@@ -20,6 +20,29 @@ pub(crate) struct NodeCtlHandler {
 
 #[tonic::async_trait]
 impl NodeCtlSvc for NodeCtlHandler {
+    async fn get_partitions(
+        &self,
+        _request: Request<restate_proto::node_ctl::GetPartitionsRequest>,
+    ) -> Result<Response<restate_proto::node_ctl::GetPartitionsResponse>, Status> {
+        let partitions = match self.ctx.worker.get() {
+            Some(worker) => worker
+                .partitions()
+                .into_iter()
+                .map(|p| restate_proto::node_ctl::PartitionProcessorState {
+                    partition_id: u32::from(p.partition_id),
+                    applied_lsn: p.applied_lsn,
+                    is_leader: p.is_leader,
+                    leader_epoch: p.leader_epoch,
+                    failure: p.failure,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Response::new(restate_proto::node_ctl::GetPartitionsResponse {
+            partitions,
+        }))
+    }
+
     async fn get_ident(&self, _request: Request<GetIdentRequest>) -> Result<Response<IdentResponse>, Status> {
         let health = &self.ctx.health;
         let state = health.snapshot();

@@ -295,8 +295,14 @@ impl RoleService for WorkerRole {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("Bifrost is not running on this node"))?;
         let node_id = bifrost.me().id.0;
-        let worker =
-            restate_worker::Worker::start(&self.ctx.config, bifrost, self.ctx.metadata.clone(), node_id).await?;
+        let worker = restate_worker::Worker::start(
+            &self.ctx.config,
+            bifrost,
+            self.ctx.metadata.clone(),
+            node_id,
+            self.ctx.worker_metrics.clone(),
+        )
+        .await?;
         let _ = self.ctx.worker.set(worker.handle());
         self.worker = Some(worker);
         Ok(())

@@ -5,6 +5,7 @@
 mod appender;
 mod handle;
 mod invocation;
+mod metrics;
 pub mod model;
 mod processor;
 mod schema_cache;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use handle::{PartitionHandle, PartitionSnapshot, SubmitError, WorkerHandle};
+pub use metrics::WorkerMetrics;
 pub use processor::EpochMetadata;
 pub use schema_cache::SchemaCache;
 pub use settings::WorkerSettings;
@@ -54,6 +56,7 @@ impl Worker {
         bifrost: Bifrost,
         metadata: MetadataClient,
         node_id: u32,
+        metrics: WorkerMetrics,
     ) -> Result<Self, WorkerError> {
         let table = match metadata.get_json::<PartitionTable>(PARTITION_TABLE_KEY).await {
             Ok(Some((_, table))) => table,
@@ -70,6 +73,7 @@ impl Worker {
             .await
             .map_err(|e| WorkerError::Invoker(e.to_string()))??;
         let mut ctx = ProcessorCtx::new(config, bifrost.clone(), metadata, node_id).map_err(WorkerError::Invoker)?;
+        ctx.metrics = metrics;
         ctx.partitions = table
             .partitions
             .iter()

@@ -47,6 +47,7 @@ pub(crate) struct ProcessorCtx {
     pub concurrency: Arc<Semaphore>,
     /// Partition id and key range of every partition, to route outbox messages.
     pub partitions: Vec<(u16, RangeInclusive<u64>)>,
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 impl ProcessorCtx {
@@ -75,6 +76,7 @@ impl ProcessorCtx {
                 config.worker.invoker.concurrent_invocations_limit.max(1),
             )),
             partitions: Vec::new(),
+            metrics: crate::metrics::WorkerMetrics::default(),
         })
     }
 }
@@ -346,6 +348,8 @@ impl Processor {
             }
             Action::IngressResponse { request_id, id, result } => self.handle.respond(request_id, id, result),
             _ if !self.leading => {}
+            Action::Created => self.ctx.metrics.invocation("created"),
+            Action::Completed { failed } => self.ctx.metrics.invocation(if failed { "failed" } else { "succeeded" }),
             Action::Invoke(id) => self.start_attempt(id),
             Action::Notify {
                 id,
@@ -495,6 +499,7 @@ impl Processor {
             false => retry.attempts + 1,
         };
         let attempts = retry.attempts;
+        self.ctx.metrics.attempt("failed");
         let policy = self.ctx.settings.retry_policy(&self.ctx.schema.get(), &status.target);
         tracing::warn!(
             invocation = %id, target = %format!("{}/{}", status.target.service, status.target.handler),
@@ -638,6 +643,7 @@ impl Processor {
             acks,
             cancel,
         };
+        self.ctx.metrics.attempt("started");
         tokio::spawn(driver.run(attempt, notify_rx));
     }
 

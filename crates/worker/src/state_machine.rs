@@ -54,6 +54,12 @@ pub enum Action {
         id: InvocationId,
         result: InvocationResult,
     },
+    /// A new invocation was stored.
+    Created,
+    /// An invocation ended (with a failure or not).
+    Completed {
+        failed: bool,
+    },
     /// A leader announced itself with this epoch.
     LeaderAnnounced {
         epoch: u64,
@@ -220,6 +226,7 @@ impl StateMachine {
             }
             return Ok(());
         }
+        actions.push(Action::Created);
         let input = proto::InputCommandMessage {
             headers: request
                 .headers
@@ -783,6 +790,9 @@ impl StateMachine {
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
+        actions.push(Action::Completed {
+            failed: matches!(result, InvocationResult::Failure { .. }),
+        });
         txn.delete(status_key(&id));
         txn.delete_prefix(journal_prefix(&id).as_bytes())?;
         txn.delete_prefix(Key::new(TableKind::JournalNotification).invocation(&id).as_bytes())?;

@@ -214,7 +214,8 @@ fn exclusive_handlers_queue_behind_the_key_lock_and_run_in_order() {
         &store,
         &[invoke(a, counter("alice"), 1), invoke(b, counter("alice"), 2)],
     );
-    assert_eq!(actions, vec![Action::Invoke(a)], "the second waits in the inbox");
+    let invoked: Vec<&Action> = actions.iter().filter(|a| matches!(a, Action::Invoke(_))).collect();
+    assert_eq!(invoked, vec![&Action::Invoke(a)], "the second waits in the inbox");
     let actions = apply_all(&store, &[invoke(a, counter("alice"), 1), output(a, b"5"), end(a)]);
     assert!(actions.contains(&Action::IngressResponse {
         request_id: 1,

@@ -5,6 +5,8 @@ use futures::future::join_all;
 use restate_proto::cluster_ctrl::GetClusterConfigurationRequest;
 use restate_proto::metadata_server::StatusRequest;
 use restate_proto::metadata_server::metadata_server_svc_client::MetadataServerSvcClient;
+use restate_proto::node_ctl::node_ctl_svc_client::NodeCtlSvcClient;
+use restate_proto::node_ctl::{GetPartitionsRequest, PartitionProcessorState};
 use restate_types::Role;
 
 use super::nodes::{human, node_rows, rows_json};
@@ -51,6 +53,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
         }))
         .await;
     let controller = state.as_ref().map(|s| s.controller).filter(|c| *c != 0);
+    let processors = partition_processors(addresses, &nodes).await;
 
     if args.json {
         let configuration = configuration.as_ref().ok().map(|c| {
@@ -80,6 +83,11 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
             "nodes": rows_json(&rows),
             "configuration": configuration,
             "metadata_servers": servers,
+            "partitions": processors.iter().map(|(node, p)| serde_json::json!({
+                "partition_id": p.partition_id, "node": node,
+                "mode": mode(p), "leader_epoch": p.leader_epoch,
+                "applied_lsn": p.applied_lsn, "failure": p.failure,
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&output)?);
         return Ok(());
@@ -135,6 +143,24 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
             metadata_servers.len()
         );
     }
+    if !processors.is_empty() {
+        let leading = processors.iter().filter(|(_, p)| p.is_leader).count();
+        println!(
+            "\nPartition processors: {} running, {leading} leading",
+            processors.len()
+        );
+        let mut table = new_table(&["PARTITION", "NODE", "MODE", "EPOCH", "APPLIED-LSN"]);
+        for (node, p) in &processors {
+            table.add_row(vec![
+                p.partition_id.to_string(),
+                node.clone(),
+                mode(p).to_owned(),
+                p.leader_epoch.map_or("-".to_owned(), |e| e.to_string()),
+                p.applied_lsn.to_string(),
+            ]);
+        }
+        println!("{table}");
+    }
     if args.extra {
         println!("\nRoles");
         let mut roles = new_table(&["NODE", "ROLE", "STATUS", "LAST-SEEN"]);
@@ -185,6 +211,40 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// The partition processors of every worker node, by node.
+async fn partition_processors(
+    addresses: &Addresses,
+    nodes: &restate_types::metadata::NodesConfiguration,
+) -> Vec<(String, PartitionProcessorState)> {
+    let answers = join_all(nodes.with_role(Role::Worker).map(|node| {
+        let address = restate_net::normalize_address(&node.address);
+        let label = node.id.to_string();
+        async move {
+            let partitions = match addresses.channel(&address) {
+                Ok(channel) => NodeCtlSvcClient::new(channel)
+                    .get_partitions(GetPartitionsRequest {})
+                    .await
+                    .map(|r| r.into_inner().partitions)
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            partitions.into_iter().map(move |p| (label.clone(), p))
+        }
+    }))
+    .await;
+    let mut all: Vec<(String, PartitionProcessorState)> = answers.into_iter().flatten().collect();
+    all.sort_by_key(|(node, p)| (p.partition_id, node.clone()));
+    all
+}
+
+fn mode(partition: &PartitionProcessorState) -> &'static str {
+    match (&partition.failure, partition.is_leader) {
+        (Some(_), _) => "Failed",
+        (None, true) => "Leader",
+        (None, false) => "Follower",
+    }
 }
 
 /// `MEMBER` → `Member`.

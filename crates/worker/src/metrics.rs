@@ -1,0 +1,37 @@
+//! Invocation counters for `/metrics`, counted by partition leaders.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// Counters the node registers in its metrics registry; cheap to clone.
+#[derive(Clone, Default)]
+pub struct WorkerMetrics {
+    /// Invocations by outcome: `created`, `succeeded`, `failed`.
+    pub invocations: Family<OutcomeLabels, Counter>,
+    /// Attempts by outcome: `started`, `failed`.
+    pub attempts: Family<OutcomeLabels, Counter>,
+}
+
+impl WorkerMetrics {
+    pub(crate) fn invocation(&self, outcome: &str) {
+        self.invocations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn attempt(&self, outcome: &str) {
+        self.attempts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
