@@ -111,7 +111,14 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     };
     let IngressPath { service, rest } = path;
     let mut schema = worker.schema().get();
-    if schema.active_service(&service).is_none() {
+    // A service or handler registered a moment ago may not be in this node's copy yet.
+    let known = |schema: &restate_types::schema::SchemaRegistry| {
+        schema.active_service(&service).is_some_and(|(_, s)| {
+            let names: Vec<&str> = s.manifest.handlers.iter().map(|h| h.name.as_str()).collect();
+            rest.iter().any(|segment| names.contains(&segment.as_str()))
+        })
+    };
+    if !known(&schema) {
         schema = worker.schema().refresh().await;
     }
     let Some((_, registered)) = schema.active_service(&service) else {

@@ -11,9 +11,6 @@ use restate_types::schema::SchemaRegistry;
 
 /// How often the copy is refreshed without being asked.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
-/// On-demand refreshes are at most this frequent, so a stream of calls to an unknown
-/// service does not turn into a stream of metadata reads.
-const MIN_REFRESH_GAP: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct SchemaCache {
@@ -42,12 +39,16 @@ impl SchemaCache {
         self.inner.current.read().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Reads the registry again (unless that was just done) and returns it.
+    /// Reads the registry again and returns it. Concurrent callers share reads: a caller
+    /// waiting behind a read that started after it asked takes that read's result, so a
+    /// burst of requests for an unknown service costs one metadata read per round.
     pub async fn refresh(&self) -> Arc<SchemaRegistry> {
+        let asked_at = Instant::now();
         let mut last = self.inner.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < MIN_REFRESH_GAP) {
+        if last.is_some_and(|started| started >= asked_at) {
             return self.get();
         }
+        let started = Instant::now();
         match self
             .inner
             .metadata
@@ -62,7 +63,7 @@ impl SchemaCache {
             Ok(None) => {}
             Err(error) => tracing::debug!(%error, "cannot refresh the schema registry"),
         }
-        *last = Some(Instant::now());
+        *last = Some(started);
         self.get()
     }
 
