@@ -3,18 +3,10 @@
 //   PORT=9080 SIDE_EFFECT_FILE=/tmp/side-effects.txt node scenarios.js
 // All handlers take and return JSON.
 
-// Node 20 lacks Promise.withResolvers, which the SDK uses.
-if (typeof Promise.withResolvers !== "function") {
-  Promise.withResolvers = function () {
-    let resolve, reject;
-    const promise = new Promise((res, rej) => ((resolve = res), (reject = rej)));
-    return { promise, resolve, reject };
-  };
-}
-
 const fs = require("node:fs");
-const http2 = require("node:http2");
 const restate = require("@restatedev/restate-sdk");
+// Greeter and Counter, the Promise.withResolvers polyfill and the h2c server.
+const { greeter, counter, serve } = require("./service.js");
 
 const sideEffectFile = () => process.env.SIDE_EFFECT_FILE ?? "/tmp/side-effects.txt";
 
@@ -24,29 +16,6 @@ const appendTag = (ctx, tag) =>
     fs.appendFileSync(sideEffectFile(), tag + "\n");
     return tag;
   });
-
-const greeter = restate.service({
-  name: "Greeter",
-  handlers: {
-    greet: async (ctx, name) => `Hello ${name}!`,
-  },
-});
-
-const counter = restate.object({
-  name: "Counter",
-  handlers: {
-    add: async (ctx, delta) => {
-      const total = ((await ctx.get("total")) ?? 0) + delta;
-      ctx.set("total", total);
-      return total;
-    },
-    get: restate.handlers.object.shared(async (ctx) => (await ctx.get("total")) ?? 0),
-    reset: async (ctx) => {
-      ctx.clearAll();
-    },
-    keys: restate.handlers.object.shared(async (ctx) => await ctx.stateKeys()),
-  },
-});
 
 const sleeper = restate.service({
   name: "Sleeper",
@@ -109,11 +78,4 @@ const failing = restate.service({
   },
 });
 
-const port = Number(process.env.PORT ?? 9080);
-http2
-  .createServer(
-    restate.createEndpointHandler({
-      services: [greeter, counter, sleeper, runner, caller, failing],
-    }),
-  )
-  .listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port}`));
+serve([greeter, counter, sleeper, runner, caller, failing]);

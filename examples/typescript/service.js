@@ -32,10 +32,23 @@ const counter = restate.object({
       return total;
     },
     get: restate.handlers.object.shared(async (ctx) => (await ctx.get("total")) ?? 0),
+    reset: async (ctx) => {
+      ctx.clearAll();
+    },
+    keys: restate.handlers.object.shared(async (ctx) => await ctx.stateKeys()),
   },
 });
 
-const port = Number(process.env.PORT ?? 9080);
-http2
-  .createServer(restate.createEndpointHandler({ services: [greeter, counter] }))
-  .listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port}`));
+// Serves `services` over h2c on 127.0.0.1:$PORT (default 9080).
+const serve = (services) => {
+  const port = Number(process.env.PORT ?? 9080);
+  http2
+    .createServer(restate.createEndpointHandler({ services }))
+    .listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port}`));
+};
+
+module.exports = { greeter, counter, serve };
+
+if (require.main === module) {
+  serve([greeter, counter]);
+}

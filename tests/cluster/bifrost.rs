@@ -29,7 +29,7 @@ async fn local_loglet_keeps_every_acknowledged_record_across_kill_9() -> anyhow:
     let mut node = TestNode::start(dir.path(), spec, Ports::free());
     node.wait_alive(START_TIMEOUT).await?;
     let url = node.fabric_url();
-    let follower = logs::Follower::start(&url, 3, 1).await?;
+    let follower = logs::Follower::start(&url, 1003, 1).await?;
 
     // 10 000 records from 8 concurrent appenders, 25 per append.
     let mut tasks = Vec::new();
@@ -41,7 +41,7 @@ async fn local_loglet_keeps_every_acknowledged_record_across_kill_9() -> anyhow:
                 let payloads: Vec<Vec<u8>> = (0..25)
                     .map(|i| format!("w{writer}-b{batch}-r{i}").into_bytes())
                     .collect();
-                let first = logs::append(&url, 3, payloads.clone()).await?;
+                let first = logs::append(&url, 1003, payloads.clone()).await?;
                 for (i, payload) in payloads.into_iter().enumerate() {
                     acknowledged.push((first + i as u64, payload));
                 }
@@ -62,7 +62,7 @@ async fn local_loglet_keeps_every_acknowledged_record_across_kill_9() -> anyhow:
     node.kill();
     node.restart();
     node.wait_alive(START_TIMEOUT).await?;
-    let read = records(&logs::read_all(&url, 3, 1).await?);
+    let read = records(&logs::read_all(&url, 1003, 1).await?);
     assert_eq!(read.len(), 10_000, "every acknowledged record reads back");
     assert_eq!(read, acknowledged, "in LSN order, with the acknowledged payloads");
     let listed = restatectl_json(&["-s", &url, "logs", "list", "--json"]);
@@ -99,7 +99,7 @@ impl Writer {
             let url = self.urls[self.next_url % self.urls.len()].clone();
             self.sequence += 1;
             let payload = format!("record-{}", self.sequence).into_bytes();
-            match logs::append(&url, 7, vec![payload.clone()]).await {
+            match logs::append(&url, 1007, vec![payload.clone()]).await {
                 Ok(_) => self.acknowledged.push(payload),
                 Err(_) => {
                     // Unknown or failed: this payload may or may not be in the log.
@@ -112,7 +112,7 @@ impl Writer {
 }
 
 async fn verify(url: &str, writer: &Writer) -> anyhow::Result<()> {
-    let read = records(&logs::read_all(url, 7, 1).await?);
+    let read = records(&logs::read_all(url, 1007, 1).await?);
     for (i, (lsn, _)) in read.iter().enumerate() {
         assert_eq!(*lsn, i as u64 + 1, "the log is gapless");
     }
@@ -144,9 +144,9 @@ async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result
     let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
     let mut writer = Writer::new(urls.clone());
     writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
-    let described = restatectl_json(&["-s", &cluster.address_list(), "logs", "describe", "7", "--json"]);
+    let described = restatectl_json(&["-s", &cluster.address_list(), "logs", "describe", "1007", "--json"]);
     assert_eq!(described["segments"][0]["replication"], "{node: 2}", "{described}");
-    let sequencer_index = tail_sequencer(&cluster, 7);
+    let sequencer_index = tail_sequencer(&cluster, 1007);
     let victim = if victim_is_sequencer {
         sequencer_index
     } else {
@@ -154,7 +154,7 @@ async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result
     };
 
     let survivor = (victim + 1) % 3;
-    let follower = logs::Follower::start(&urls[survivor], 7, 1).await?;
+    let follower = logs::Follower::start(&urls[survivor], 1007, 1).await?;
     cluster.nodes[victim].kill();
     let before = writer.acknowledged.len();
     writer.run_for(Duration::from_secs(6), &HashSet::from([victim])).await;
@@ -165,14 +165,14 @@ async fn replicated_survives_losing(victim_is_sequencer: bool) -> anyhow::Result
         writer.acknowledged.len()
     );
     if victim_is_sequencer {
-        let described = restatectl_json(&["-s", &urls[(victim + 1) % 3], "logs", "describe", "7", "--json"]);
+        let described = restatectl_json(&["-s", &urls[(victim + 1) % 3], "logs", "describe", "1007", "--json"]);
         assert!(
             described["segments"].as_array().map(Vec::len) > Some(1),
             "the chain gets a new segment with a new sequencer: {described}"
         );
     }
     verify(&urls[survivor], &writer).await?;
-    let read = logs::read_all(&urls[survivor], 7, 1).await?;
+    let read = logs::read_all(&urls[survivor], 1007, 1).await?;
     let followed = follower.wait_for(read.len(), Duration::from_secs(20)).await?;
     assert_eq!(
         followed[..read.len()],
@@ -231,13 +231,13 @@ async fn trim_near_the_tail_then_sequencer_failover_keeps_every_record() -> anyh
     let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
     let mut writer = Writer::new(urls.clone());
     writer.run_for(Duration::from_secs(2), &HashSet::new()).await;
-    let victim = tail_sequencer(&cluster, 7);
+    let victim = tail_sequencer(&cluster, 1007);
     let reader = (victim + 1) % 3;
     let trimmer = (victim + 2) % 3;
     // The reader caches the chain as it is before the trim.
-    let before_trim = logs::read_all(&urls[reader], 7, 1).await?;
+    let before_trim = logs::read_all(&urls[reader], 1007, 1).await?;
     let old_tail = before_trim.last().map_or(1, Entry::next_lsn);
-    let trim_point = logs::trim(&urls[trimmer], 7, old_tail - 1).await?;
+    let trim_point = logs::trim(&urls[trimmer], 1007, old_tail - 1).await?;
     assert_eq!(trim_point, old_tail - 1);
     cluster.nodes[victim].kill();
     let before = writer.acknowledged.len();
@@ -247,7 +247,7 @@ async fn trim_near_the_tail_then_sequencer_failover_keeps_every_record() -> anyh
         "appends continue after the failover"
     );
 
-    let described = restatectl_json(&["-s", &urls[reader], "logs", "describe", "7", "--json"]);
+    let described = restatectl_json(&["-s", &urls[reader], "logs", "describe", "1007", "--json"]);
     let segments = described["segments"].as_array().cloned().unwrap_or_default();
     assert!(segments.len() > 1, "a new segment: {described}");
     for segment in &segments[1..] {
@@ -257,7 +257,7 @@ async fn trim_near_the_tail_then_sequencer_failover_keeps_every_record() -> anyh
         );
     }
     assert!(described["tail_lsn"].as_u64() > Some(trim_point), "{described}");
-    let entries = logs::read_all(&urls[reader], 7, 1).await?;
+    let entries = logs::read_all(&urls[reader], 1007, 1).await?;
     assert_eq!(
         entries[0],
         Entry::TrimGap(1, trim_point),
@@ -298,17 +298,22 @@ async fn trimmed_records_read_as_a_trim_gap() -> anyhow::Result<()> {
     node.wait_alive(START_TIMEOUT).await?;
     let url = node.fabric_url();
     let payloads: Vec<Vec<u8>> = (1..=100).map(|i| format!("r{i}").into_bytes()).collect();
-    assert_eq!(logs::append(&url, 1, payloads).await?, 1);
-    let output = restatectl(&["-s", &url, "logs", "trim", "1", "--trim-point", "51"]);
+    assert_eq!(logs::append(&url, 1001, payloads).await?, 1);
+    let output = restatectl(&["-s", &url, "logs", "trim", "1001", "--trim-point", "51"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // Trim points only move forward.
-    assert_eq!(logs::trim(&url, 1, 20).await?, 51);
-    let entries = logs::read_all(&url, 1, 1).await?;
+    assert_eq!(logs::trim(&url, 1001, 20).await?, 51);
+    let entries = logs::read_all(&url, 1001, 1).await?;
     assert_eq!(entries[0], Entry::TrimGap(1, 51));
     assert_eq!(entries[1], Entry::Record(51, b"r51".to_vec()));
     assert_eq!(records(&entries).len(), 50);
     let listed = restatectl_json(&["-s", &url, "logs", "list", "--json"]);
-    assert_eq!(listed[0]["trim_point"], 51, "{listed}");
+    let trimmed = listed
+        .as_array()
+        .and_then(|logs| logs.iter().find(|l| l["log_id"] == 1001))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(trimmed["trim_point"], 51, "{listed}");
     Ok(())
 }
 
@@ -344,7 +349,7 @@ async fn appends_wait_for_enough_log_servers_and_say_why() -> anyhow::Result<()>
 async fn append_until(url: &str, want_success: bool) -> Result<u64, tonic::Status> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let outcome = logs::append(url, 1, vec![b"probe".to_vec()]).await;
+        let outcome = logs::append(url, 1001, vec![b"probe".to_vec()]).await;
         if outcome.is_ok() == want_success || Instant::now() > deadline {
             return outcome;
         }
@@ -359,7 +364,7 @@ async fn read_only_storage_stops_new_records_until_set_back() -> anyhow::Result<
     let mut node = TestNode::start(dir.path(), spec, Ports::free());
     node.wait_alive(START_TIMEOUT).await?;
     let url = node.fabric_url();
-    assert_eq!(logs::append(&url, 1, vec![b"before".to_vec()]).await?, 1);
+    assert_eq!(logs::append(&url, 1001, vec![b"before".to_vec()]).await?, 1);
     let set = |state: &str, force: bool| {
         let mut args = vec![
             "-s",
@@ -404,7 +409,10 @@ async fn read_only_storage_stops_new_records_until_set_back() -> anyhow::Result<
         "the reason names the storage state: {error:?}"
     );
     // Records already stored stay readable.
-    assert_eq!(records(&logs::read_all(&url, 1, 1).await?)[0], (1, b"before".to_vec()));
+    assert_eq!(
+        records(&logs::read_all(&url, 1001, 1).await?)[0],
+        (1, b"before".to_vec())
+    );
 
     let restored = set("read-write", false);
     assert!(
@@ -424,17 +432,17 @@ async fn a_follower_sees_records_as_they_are_committed_and_trim_gaps() -> anyhow
     node.wait_alive(START_TIMEOUT).await?;
     let url = node.fabric_url();
     // Following a log that does not exist yet waits for its first records.
-    let follower = logs::Follower::start(&url, 5, 1).await?;
+    let follower = logs::Follower::start(&url, 1005, 1).await?;
     for batch in 0..3 {
         let payloads: Vec<Vec<u8>> = (0..10).map(|i| format!("b{batch}-r{i}").into_bytes()).collect();
-        logs::append(&url, 5, payloads).await?;
+        logs::append(&url, 1005, payloads).await?;
         let seen = follower.wait_for(10 * (batch + 1), Duration::from_secs(10)).await?;
         assert_eq!(seen.len(), 10 * (batch + 1), "nothing is seen twice: {seen:?}");
     }
-    assert_eq!(follower.snapshot(), logs::read_all(&url, 5, 1).await?);
+    assert_eq!(follower.snapshot(), logs::read_all(&url, 1005, 1).await?);
 
-    logs::trim(&url, 5, 11).await?;
-    let late = logs::Follower::start(&url, 5, 1).await?;
+    logs::trim(&url, 1005, 11).await?;
+    let late = logs::Follower::start(&url, 1005, 1).await?;
     let seen = late.wait_for(21, Duration::from_secs(10)).await?;
     assert_eq!(
         seen[0],
@@ -442,7 +450,7 @@ async fn a_follower_sees_records_as_they_are_committed_and_trim_gaps() -> anyhow
         "a follower from before the trim point sees the gap"
     );
     assert_eq!(seen[1], Entry::Record(11, b"b1-r0".to_vec()));
-    let lsn = logs::append(&url, 5, vec![b"after-trim".to_vec()]).await?;
+    let lsn = logs::append(&url, 1005, vec![b"after-trim".to_vec()]).await?;
     let seen = late.wait_for(22, Duration::from_secs(10)).await?;
     assert_eq!(seen[21], Entry::Record(lsn, b"after-trim".to_vec()));
     Ok(())

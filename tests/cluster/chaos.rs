@@ -22,11 +22,11 @@ use restate_cluster_tests::{Cluster, MetadataHttp, PutOutcome, TestNode, binary,
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The log that is also trimmed just below its tail now and then.
-const TRIMMED_LOG: u32 = 9;
+const TRIMMED_LOG: u32 = 1009;
 /// A log that is never trimmed: every record of the run is checked.
-const KEPT_LOG: u32 = 10;
+const KEPT_LOG: u32 = 1010;
 /// Appends that tell whether the cluster serves again.
-const PROBE_LOG: u32 = 11;
+const PROBE_LOG: u32 = 1011;
 const KEYS: usize = 3;
 const CLIENTS_PER_KEY: usize = 2;
 

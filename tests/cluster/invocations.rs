@@ -147,6 +147,24 @@ pub(crate) async fn wait_for_side_effect(path: &Path, tag: &str, timeout: Durati
     Ok(())
 }
 
+/// 200 concurrent `Counter/add(1)` over 10 keys; every key's total must be exactly 20.
+pub(crate) async fn concurrent_counter_adds(node: &TestNode, client: &Client) -> anyhow::Result<()> {
+    let mut adds = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let client = Client::new(node);
+        adds.spawn(async move { client.call(&format!("Counter/key-{}/add", i % 10), json!(1)).await });
+    }
+    while let Some(result) = adds.join_next().await {
+        let answer = result??;
+        anyhow::ensure!(answer.status == 200, "an add failed: {}", answer.body);
+    }
+    for key in 0..10 {
+        let total = client.post_empty(&format!("Counter/key-{key}/get")).await?;
+        anyhow::ensure!(total.json() == json!(20), "key-{key} holds {}, not 20", total.body);
+    }
+    Ok(())
+}
+
 pub(crate) async fn start_node(dir: &TestDir, env: &[(&str, &str)]) -> anyhow::Result<TestNode> {
     let mut spec = NodeSpec::new("node-1").config_file(example_config("single-node.toml"));
     for (key, value) in env {
@@ -192,19 +210,7 @@ async fn typescript_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
     );
 
     // A virtual object under concurrency: 200 adds over 10 keys, each total exact.
-    let mut adds = tokio::task::JoinSet::new();
-    for i in 0..200 {
-        let client = Client::new(&node);
-        adds.spawn(async move { client.call(&format!("Counter/key-{}/add", i % 10), json!(1)).await });
-    }
-    while let Some(result) = adds.join_next().await {
-        let answer = result??;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-    }
-    for key in 0..10 {
-        let total = client.call(&format!("Counter/key-{key}/get"), json!(null)).await?;
-        assert_eq!(total.json(), json!(20), "key-{key}: {}", total.body);
-    }
+    concurrent_counter_adds(&node, &client).await?;
     let keys = client.call("Counter/key-0/keys", json!(null)).await?;
     assert_eq!(keys.json(), json!(["total"]));
     let reset = client.call("Counter/key-0/reset", json!(null)).await?;
@@ -380,7 +386,7 @@ async fn python_sdk_over_h2c_and_http_11() -> anyhow::Result<()> {
     let dir = TestDir::new();
     let node = start_node(&dir, &[]).await?;
     let client = Client::new(&node);
-    let h2 = SdkService::python_scenarios();
+    let h2 = SdkService::python();
     let registered = client.register(json!({"uri": h2.uri})).await?;
     let shown = client.deployment(&registered).await?;
     assert_eq!(shown["http_version"], json!("HTTP/2.0"), "{shown}");
@@ -391,7 +397,7 @@ async fn python_sdk_over_h2c_and_http_11() -> anyhow::Result<()> {
     assert_eq!(add.json(), json!(4), "{}", add.body);
 
     // The same services over HTTP/1.1 (request/response: every await suspends and resumes).
-    let h1 = SdkService::python_scenarios();
+    let h1 = SdkService::python();
     let registered = client
         .register(json!({"uri": h1.uri, "use_http_11": true, "force": true}))
         .await?;

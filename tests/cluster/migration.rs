@@ -55,6 +55,19 @@ async fn user_keys(cluster: &Cluster) -> anyhow::Result<Vec<(String, Option<(u32
     Ok(keys)
 }
 
+/// The migrated store holds the system keys at least at the versions they had before; the
+/// logs configuration may have moved on since (partition processors that restarted get new
+/// segments), the partition table may not.
+fn assert_system_versions_kept(cluster: &Cluster, before: &[(String, serde_json::Value)]) {
+    let after = system_versions(cluster);
+    for ((key, was), (_, now)) in before.iter().zip(&after) {
+        match key.as_str() {
+            "partition_table" => assert_eq!(now, was, "{key}: {after:?} vs {before:?}"),
+            _ => assert!(now.as_u64() >= was.as_u64(), "{key}: {after:?} vs {before:?}"),
+        }
+    }
+}
+
 fn system_versions(cluster: &Cluster) -> Vec<(String, serde_json::Value)> {
     ["partition_table", "bifrost_config"]
         .iter()
@@ -155,7 +168,7 @@ async fn replicated_to_etcd_to_dynamodb() -> anyhow::Result<()> {
     ];
     restart_all(&mut cluster, false, &etcd_env).await?;
     assert_eq!(user_keys(&cluster).await?, before_keys);
-    assert_eq!(system_versions(&cluster), before_system);
+    assert_system_versions_kept(&cluster, &before_system);
 
     // External to external: etcd → DynamoDB, and the same store is refused as a target.
     restart_all(&mut cluster, true, &[]).await?;
@@ -181,7 +194,7 @@ async fn replicated_to_etcd_to_dynamodb() -> anyhow::Result<()> {
     dynamo_env.push(("RESTATE_ROLES".into(), AFTER_ROLES.into()));
     restart_all(&mut cluster, false, &dynamo_env).await?;
     assert_eq!(user_keys(&cluster).await?, before_keys);
-    assert_eq!(system_versions(&cluster), before_system);
+    assert_system_versions_kept(&cluster, &before_system);
     Ok(())
 }
 
@@ -209,7 +222,7 @@ async fn replicated_to_s3() -> anyhow::Result<()> {
     env.push(("RESTATE_ROLES".into(), AFTER_ROLES.into()));
     restart_all(&mut cluster, false, &env).await?;
     assert_eq!(user_keys(&cluster).await?, before_keys);
-    assert_eq!(system_versions(&cluster), before_system);
+    assert_system_versions_kept(&cluster, &before_system);
     Ok(())
 }
 
@@ -267,7 +280,7 @@ async fn etcd_to_replicated() -> anyhow::Result<()> {
     ];
     restart_all(&mut cluster, false, &replicated_env).await?;
     assert_eq!(user_keys(&cluster).await?, before_keys);
-    assert_eq!(system_versions(&cluster), before_system);
+    assert_system_versions_kept(&cluster, &before_system);
     let servers = restatectl_json(&[
         "-s",
         &cluster.address_list(),

@@ -30,19 +30,7 @@ async fn rust_sdk_services_objects_sleep_run_calls_and_errors() -> anyhow::Resul
         greet.body
     );
 
-    let mut adds = tokio::task::JoinSet::new();
-    for i in 0..200 {
-        let client = Client::new(&node);
-        adds.spawn(async move { client.call(&format!("Counter/key-{}/add", i % 10), json!(1)).await });
-    }
-    while let Some(result) = adds.join_next().await {
-        let answer = result??;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-    }
-    for key in 0..10 {
-        let total = client.post_empty(&format!("Counter/key-{key}/get")).await?;
-        assert_eq!(total.json(), json!(20), "key-{key}: {}", total.body);
-    }
+    crate::invocations::concurrent_counter_adds(&node, &client).await?;
 
     let started = Instant::now();
     assert_eq!(client.call("Sleeper/sleep", json!(1000)).await?.json(), json!("slept"));

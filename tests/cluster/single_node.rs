@@ -27,13 +27,14 @@ async fn single_node_serves_health_on_every_port_and_stops_on_sigterm() -> anyho
     assert!(metrics.contains("restate_node_alive 1"), "{metrics}");
     assert!(metrics.contains("restate_role_ready{role=\"admin\"} 1"), "{metrics}");
 
-    // Paths whose function is not built yet say so with 501, never a fake success.
+    // Nothing is registered yet: the ingress says so.
     let invoke = reqwest::Client::new()
         .post(format!("{}Greeter/greet", node.ingress_url()))
         .body("\"hi\"")
         .send()
         .await?;
-    assert_eq!(invoke.status(), 501);
+    assert_eq!(invoke.status(), 404);
+    assert!(invoke.text().await?.contains("service 'Greeter' not found"));
 
     let output = restatectl(&["-s", &node.fabric_url(), "nodes", "list", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -3,6 +3,7 @@
 //! registered with `use_http_11`. The answer is checked (content type, JSON, the runtime's
 //! manifest rules) before anything is registered.
 
+use restate_types::error_chain;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -196,21 +197,6 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
         reason: "no attempt was made".into(),
         use_http_11: request.use_http_11,
     }))
-}
-
-/// The error with its causes ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -431,6 +431,16 @@ impl Bifrost {
                         "log {log_id} is a local log of {node}; read it there"
                     )));
                 }
+                LogletParams::Replicated(params)
+                    if params.sequencer == self.inner.me
+                        && let Some(records) = self
+                            .inner
+                            .sequencers
+                            .get(params.loglet_id)
+                            .and_then(|s| s.recent_records(from_offset, to_offset)) =>
+                {
+                    records
+                }
                 LogletParams::Replicated(params) => {
                     let addresses = self.addresses().await?;
                     let range = replicated::read(&self.inner.peers, params, &addresses, from_offset, to_offset).await?;

@@ -2,7 +2,7 @@
 //! log-servers of the nodeset, and acknowledges batches in offset order once they are
 //! durable on enough of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +25,13 @@ pub(crate) struct Sequencer {
     state: Mutex<SequencerState>,
     /// Offsets below this are committed (acknowledged in order).
     committed: watch::Sender<u32>,
+    /// The latest stored records by offset, so readers on this node (the partition
+    /// processor tailing its own log) get them without a round trip to the log-servers.
+    recent: Mutex<BTreeMap<u32, Vec<u8>>>,
 }
+
+/// Records kept in [`Sequencer::recent`].
+const RECENT_RECORDS: usize = 4096;
 
 struct SequencerState {
     next_offset: u32,
@@ -58,6 +64,24 @@ impl Sequencer {
                 broken: None,
             }),
             committed: watch::channel(0).0,
+            recent: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records `[from, to)` if all of them are still in memory.
+    pub(crate) fn recent_records(&self, from: u32, to: u32) -> Option<Vec<(u32, Vec<u8>)>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let records: Vec<(u32, Vec<u8>)> = recent.range(from..to).map(|(o, r)| (*o, r.clone())).collect();
+        (records.len() == (to - from) as usize).then_some(records)
+    }
+
+    fn remember(&self, first: u32, payloads: Vec<Vec<u8>>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for (offset, payload) in (first..).zip(payloads) {
+            recent.insert(offset, payload);
+        }
+        while recent.len() > RECENT_RECORDS {
+            recent.pop_first();
         }
     }
 
@@ -129,10 +153,13 @@ impl Sequencer {
     /// every earlier batch started before this one and gives up within the same deadline.
     async fn run_batch(&self, first: u32, count: u32, payloads: Vec<Vec<u8>>) -> Result<u32, BifrostError> {
         let started = Instant::now();
+        let kept = payloads.clone();
         if let Err(error) = self.store_batch(first, payloads).await {
             self.mark_broken(&error.to_string());
             return Err(error);
         }
+        // Durable on enough log-servers; readable once committed.
+        self.remember(first, kept);
         let ack_deadline = started + self.peers.store_deadline + self.peers.rpc_timeout * 2;
         let mut committed = self.committed.subscribe();
         loop {

@@ -35,12 +35,15 @@ struct Ingress {
 /// Headers the handler does not get.
 const DROPPED_HEADERS: [&str; 4] = ["connection", "host", "idempotency-key", "idempotency-expires"];
 
-pub fn router(worker: WorkerSlot, request_size_limit: usize) -> Router {
+/// The ingress: `/health` (the node's health, as on every port), `/restate/health` (the
+/// services), and every other path is an invocation.
+pub fn router(node_health: restate_types::NodeHealth, worker: WorkerSlot, request_size_limit: usize) -> Router {
     let state = Ingress {
         worker,
         request_size_limit,
     };
     Router::new()
+        .route("/health", get(move || async move { axum::Json(node_health.to_json()) }))
         .route("/restate/health", get(health))
         .fallback(invoke)
         .with_state(state)
@@ -127,7 +130,8 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
             format!("service '{service}' not found, make sure to register the service before calling it."),
         );
     };
-    let manifest = registered.effective_manifest();
+    // By reference: this runs per request, and the admin API's overrides only change privacy.
+    let manifest = &registered.manifest;
     let keyed = manifest.ty != ServiceType::Service;
     let bad_path = || {
         ingress_error(
@@ -155,11 +159,15 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
             ),
         );
     };
-    let private = handler_manifest
-        .settings
-        .ingress_private
-        .or(manifest.settings.ingress_private)
-        .unwrap_or(false);
+    let private = match registered.overrides.public {
+        Some(false) => true,
+        Some(true) => handler_manifest.settings.ingress_private.unwrap_or(false),
+        None => handler_manifest
+            .settings
+            .ingress_private
+            .or(manifest.settings.ingress_private)
+            .unwrap_or(false),
+    };
     if private {
         return ingress_error(StatusCode::BAD_REQUEST, "the invoked service is not public");
     }

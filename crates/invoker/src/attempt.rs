@@ -8,7 +8,7 @@ use restate_service_protocol::proto;
 use restate_service_protocol::{
     Decoder, Encoder, Message, MessageFlags, MessageType, RawMessage, ServiceProtocolVersion,
 };
-use restate_types::InvocationId;
+use restate_types::{InvocationId, error_chain};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -473,18 +473,4 @@ fn flatten_future(future: &proto::Future, completions: &mut Vec<u32>, signals: &
     for nested in &future.nested_futures {
         flatten_future(nested, completions, signals, depth + 1);
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

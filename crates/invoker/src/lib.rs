@@ -15,6 +15,9 @@ pub use attempt::{
 };
 pub use http::InvokerClient;
 
+#[cfg(test)]
+mod attempt_tests;
+
 /// Protocol error codes the runtime itself uses for failed attempts.
 pub mod codes {
     /// The SDK broke the protocol (unexpected message, bad framing).

@@ -399,7 +399,11 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
                 .min(ctx.config.networking.message_size_limit.0);
             (
                 listener,
-                restate_ingress::router(ctx.worker.clone(), usize::try_from(limit).unwrap_or(usize::MAX)),
+                restate_ingress::router(
+                    health.clone(),
+                    ctx.worker.clone(),
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                ),
                 "",
             )
         }),

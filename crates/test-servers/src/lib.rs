@@ -378,11 +378,6 @@ impl SdkService {
         Self::hypercorn("service:app", "the Python example service")
     }
 
-    /// `examples/python/scenarios.py` under hypercorn (h2c and HTTP/1.1).
-    pub fn python_scenarios() -> Self {
-        Self::hypercorn("scenarios:app", "the Python scenario service")
-    }
-
     /// A service binary (e.g. the Rust SDK test service) listening on `PORT`, with `env`.
     pub fn binary(program: &Path, env: &[(&str, &str)], what: &'static str) -> Self {
         let port = free_port();

@@ -27,3 +27,19 @@ pub use status::{NodeStatus, RoleStatus};
 
 /// Version string reported in `/health`, `GetIdent` and `--version`.
 pub const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An error with its causes, for messages that must say why ("error sending request:
+/// connection refused"); a cause already contained in the text is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -74,9 +74,8 @@ impl AttemptDriver {
             };
         };
         let mut proposals: Vec<Proposal> = Vec::new();
-        if let Some(pin) = self.pin.clone() {
-            proposals.push(self.appender.propose(&self.envelope(pin)));
-        }
+        // The deployment is pinned with the first entry (one append with it, not one more).
+        let mut pin = self.pin.clone();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let attempt_cancel = self.cancel.child_token();
         let run = run_attempt(
@@ -96,6 +95,9 @@ impl AttemptDriver {
                     Some(event) if forced.is_none() => {
                         match self.effect_of(event).await {
                             Ok(Some(effect)) => {
+                                if let Some(pin) = pin.take() {
+                                    proposals.push(self.appender.propose(&self.envelope(pin)));
+                                }
                                 made_progress |= matches!(effect, Effect::Entry { .. });
                                 proposals.push(self.appender.propose(&self.envelope(effect)));
                             }

@@ -7,7 +7,7 @@ use restate_config::{Configuration, OnMaxAttempts};
 use restate_invoker::{AttemptError, ErrorBehavior};
 use restate_service_protocol::ServiceProtocolVersion;
 use restate_types::DeploymentId;
-use restate_types::manifest::{self, HandlerManifest, ServiceManifest};
+use restate_types::manifest;
 use restate_types::schema::SchemaRegistry;
 
 use crate::model::{InvocationStatus, InvocationTarget, RetryPolicy};
@@ -112,7 +112,7 @@ impl WorkerSettings {
                 let version = ServiceProtocolVersion::from_u32(pinned.protocol_version).ok_or_else(|| {
                     unavailable(format!("unknown pinned protocol version {}", pinned.protocol_version))
                 })?;
-                (deployment, service.effective_manifest(), (version, None))
+                (deployment, service, (version, None))
             }
             None => {
                 let (deployment, service) = schema.active_service(service_name).ok_or_else(|| {
@@ -138,14 +138,29 @@ impl WorkerSettings {
                     deployment_id: deployment.id.0,
                     protocol_version: version.as_u32(),
                 };
-                (deployment, service.effective_manifest(), (version, Some(pin)))
+                (deployment, service, (version, Some(pin)))
             }
         };
+        // By reference (this runs per attempt); the admin API may override the timeouts.
+        let (overrides, manifest) = (&manifest.overrides, &manifest.manifest);
         let handler = manifest.handlers.iter().find(|h| h.name == status.target.handler);
         let (version, pin) = pin;
-        let inactivity = setting(&manifest, handler, |s| s.inactivity_timeout)
-            .map_or(self.inactivity_timeout, Duration::from_millis);
-        let abort = setting(&manifest, handler, |s| s.abort_timeout).map_or(self.abort_timeout, Duration::from_millis);
+        // A handler's own value, then the service's as overridden, then the manifest's.
+        let pick = |own: Option<u64>, overridden: Option<u64>, service: Option<u64>, default: Duration| {
+            own.or(overridden).or(service).map_or(default, Duration::from_millis)
+        };
+        let inactivity = pick(
+            handler.and_then(|h| h.settings.inactivity_timeout),
+            overrides.inactivity_timeout,
+            manifest.settings.inactivity_timeout,
+            self.inactivity_timeout,
+        );
+        let abort = pick(
+            handler.and_then(|h| h.settings.abort_timeout),
+            overrides.abort_timeout,
+            manifest.settings.abort_timeout,
+            self.abort_timeout,
+        );
         let lazy = handler
             .and_then(|h| h.settings.enable_lazy_state)
             .or(manifest.settings.enable_lazy_state)
@@ -163,14 +178,4 @@ impl WorkerSettings {
             abort_timeout: abort,
         })
     }
-}
-
-fn setting(
-    service: &ServiceManifest,
-    handler: Option<&HandlerManifest>,
-    get: impl Fn(&manifest::Settings) -> Option<u64>,
-) -> Option<u64> {
-    handler
-        .and_then(|h| get(&h.settings))
-        .or_else(|| get(&service.settings))
 }

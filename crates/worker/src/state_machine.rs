@@ -27,6 +27,36 @@ pub mod fsm {
     pub const NEXT_OUTBOX_SEQ: u8 = 4;
 }
 
+/// A notification to append: its type, payload and the completion id it resolves.
+struct Note {
+    ty: MessageType,
+    payload: Vec<u8>,
+    completion_id: Option<u32>,
+}
+
+impl Note {
+    /// The callee's id, for the `invocation_id_notification_idx` of a call or send.
+    fn call_id(completion_id: u32, call: &ResolvedCall) -> Self {
+        let message = proto::CallInvocationIdCompletionNotificationMessage {
+            completion_id,
+            invocation_id: call.callee.to_string(),
+        };
+        Self::new(
+            MessageType::CallInvocationIdCompletionNotification,
+            &message,
+            completion_id,
+        )
+    }
+
+    fn new(ty: MessageType, message: &impl prost::Message, completion_id: u32) -> Self {
+        Self {
+            ty,
+            payload: message.encode_to_vec(),
+            completion_id: Some(completion_id),
+        }
+    }
+}
+
 /// What the leader does after a record is applied (followers ignore all of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -477,9 +507,11 @@ impl StateMachine {
                         txn,
                         id,
                         status,
-                        MessageType::GetLazyStateCompletionNotification,
-                        notification.encode_to_vec(),
-                        Some(get.result_completion_id),
+                        Note::new(
+                            MessageType::GetLazyStateCompletionNotification,
+                            &notification,
+                            get.result_completion_id,
+                        ),
                         now,
                         actions,
                     )?;
@@ -505,9 +537,11 @@ impl StateMachine {
                         txn,
                         id,
                         status,
-                        MessageType::GetLazyStateKeysCompletionNotification,
-                        notification.encode_to_vec(),
-                        Some(get.result_completion_id),
+                        Note::new(
+                            MessageType::GetLazyStateKeysCompletionNotification,
+                            &notification,
+                            get.result_completion_id,
+                        ),
                         now,
                         actions,
                     )?;
@@ -531,15 +565,8 @@ impl StateMachine {
             }
             MessageType::CallCommand => {
                 if let (Ok(command), Some(call)) = (proto::CallCommandMessage::decode(payload), call) {
-                    self.call_id_notification(
-                        txn,
-                        id,
-                        status,
-                        command.invocation_id_notification_idx,
-                        &call,
-                        now,
-                        actions,
-                    )?;
+                    let note = Note::call_id(command.invocation_id_notification_idx, &call);
+                    self.notify(txn, id, status, note, now, actions)?;
                     let request = InvokeRequest {
                         id: call.callee,
                         target: call.target,
@@ -562,15 +589,8 @@ impl StateMachine {
             }
             MessageType::OneWayCallCommand => {
                 if let (Ok(command), Some(call)) = (proto::OneWayCallCommandMessage::decode(payload), call) {
-                    self.call_id_notification(
-                        txn,
-                        id,
-                        status,
-                        command.invocation_id_notification_idx,
-                        &call,
-                        now,
-                        actions,
-                    )?;
+                    let note = Note::call_id(command.invocation_id_notification_idx, &call);
+                    self.notify(txn, id, status, note, now, actions)?;
                     let request = InvokeRequest {
                         id: call.callee,
                         target: call.target,
@@ -604,47 +624,22 @@ impl StateMachine {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn call_id_notification(
-        &self,
-        txn: &mut Txn<'_>,
-        id: InvocationId,
-        status: &mut InvocationStatus,
-        completion_id: u32,
-        call: &ResolvedCall,
-        now: u64,
-        actions: &mut Vec<Action>,
-    ) -> ApplyResult<()> {
-        let notification = proto::CallInvocationIdCompletionNotificationMessage {
-            completion_id,
-            invocation_id: call.callee.to_string(),
-        };
-        self.notify(
-            txn,
-            id,
-            status,
-            MessageType::CallInvocationIdCompletionNotification,
-            notification.encode_to_vec(),
-            Some(completion_id),
-            now,
-            actions,
-        )
-    }
-
     /// Appends a notification to the journal, delivers it live and resumes a suspended
     /// invocation that waits for it.
-    #[allow(clippy::too_many_arguments)]
     fn notify(
         &self,
         txn: &mut Txn<'_>,
         id: InvocationId,
         status: &mut InvocationStatus,
-        ty: MessageType,
-        payload: Vec<u8>,
-        completion_id: Option<u32>,
+        note: Note,
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
+        let Note {
+            ty,
+            payload,
+            completion_id,
+        } = note;
         let index = status.journal_length;
         txn.put_raw(journal_key(&id, index), encode_entry(ty.code(), &payload));
         status.journal_length += 1;
@@ -724,9 +719,7 @@ impl StateMachine {
                         txn,
                         id,
                         &mut status,
-                        MessageType::SleepCompletionNotification,
-                        notification.encode_to_vec(),
-                        Some(completion_id),
+                        Note::new(MessageType::SleepCompletionNotification, &notification, completion_id),
                         now,
                         actions,
                     )?;
@@ -770,9 +763,7 @@ impl StateMachine {
             txn,
             id,
             &mut status,
-            MessageType::CallCompletionNotification,
-            notification.encode_to_vec(),
-            Some(completion_id),
+            Note::new(MessageType::CallCompletionNotification, &notification, completion_id),
             now,
             actions,
         )?;
