@@ -14,6 +14,7 @@
 #   HTTP2=0              1: the bench talks h2c to the ingress instead of HTTP/1.1
 #   INGRESS_PORT=8080 ADMIN_PORT=9070 FABRIC_PORT=5122 SERVICE_PORT=9080
 #                        first port tried for each listener (the next free one is used)
+#   SDKS="typescript rust"  the SDK services to compare with (each a full round)
 #   REFERENCE_VERSION=1.7.12
 #   SERVER_ENV, OURS_ENV, REFERENCE_ENV   extra NAME=value settings for both servers / one of them
 #
@@ -264,4 +265,16 @@ print(json.dumps({"sdk": sdk, "handler": handler, "restate_rs": ours, "reference
 PY
 }
 
-compare_sdk typescript "node examples/typescript/service.js" "Greeter/greet"
+for sdk in ${SDKS:-typescript rust}; do
+  case "$sdk" in
+    typescript) compare_sdk typescript "node examples/typescript/service.js" "Greeter/greet" ;;
+    rust)
+      # The Rust SDK test service of the workspace (restate-sdk 0.13), built like the servers.
+      if [ ! -x "$bin/restate-sdk-test-service" ]; then
+        cargo build --release --locked -p restate-sdk-test-service >&2
+      fi
+      compare_sdk rust "$bin/restate-sdk-test-service" "Greeter/greet"
+      ;;
+    *) echo "unknown SDK '$sdk' in SDKS (typescript, rust)" >&2; exit 1 ;;
+  esac
+done

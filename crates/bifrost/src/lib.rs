@@ -87,27 +87,35 @@ struct Inner {
 
 impl Bifrost {
     /// Starts Bifrost for this node (after it joined the cluster as `me`).
+    ///
+    /// `local_log_server` is this node's log-server, if it runs one: records this node's
+    /// sequencers store on it skip gRPC.
     pub fn new(
         config: &Configuration,
         me: GenerationalNodeId,
         metadata: MetadataClient,
         view: ClusterView,
+        local_log_server: Option<restate_log_server::LogServerService>,
     ) -> Result<Self, BifrostError> {
         let path = config.node_dir().join(LOCAL_LOGLET_DIR);
         let (local, _) = LogStore::open(&path).map_err(|e| BifrostError::Invalid(e.to_string()))?;
+        let mut peers = Peers::new(
+            &config.cluster_name,
+            config.networking.connect_timeout,
+            config.bifrost.replicated_loglet.rpc_timeout,
+            config.bifrost.auto_recovery_interval,
+            usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
+        );
+        if let Some(service) = local_log_server {
+            peers = peers.with_local_log_server(me.id, service);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 me,
                 metadata,
                 view,
                 options: config.bifrost.clone(),
-                peers: Arc::new(Peers::new(
-                    &config.cluster_name,
-                    config.networking.connect_timeout,
-                    config.bifrost.replicated_loglet.rpc_timeout,
-                    config.bifrost.auto_recovery_interval,
-                    usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
-                )),
+                peers: Arc::new(peers),
                 local,
                 local_appends: tokio::sync::Mutex::new(()),
                 local_appended: tokio::sync::watch::channel(0).0,

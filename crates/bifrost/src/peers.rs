@@ -125,6 +125,75 @@ impl LogServerRpc for GrpcLogServers {
     }
 }
 
+/// The node's own log-server called in-process, every other one over gRPC.
+struct LocalFirstLogServers {
+    me: PlainNodeId,
+    local: restate_log_server::LogServerService,
+    remote: GrpcLogServers,
+}
+
+#[tonic::async_trait]
+impl LogServerRpc for LocalFirstLogServers {
+    async fn store(
+        &self,
+        node: PlainNodeId,
+        address: &str,
+        request: pb::StoreRequest,
+    ) -> Result<pb::StoreResponse, Status> {
+        use restate_proto::log_server::log_server_svc_server::LogServerSvc;
+        match node == self.me {
+            true => Ok(self.local.store(tonic::Request::new(request)).await?.into_inner()),
+            false => self.remote.store(node, address, request).await,
+        }
+    }
+
+    async fn seal(&self, node: PlainNodeId, address: &str, request: pb::SealRequest) -> Result<pb::LogletInfo, Status> {
+        use restate_proto::log_server::log_server_svc_server::LogServerSvc;
+        match node == self.me {
+            true => Ok(self.local.seal(tonic::Request::new(request)).await?.into_inner()),
+            false => self.remote.seal(node, address, request).await,
+        }
+    }
+
+    async fn get_records(
+        &self,
+        node: PlainNodeId,
+        address: &str,
+        request: pb::GetRecordsRequest,
+    ) -> Result<pb::GetRecordsResponse, Status> {
+        use restate_proto::log_server::log_server_svc_server::LogServerSvc;
+        match node == self.me {
+            true => Ok(self.local.get_records(tonic::Request::new(request)).await?.into_inner()),
+            false => self.remote.get_records(node, address, request).await,
+        }
+    }
+
+    async fn get_loglet_info(
+        &self,
+        node: PlainNodeId,
+        address: &str,
+        request: pb::GetLogletInfoRequest,
+    ) -> Result<pb::LogletInfo, Status> {
+        use restate_proto::log_server::log_server_svc_server::LogServerSvc;
+        match node == self.me {
+            true => Ok(self
+                .local
+                .get_loglet_info(tonic::Request::new(request))
+                .await?
+                .into_inner()),
+            false => self.remote.get_loglet_info(node, address, request).await,
+        }
+    }
+
+    async fn trim(&self, node: PlainNodeId, address: &str, request: pb::TrimRequest) -> Result<pb::LogletInfo, Status> {
+        use restate_proto::log_server::log_server_svc_server::LogServerSvc;
+        match node == self.me {
+            true => Ok(self.local.trim(tonic::Request::new(request)).await?.into_inner()),
+            false => self.remote.trim(node, address, request).await,
+        }
+    }
+}
+
 pub(crate) struct Peers {
     pub(crate) cluster_name: String,
     pub(crate) rpc_timeout: Duration,
@@ -161,6 +230,23 @@ impl Peers {
             channels,
             max_message_size,
         }
+    }
+
+    /// Calls the log-server of node `me` in-process through `local`.
+    pub(crate) fn with_local_log_server(
+        mut self,
+        me: PlainNodeId,
+        local: restate_log_server::LogServerService,
+    ) -> Self {
+        self.log_servers = Arc::new(LocalFirstLogServers {
+            me,
+            local,
+            remote: GrpcLogServers {
+                channels: self.channels.clone(),
+                max_message_size: self.max_message_size,
+            },
+        });
+        self
     }
 
     /// Peers whose log-servers are reached through `log_servers` instead of gRPC.

@@ -80,6 +80,17 @@ impl LogServer {
         &self.store
     }
 
+    /// The same service for callers in this process (the node's own sequencers): no gRPC
+    /// encoding and no loopback connection for records stored on this node.
+    pub fn local_service(&self) -> LogServerService {
+        LogServerService::new(
+            self.store.clone(),
+            self.cluster_name.clone(),
+            self.writable.clone(),
+            self.activated.clone(),
+        )
+    }
+
     /// The gRPC service, for the fabric router (it refuses stores until [`Self::activate`]).
     pub fn service(&self) -> restate_proto::log_server::log_server_svc_server::LogServerSvcServer<LogServerService> {
         restate_proto::log_server::log_server_svc_server::LogServerSvcServer::new(LogServerService::new(

@@ -217,8 +217,14 @@ impl Node {
             joined.node_id,
             node.fabric_shutdown.child_token(),
         ));
-        let bifrost = Bifrost::new(&ctx.config, joined.node_id, ctx.metadata.clone(), ctx.view.clone())
-            .map_err(|e| NodeError::MetadataClient(format!("cannot start Bifrost: {e}")))?;
+        let bifrost = Bifrost::new(
+            &ctx.config,
+            joined.node_id,
+            ctx.metadata.clone(),
+            ctx.view.clone(),
+            ctx.log_server.as_ref().map(|server| server.local_service()),
+        )
+        .map_err(|e| NodeError::MetadataClient(format!("cannot start Bifrost: {e}")))?;
         let _ = ctx.bifrost.set(bifrost.clone());
         node.background
             .push(spawn_log_watchdog(ctx.clone(), bifrost, joined.node_id));
