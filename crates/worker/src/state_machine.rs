@@ -183,17 +183,6 @@ fn next_seq(txn: &mut Txn<'_>, counter: u8) -> ApplyResult<u64> {
     Ok(seq)
 }
 
-fn failure_of(result: &InvocationResult) -> Option<proto::Failure> {
-    match result {
-        InvocationResult::Success(_) => None,
-        InvocationResult::Failure { code, message } => Some(proto::Failure {
-            code: u32::from(*code),
-            message: message.clone(),
-            metadata: Vec::new(),
-        }),
-    }
-}
-
 impl StateMachine {
     /// Applies the record at `lsn`; the applied LSN is written into the same transaction.
     pub fn apply(&self, txn: &mut Txn<'_>, lsn: Lsn, envelope: Envelope, actions: &mut Vec<Action>) -> ApplyResult<()> {
@@ -710,21 +699,12 @@ impl StateMachine {
                 }
             }
             Timer::Sleep { id, completion_id } => {
-                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? {
-                    let notification = proto::SleepCompletionNotificationMessage {
-                        completion_id,
-                        void: Some(proto::Void {}),
-                    };
-                    self.notify(
-                        txn,
-                        id,
-                        &mut status,
-                        Note::new(MessageType::SleepCompletionNotification, &notification, completion_id),
-                        now,
-                        actions,
-                    )?;
-                    txn.put(status_key(&id), &status);
-                }
+                let notification = proto::SleepCompletionNotificationMessage {
+                    completion_id,
+                    void: Some(proto::Void {}),
+                };
+                let note = Note::new(MessageType::SleepCompletionNotification, &notification, completion_id);
+                self.notify_stored(txn, id, note, now, actions)?;
             }
         }
         Ok(())
@@ -739,34 +719,44 @@ impl StateMachine {
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
-            return Ok(());
-        };
         if txn.contains(&completion_key(&id, completion_id))? {
             return Ok(());
         }
+        let result = match result {
+            InvocationResult::Success(value) => {
+                proto::call_completion_notification_message::Result::Value(proto::Value {
+                    content: Bytes::from(value),
+                })
+            }
+            InvocationResult::Failure { code, message } => {
+                proto::call_completion_notification_message::Result::Failure(proto::Failure {
+                    code: u32::from(code),
+                    message,
+                    metadata: Vec::new(),
+                })
+            }
+        };
         let notification = proto::CallCompletionNotificationMessage {
             completion_id,
-            result: Some(match failure_of(&result) {
-                Some(failure) => proto::call_completion_notification_message::Result::Failure(failure),
-                None => {
-                    let InvocationResult::Success(value) = result else {
-                        return Ok(());
-                    };
-                    proto::call_completion_notification_message::Result::Value(proto::Value {
-                        content: Bytes::from(value),
-                    })
-                }
-            }),
+            result: Some(result),
         };
-        self.notify(
-            txn,
-            id,
-            &mut status,
-            Note::new(MessageType::CallCompletionNotification, &notification, completion_id),
-            now,
-            actions,
-        )?;
+        let note = Note::new(MessageType::CallCompletionNotification, &notification, completion_id);
+        self.notify_stored(txn, id, note, now, actions)
+    }
+
+    /// [`Self::notify`] for an invocation read from the store (timers, responses of callees).
+    fn notify_stored(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        note: Note,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            return Ok(());
+        };
+        self.notify(txn, id, &mut status, note, now, actions)?;
         txn.put(status_key(&id), &status);
         Ok(())
     }
