@@ -438,3 +438,26 @@ async fn a_deployment_that_is_down_delays_invocations_without_failing_them() -> 
     assert_eq!(side_effects(&effects).get("while-down"), Some(&1));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_idle_invocation_suspends_after_the_inactivity_timeout_and_resumes() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let node = start_node(&dir, &[("RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "300ms")]).await?;
+    let effects = dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    let slept = client.call("Sleeper/sleep", json!(2000)).await?;
+    assert_eq!(slept.json(), json!("slept"), "{}", slept.body);
+    // The first attempt suspended once its stream was idle; the timer resumed it in a second.
+    let metrics = client
+        .request(reqwest::Method::GET, &format!("{}metrics", node.fabric_url()), None)
+        .await?
+        .body;
+    assert!(
+        metrics.contains("restate_invocation_attempts_total{outcome=\"started\"} 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("outcome=\"failed\""), "{metrics}");
+    Ok(())
+}
