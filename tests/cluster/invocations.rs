@@ -357,6 +357,11 @@ async fn the_ingress_refuses_bad_requests_with_their_reason() -> anyhow::Result<
         400,
         "bad delay query parameter",
     );
+    expect(
+        client.call("Greeter/greet/send?delay=3000000d", json!("a")).await?,
+        400,
+        "at most 36500 days",
+    );
     let private = client
         .request(
             reqwest::Method::PATCH,

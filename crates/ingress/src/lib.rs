@@ -32,6 +32,9 @@ struct Ingress {
     request_size_limit: usize,
 }
 
+/// The longest `delay` of a send (execution times must stay representable).
+const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Headers the handler does not get.
 const DROPPED_HEADERS: [&str; 4] = ["connection", "host", "idempotency-key", "idempotency-expires"];
 
@@ -132,6 +135,12 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     };
     // By reference: this runs per request, and the admin API's overrides only change privacy.
     let manifest = &registered.manifest;
+    if manifest.ty == ServiceType::Workflow {
+        return ingress_error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("'{service}' is a workflow; workflows are not supported by this server yet"),
+        );
+    }
     let keyed = manifest.ty != ServiceType::Service;
     let bad_path = || {
         ingress_error(
@@ -184,6 +193,15 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         );
     }
     let delay = match delay_of(parts.uri.query()) {
+        Ok(Some(delay)) if delay > MAX_DELAY => {
+            return ingress_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad delay query parameter: at most {} days",
+                    MAX_DELAY.as_secs() / 86_400
+                ),
+            );
+        }
         Ok(delay) => delay,
         Err(message) => return ingress_error(StatusCode::BAD_REQUEST, message),
     };

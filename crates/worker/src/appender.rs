@@ -6,7 +6,7 @@
 //! never reach the log with a gap in the middle.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use restate_bifrost::Bifrost;
 use restate_types::metadata::Lsn;
@@ -24,6 +24,10 @@ type Queued = (Vec<u8>, oneshot::Sender<Result<Lsn, String>>);
 pub struct Appender {
     tx: mpsc::UnboundedSender<Queued>,
     failed: Arc<AtomicBool>,
+    /// Signalled when an append fails, so the leader re-establishes itself.
+    failure: Arc<tokio::sync::Notify>,
+    /// Proposals of leaders older than this epoch are refused (a deposed leader's stragglers).
+    min_epoch: Arc<AtomicU64>,
 }
 
 impl Appender {
@@ -32,6 +36,8 @@ impl Appender {
         let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         let failed = Arc::new(AtomicBool::new(false));
         let failed_flag = failed.clone();
+        let failure = Arc::new(tokio::sync::Notify::new());
+        let failure_signal = failure.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while let Some(first) = rx.recv().await {
@@ -58,6 +64,7 @@ impl Appender {
                     Err(error) => {
                         tracing::error!(log_id, %error, "append to the partition log failed");
                         failed_flag.store(true, Ordering::Release);
+                        failure_signal.notify_one();
                         for (_, reply) in batch.drain(..) {
                             let _ = reply.send(Err(error.to_string()));
                         }
@@ -65,12 +72,24 @@ impl Appender {
                 }
             }
         });
-        Self { tx, failed }
+        Self {
+            tx,
+            failed,
+            failure,
+            min_epoch: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Queues a record; the receiver yields its LSN once it is durable.
     pub fn propose(&self, envelope: &Envelope) -> Proposal {
         let (reply, receiver) = oneshot::channel();
+        if envelope
+            .leader_epoch
+            .is_some_and(|epoch| epoch < self.min_epoch.load(Ordering::Acquire))
+        {
+            let _ = reply.send(Err("proposed by a leader that was replaced".into()));
+            return receiver;
+        }
         if self.tx.send((envelope.encode(), reply)).is_err() {
             // The task is gone; the dropped sender makes the receiver fail.
         }
@@ -89,12 +108,15 @@ impl Appender {
             .unwrap_or_else(|_| Err("the partition's appender stopped".into()))
     }
 
-    pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+    /// Resolves once an append failed (after this call).
+    pub async fn failed(&self) {
+        self.failure.notified().await;
     }
 
-    /// Accepts proposals again (after the leader re-established itself with a new epoch).
-    pub fn reset(&self) {
+    /// Accepts proposals again, only from leaders of `epoch` or later (called when this
+    /// node's leader obtained `epoch`, before it announces itself).
+    pub fn reset(&self, epoch: u64) {
+        self.min_epoch.fetch_max(epoch, Ordering::AcqRel);
         self.failed.store(false, Ordering::Release);
     }
 }

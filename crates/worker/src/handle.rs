@@ -102,6 +102,13 @@ impl PartitionHandle {
         }
     }
 
+    /// Fails every waiting call (the processor stopped; its answers would never come).
+    pub(crate) fn drop_waiters(&self) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.clear();
+        }
+    }
+
     fn envelope(request: InvokeRequest) -> Envelope {
         Envelope {
             timestamp: now_ms(),

@@ -32,6 +32,8 @@ pub(crate) struct AttemptDriver {
     pub epoch: u64,
     pub target: InvocationTarget,
     pub pin: Option<Effect>,
+    /// The journal already holds an `Output` (from an earlier attempt).
+    pub has_output: bool,
     pub terminal: Arc<AtomicBool>,
     pub acks: Arc<Mutex<HashSet<u32>>>,
     pub cancel: CancellationToken,
@@ -66,13 +68,16 @@ impl AttemptDriver {
     }
 
     async fn drive(&self, attempt: Attempt, notifications: mpsc::UnboundedReceiver<Bytes>) -> AttemptReport {
-        let Ok(_permit) = self.ctx.concurrency.clone().acquire_owned().await else {
-            return AttemptReport {
-                outcome: AttemptOutcome::Cancelled,
-                last_lsn: 0,
-                made_progress: false,
-            };
+        let cancelled = AttemptReport {
+            outcome: AttemptOutcome::Cancelled,
+            last_lsn: 0,
+            made_progress: false,
         };
+        let permit = tokio::select! {
+            _ = self.cancel.cancelled() => return cancelled,
+            permit = self.ctx.concurrency.clone().acquire_owned() => permit,
+        };
+        let Ok(_permit) = permit else { return cancelled };
         let mut proposals: Vec<Proposal> = Vec::new();
         // The deployment is pinned with the first entry (one append with it, not one more).
         let mut pin = self.pin.clone();
@@ -88,11 +93,27 @@ impl AttemptDriver {
         tokio::pin!(run);
         let mut forced: Option<AttemptError> = None;
         let mut made_progress = false;
+        let mut has_output = self.has_output;
         let mut outcome = None;
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(event) if forced.is_none() => {
+                    // Nothing more is proposed once the attempt was stopped from outside.
+                    Some(event) if forced.is_none() && !self.cancel.is_cancelled() => {
+                        if let AttemptEvent::Command { message_type, .. } = &event {
+                            has_output |= *message_type == MessageType::OutputCommand.code();
+                        }
+                        if event == AttemptEvent::End && !has_output {
+                            // A protocol violation: retried like any failed attempt.
+                            forced = Some(AttemptError {
+                                code: restate_invoker::codes::PROTOCOL_VIOLATION,
+                                message: "the SDK ended the invocation without an Output".into(),
+                                retry_after: None,
+                                behavior: ErrorBehavior::Retry,
+                            });
+                            attempt_cancel.cancel();
+                            continue;
+                        }
                         match self.effect_of(event).await {
                             Ok(Some(effect)) => {
                                 if let Some(pin) = pin.take() {
@@ -279,6 +300,14 @@ impl AttemptDriver {
             .ty
             .handler_type(handler_manifest.ty)
             .ok_or_else(|| not_found(format!("the handler '{service}/{handler}' has an invalid type")))?;
+        if manifest.ty == ServiceType::Workflow {
+            return Err(AttemptError {
+                code: 573,
+                message: format!("'{service}' is a workflow; calling workflows is not supported by this server yet"),
+                retry_after: None,
+                behavior: ErrorBehavior::Retry,
+            });
+        }
         let keyed = manifest.ty != ServiceType::Service;
         let partition_key = match keyed {
             true => partition_key_of(key.as_bytes()),
@@ -302,9 +331,50 @@ impl RetryPolicy {
     /// jitter on top.
     pub fn delay(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
-        let base = self.initial_interval.as_secs_f64() * self.factor.powi(exponent);
-        let capped = base.min(self.max_interval.as_secs_f64());
+        // A manifest may declare any factor; below 1 (or not a number) the delay stays flat.
+        let factor = if self.factor.is_finite() {
+            self.factor.max(1.0)
+        } else {
+            1.0
+        };
+        let base = self.initial_interval.as_secs_f64() * factor.powi(exponent);
+        let capped = base.min(self.max_interval.as_secs_f64()).max(0.0);
         let jitter = capped * rand::random::<f64>() / 3.0;
         Duration::from_secs_f64(capped + jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(factor: f64) -> RetryPolicy {
+        RetryPolicy {
+            initial_interval: Duration::from_millis(500),
+            factor,
+            max_interval: Duration::from_secs(60),
+            max_attempts: Some(70),
+            kill_on_max_attempts: false,
+        }
+    }
+
+    #[test]
+    fn delays_grow_exponentially_up_to_the_cap_with_a_third_of_jitter() {
+        let policy = policy(2.0);
+        for (attempt, base) in [(1, 0.5), (2, 1.0), (3, 2.0), (10, 60.0), (70, 60.0)] {
+            let delay = policy.delay(attempt).as_secs_f64();
+            assert!(
+                delay >= base && delay <= base * 4.0 / 3.0 + 1e-9,
+                "attempt {attempt}: {delay}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_factor_below_one_or_not_a_number_keeps_the_delay_flat() {
+        for factor in [-3.0, 0.5, f64::NAN, f64::INFINITY] {
+            let delay = policy(factor).delay(5).as_secs_f64();
+            assert!((0.5..=0.67).contains(&delay), "factor {factor}: {delay}");
+        }
     }
 }

@@ -99,7 +99,7 @@ impl Worker {
                 range,
                 stores.partition(partition.id)?,
                 handle,
-            );
+            )?;
             tasks.push(tokio::spawn(processor.run(cancel.clone())));
         }
         tracing::info!(partitions = partitions.len(), "partition processors started");

@@ -14,7 +14,7 @@ use restate_invoker::{
     Attempt, AttemptDeployment, AttemptError, AttemptOutcome, ErrorBehavior, InvokerClient, JournalFrame,
 };
 use restate_metadata_store::{MetadataClient, ReadModifyWrite};
-use restate_partition_store::{PartitionStore, TableKind, read_u64};
+use restate_partition_store::{Key, PartitionStore, TableKind, read_u64};
 use restate_service_protocol::{Encoder, Message, MessageType, ServiceProtocolVersion, proto};
 use restate_types::InvocationId;
 use restate_types::manifest::ProtocolMode;
@@ -32,6 +32,9 @@ use crate::schema_cache::SchemaCache;
 use crate::settings::WorkerSettings;
 use crate::state_machine::{self, Action, StateMachine};
 use crate::wal::{Command, Dedup, Effect, Envelope, OutboxMessage, now_ms};
+
+/// Records read from the log in order, or why the log cannot be applied on.
+type RecordBatch = Result<Vec<(Lsn, Vec<u8>)>, String>;
 
 /// Records applied in one store transaction at most.
 const MAX_APPLY_BATCH: usize = 512;
@@ -151,14 +154,13 @@ impl Processor {
         key_range: RangeInclusive<u64>,
         store: PartitionStore,
         handle: PartitionHandle,
-    ) -> Self {
+    ) -> Result<Self, restate_partition_store::PartitionStoreError> {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        // Unreadable means the store is broken: re-applying the log over it would duplicate.
         let applied = store
-            .get::<u64>(&restate_partition_store::Key::new(TableKind::Fsm).u8(state_machine::fsm::APPLIED_LSN))
-            .ok()
-            .flatten()
+            .get::<u64>(&fsm_key(state_machine::fsm::APPLIED_LSN))?
             .unwrap_or(0);
-        Self {
+        Ok(Self {
             appender: handle.appender.clone(),
             ctx,
             partition_id,
@@ -181,12 +183,12 @@ impl Processor {
             timers: BTreeSet::new(),
             shuffle: None,
             next_token: 0,
-        }
+        })
     }
 
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         self.publish_state();
-        let (records_tx, mut records) = mpsc::channel::<Vec<(Lsn, Vec<u8>)>>(4);
+        let (records_tx, mut records) = mpsc::channel::<RecordBatch>(4);
         tokio::spawn(tail_log(
             self.ctx.bifrost.clone(),
             self.log_id,
@@ -213,7 +215,7 @@ impl Processor {
                 _ = cancel.cancelled() => break,
                 batch = records.recv() => match batch {
                     Some(batch) => {
-                        if let Err(error) = self.apply_batch(batch) {
+                        if let Err(error) = batch.and_then(|batch| self.apply_batch(batch)) {
                             tracing::error!(partition = self.partition_id, %error, "cannot apply the partition's log; the processor stops");
                             self.handle.state.set_failed(error);
                             break;
@@ -226,6 +228,11 @@ impl Processor {
                         self.on_control(control);
                     }
                 }
+                _ = self.appender.failed(), if self.leading => {
+                    tracing::warn!(partition = self.partition_id, "an append failed: re-establishing leadership");
+                    self.step_down();
+                    self.spawn_leadership();
+                }
                 _ = timer_sleep => {
                     if let Some(timer) = next_timer {
                         self.timers.remove(&timer);
@@ -235,6 +242,8 @@ impl Processor {
             }
         }
         self.step_down();
+        // Callers waiting on this partition learn it stopped instead of hanging.
+        self.handle.drop_waiters();
     }
 
     fn publish_state(&self) {
@@ -273,7 +282,7 @@ impl Processor {
                     return;
                 }
             };
-            appender.reset();
+            appender.reset(epoch);
             let announce = Envelope {
                 timestamp: now_ms(),
                 leader_epoch: None,
@@ -323,14 +332,6 @@ impl Processor {
             for (id, _) in ready {
                 self.start_attempt(id);
             }
-        }
-        if self.appender.has_failed() && self.leading {
-            tracing::warn!(
-                partition = self.partition_id,
-                "an append failed: re-establishing leadership"
-            );
-            self.step_down();
-            self.spawn_leadership();
         }
         self.publish_state();
         Ok(())
@@ -387,12 +388,20 @@ impl Processor {
         match control {
             Control::Epoch(epoch) => {
                 self.my_epoch = Some(epoch);
+                // The announcement may have been applied before this message arrived.
+                let announced = self.store.get::<u64>(&fsm_key(state_machine::fsm::LEADER_EPOCH));
+                if !self.leading && matches!(announced, Ok(Some(e)) if e == epoch) {
+                    self.become_leader();
+                }
             }
             Control::LeadershipFailed => self.spawn_leadership(),
             Control::AttemptFinished { id, token, report } => {
-                if self.running.get(&id).is_some_and(|r| r.token == token) {
-                    self.running.remove(&id);
+                // A report of an attempt that was replaced or aborted meanwhile says nothing
+                // about the invocation now.
+                if self.running.get(&id).is_none_or(|r| r.token != token) {
+                    return;
                 }
+                self.running.remove(&id);
                 match report.outcome {
                     AttemptOutcome::Ended | AttemptOutcome::Suspended => {
                         self.retries.remove(&id);
@@ -438,17 +447,26 @@ impl Processor {
             self.leader_cancel.clone(),
         ));
         let mut invoked = Vec::new();
-        if let Ok(statuses) = self.store.scan_raw(TableKind::InvocationStatus.prefix()) {
-            for (key, value) in statuses {
-                let Some(id) = InvocationId::from_raw(&key[2..]) else {
-                    continue;
-                };
-                if let Ok(status) = postcard::from_bytes::<InvocationStatus>(&value)
-                    && status.phase == Phase::Invoked
-                {
-                    invoked.push(id);
+        match self.store.scan_raw(TableKind::InvocationStatus.prefix()) {
+            Ok(statuses) => {
+                for (key, value) in statuses {
+                    match (
+                        InvocationId::from_raw(&key[2..]),
+                        postcard::from_bytes::<InvocationStatus>(&value),
+                    ) {
+                        (Some(id), Ok(status)) if status.phase == Phase::Invoked => invoked.push(id),
+                        (Some(_), Ok(_)) => {}
+                        (id, _) => tracing::error!(
+                            partition = self.partition_id, invocation = ?id,
+                            "an invocation status does not decode; that invocation cannot run"
+                        ),
+                    }
                 }
             }
+            Err(error) => tracing::error!(
+                partition = self.partition_id, %error,
+                "cannot scan the invocations to resume; they resume when this partition is led again"
+            ),
         }
         for id in invoked {
             self.start_attempt(id);
@@ -464,6 +482,7 @@ impl Processor {
         }
         self.shuffle = None;
         self.pending_retries.clear();
+        self.retries.clear();
         self.publish_state();
     }
 
@@ -582,7 +601,14 @@ impl Processor {
         let journal = match self.read_journal(&id, status.journal_length) {
             Ok(journal) => journal,
             Err(error) => {
-                tracing::error!(invocation = %id, %error, "cannot read the journal");
+                let error = AttemptError {
+                    code: 500,
+                    message: format!("cannot read the journal from the partition store: {error}"),
+                    retry_after: None,
+                    behavior: ErrorBehavior::Retry,
+                };
+                let applied = self.applied;
+                self.attempt_failed(id, error, applied, false);
                 return;
             }
         };
@@ -639,6 +665,7 @@ impl Processor {
             epoch: self.my_epoch.unwrap_or_default(),
             target: status.target.clone(),
             pin: prepared.pin,
+            has_output: status.output.is_some(),
             terminal,
             acks,
             cancel,
@@ -676,6 +703,10 @@ impl Processor {
     }
 }
 
+fn fsm_key(id: u8) -> Key {
+    Key::new(TableKind::Fsm).u8(id)
+}
+
 /// The frame to send live for a notification: the notification itself, or, for a run
 /// completion the SDK asked to be acknowledged (V7), the acknowledgement in its place.
 fn live_frame(running: &Running, message_type: u16, payload: Bytes) -> Option<Bytes> {
@@ -704,7 +735,7 @@ async fn tail_log(
     bifrost: Bifrost,
     log_id: u32,
     mut from: Lsn,
-    records: mpsc::Sender<Vec<(Lsn, Vec<u8>)>>,
+    records: mpsc::Sender<RecordBatch>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -720,16 +751,19 @@ async fn tail_log(
                     match entry {
                         LogEntry::Record { lsn, payload } => batch.push((lsn, payload)),
                         LogEntry::TrimGap { from: gap_from, to } => {
-                            tracing::error!(
-                                log_id,
-                                gap_from,
-                                to,
-                                "the partition log was trimmed past what this processor applied"
-                            );
+                            // Applying on would silently skip state changes.
+                            let _ = records
+                                .send(Err(format!(
+                                    "log {log_id} was trimmed to {to}, past what this processor applied ({}); \
+                                     it needs a snapshot of the partition",
+                                    gap_from.saturating_sub(1)
+                                )))
+                                .await;
+                            return;
                         }
                     }
                 }
-                if !batch.is_empty() && records.send(batch).await.is_err() {
+                if !batch.is_empty() && records.send(Ok(batch)).await.is_err() {
                     return;
                 }
             }
