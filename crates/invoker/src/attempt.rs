@@ -86,8 +86,13 @@ pub enum AttemptEvent {
         result: Result<Bytes, proto::Failure>,
         ack: bool,
     },
-    /// The SDK waits for one of these completion ids or signals and closed its side.
-    Suspended { completions: Vec<u32>, signals: Vec<u32> },
+    /// The SDK waits and closed its side: on any of these completion ids or signals (V5/V6),
+    /// or on the V7 future tree (encoded `Future`), whose leaves are listed too.
+    Suspended {
+        completions: Vec<u32>,
+        signals: Vec<u32>,
+        future: Option<Bytes>,
+    },
     /// The SDK finished the invocation.
     End,
 }
@@ -416,6 +421,7 @@ fn handle_message(
             send(AttemptEvent::Suspended {
                 completions: suspension.waiting_completions,
                 signals: suspension.waiting_signals,
+                future: None,
             });
             Ok(Some(AttemptOutcome::Suspended))
         }
@@ -431,7 +437,15 @@ fn handle_message(
                     "the SDK suspended waiting on nothing",
                 ));
             }
-            send(AttemptEvent::Suspended { completions, signals });
+            let future = suspension
+                .awaiting_on
+                .as_ref()
+                .map(|f| Bytes::from(prost::Message::encode_to_vec(f)));
+            send(AttemptEvent::Suspended {
+                completions,
+                signals,
+                future,
+            });
             Ok(Some(AttemptOutcome::Suspended))
         }
         Message::End(_) => {

@@ -219,7 +219,8 @@ async fn suspension_reports_what_the_sdk_waits_for() {
         events,
         vec![AttemptEvent::Suspended {
             completions: vec![1],
-            signals: vec![1]
+            signals: vec![1],
+            future: None,
         }]
     );
 }

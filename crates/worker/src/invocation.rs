@@ -207,9 +207,17 @@ impl AttemptDriver {
                     call: None,
                 }))
             }
-            AttemptEvent::Suspended { completions, signals } => {
+            AttemptEvent::Suspended {
+                completions,
+                signals,
+                future,
+            } => {
                 self.terminal.store(true, Ordering::Release);
-                Ok(Some(Effect::Suspend { completions, signals }))
+                Ok(Some(Effect::Suspend {
+                    completions,
+                    signals,
+                    future: future.map(|f| f.to_vec()),
+                }))
             }
             AttemptEvent::End => {
                 self.terminal.store(true, Ordering::Release);

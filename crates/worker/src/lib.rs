@@ -3,6 +3,7 @@
 //! `OVERVIEW.md` for how a call flows through the log.
 
 mod appender;
+mod awaiting;
 mod handle;
 mod invocation;
 mod metrics;

@@ -72,7 +72,12 @@ pub enum Phase {
     /// Runs (or is about to run) on the leader's invoker.
     Invoked,
     /// Waits for one of these completions or signals.
-    Suspended { completions: Vec<u32>, signals: Vec<u32> },
+    Suspended {
+        completions: Vec<u32>,
+        signals: Vec<u32>,
+        /// The V7 future tree (encoded `Future`): resumes when it resolves.
+        future: Option<Vec<u8>>,
+    },
     /// Stopped after its retries ran out; needs a manual resume.
     Paused,
 }

@@ -121,14 +121,14 @@ pub fn journal_key(id: &InvocationId, index: u32) -> Key {
     journal_prefix(id).u32(index)
 }
 
-fn completion_key(id: &InvocationId, completion_id: u32) -> Key {
+pub(crate) fn completion_key(id: &InvocationId, completion_id: u32) -> Key {
     Key::new(TableKind::JournalNotification)
         .invocation(id)
         .u8(b'c')
         .u32(completion_id)
 }
 
-fn signal_key(id: &InvocationId, signal: u32) -> Key {
+pub(crate) fn signal_key(id: &InvocationId, signal: u32) -> Key {
     Key::new(TableKind::JournalNotification)
         .invocation(id)
         .u8(b's')
@@ -363,18 +363,20 @@ impl StateMachine {
                     txn.put(status_key(&id), &status);
                 }
             }
-            Effect::Suspend { completions, signals } => {
-                let mut resolved = false;
-                for completion in &completions {
-                    resolved |= txn.contains(&completion_key(&id, *completion))?;
-                }
-                for signal in &signals {
-                    resolved |= txn.contains(&signal_key(&id, *signal))?;
-                }
-                if resolved {
+            Effect::Suspend {
+                completions,
+                signals,
+                future,
+            } => {
+                let phase = Phase::Suspended {
+                    completions,
+                    signals,
+                    future,
+                };
+                if crate::awaiting::resolved(txn, &id, &phase)? {
                     actions.push(Action::Invoke(id));
                 } else {
-                    status.phase = Phase::Suspended { completions, signals };
+                    status.phase = phase;
                 }
                 txn.put(status_key(&id), &status);
             }
@@ -642,9 +644,7 @@ impl StateMachine {
             message_type: ty.code(),
             payload: Bytes::from(payload),
         });
-        if let Phase::Suspended { completions, .. } = &status.phase
-            && completion_id.is_some_and(|c| completions.contains(&c))
-        {
+        if matches!(status.phase, Phase::Suspended { .. }) && crate::awaiting::resolved(txn, &id, &status.phase)? {
             status.phase = Phase::Invoked;
             actions.push(Action::Invoke(id));
         }

@@ -160,6 +160,7 @@ fn scenario() -> Vec<Envelope> {
                 effect: Effect::Suspend {
                     completions: vec![1],
                     signals: vec![1],
+                    future: None,
                 },
             },
         ),
@@ -280,4 +281,69 @@ fn effects_of_a_deposed_leader_are_ignored() {
     );
     let status: InvocationStatus = store.get(&status_key(&g)).unwrap().unwrap();
     assert_eq!(status.journal_length, 1);
+}
+
+fn sleep(id: InvocationId, completion_id: u32, wake_up: u64) -> Envelope {
+    entry(
+        id,
+        MessageType::SleepCommand,
+        proto::SleepCommandMessage {
+            wake_up_time: wake_up,
+            result_completion_id: completion_id,
+            name: String::new(),
+        },
+    )
+}
+
+#[test]
+fn a_v7_future_waiting_for_all_resumes_only_when_all_arrived() {
+    let (_dir, store) = open();
+    let g = id(3, "x");
+    let all = proto::Future {
+        waiting_completions: vec![1, 2],
+        combinator_type: proto::future::CombinatorType::AllCompleted as i32,
+        ..Default::default()
+    };
+    // The SDK's implicit cancellation: first of (the user's future, signal 1).
+    let future = proto::Future {
+        waiting_signals: vec![1],
+        nested_futures: vec![all],
+        combinator_type: proto::future::CombinatorType::FirstCompleted as i32,
+        ..Default::default()
+    };
+    let suspend = record(
+        3_000,
+        Command::InvokerEffect {
+            id: g,
+            effect: Effect::Suspend {
+                completions: vec![1, 2],
+                signals: vec![1],
+                future: Some(future.encode_to_vec()),
+            },
+        },
+    );
+    let actions = apply_all(
+        &store,
+        &[
+            invoke(g, greeter(), 1),
+            sleep(g, 1, 5_000),
+            sleep(g, 2, 6_000),
+            suspend,
+            record(5_000, Command::FireTimer { wake_up: 5_000, seq: 1 }),
+        ],
+    );
+    let resumes = |actions: &[Action]| actions.iter().filter(|a| **a == Action::Invoke(g)).count();
+    assert_eq!(resumes(&actions), 1, "only the first start: one of two sleeps is done");
+    let mut more = Vec::new();
+    let mut txn = store.txn();
+    machine()
+        .apply(
+            &mut txn,
+            6,
+            record(6_000, Command::FireTimer { wake_up: 6_000, seq: 2 }),
+            &mut more,
+        )
+        .unwrap();
+    txn.commit().unwrap();
+    assert_eq!(resumes(&more), 1, "both sleeps done: resumed");
 }

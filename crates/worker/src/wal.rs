@@ -70,9 +70,11 @@ pub enum Effect {
         /// For `Call` and `OneWayCall`: the callee, resolved by the leader from the schema.
         call: Option<ResolvedCall>,
     },
+    /// `future`: the V7 future tree (encoded); without it, any listed id resumes.
     Suspend {
         completions: Vec<u32>,
         signals: Vec<u32>,
+        future: Option<Vec<u8>>,
     },
     End,
     /// An attempt failed and will be retried (recorded for visibility).
