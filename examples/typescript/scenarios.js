@@ -78,4 +78,28 @@ const failing = restate.service({
   },
 });
 
-serve([greeter, counter, sleeper, runner, caller, failing]);
+const awaiter = restate.service({
+  name: "Awaiter",
+  handlers: {
+    // Records its awakeable's id as a side effect, then waits for someone to complete it.
+    awakeable: async (ctx, tag) => {
+      const { id, promise } = ctx.awakeable();
+      await appendTag(ctx, `awakeable ${tag} ${id}`);
+      try {
+        const value = await promise;
+        await appendTag(ctx, `resolved ${tag} ${value}`);
+        return value;
+      } catch (e) {
+        await appendTag(ctx, `rejected ${tag} ${e.message}`);
+        throw e;
+      }
+    },
+    // Completes another invocation's awakeable from a handler.
+    resolve: async (ctx, { id, value }) => {
+      ctx.resolveAwakeable(id, value);
+      return "resolved";
+    },
+  },
+});
+
+serve([greeter, counter, sleeper, runner, caller, failing, awaiter]);

@@ -68,6 +68,10 @@ impl Client {
             .await
     }
 
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// POST without a body (handlers that take no input).
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<Answer> {
         self.request(reqwest::Method::POST, &format!("{}{path}", self.ingress), None)

@@ -1,5 +1,6 @@
 //! Multi-process tests: real `restate` and `restatectl` binaries on 127.0.0.1.
 
+mod awakeables;
 mod bad_config;
 mod bifrost;
 mod chaos;

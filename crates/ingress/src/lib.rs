@@ -19,7 +19,7 @@ use bytes::Bytes;
 use restate_types::manifest::{HandlerManifest, ServiceType};
 use restate_types::{InvocationId, partition_key_of};
 use restate_worker::WorkerHandle;
-use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest};
+use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
 
 use crate::paths::{IngressPath, parse_path};
 
@@ -111,6 +111,14 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
             "this node runs no worker yet (it is starting, or the worker role is not configured here)",
         );
     };
+    if let Some(rest) = parts
+        .uri
+        .path()
+        .strip_prefix("/restate/awakeables/")
+        .or_else(|| parts.uri.path().strip_prefix("/restate/a/"))
+    {
+        return complete_awakeable(worker, &parts.method, rest, body, ingress.request_size_limit).await;
+    }
     let path = match parse_path(parts.uri.path()) {
         Ok(path) => path,
         Err(message) => return ingress_error(StatusCode::BAD_REQUEST, message),
@@ -310,6 +318,65 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
             )
                 .into_response()
         }
+        Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// `POST /restate/awakeables/{id}/resolve|reject` (alias `/restate/a/…`): the body is the
+/// value, or for `reject` the failure message (code 500). 202 once the result is durable.
+async fn complete_awakeable(
+    worker: &WorkerHandle,
+    method: &Method,
+    rest: &str,
+    body: Body,
+    request_size_limit: usize,
+) -> Response {
+    let Some((id, action)) = rest.split_once('/') else {
+        return ingress_error(
+            StatusCode::BAD_REQUEST,
+            format!("bad path: expected /restate/awakeables/{{id}}/resolve or /reject, got '{rest}'"),
+        );
+    };
+    if action != "resolve" && action != "reject" {
+        return ingress_error(
+            StatusCode::BAD_REQUEST,
+            format!("bad path: expected resolve or reject after the awakeable id, got '{action}'"),
+        );
+    }
+    if method != Method::POST {
+        return ingress_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed; use POST"),
+        );
+    }
+    let awakeable = match id.parse::<restate_types::AwakeableId>() {
+        Ok(awakeable) => awakeable,
+        Err(error) => return ingress_error(StatusCode::BAD_REQUEST, format!("bad awakeable id '{id}': {error}")),
+    };
+    let Ok(body) = axum::body::to_bytes(body, request_size_limit).await else {
+        return ingress_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than the limit of {request_size_limit} bytes (`ingress.request-size-limit`)"
+            ),
+        );
+    };
+    let result = match action {
+        "resolve" => SignalResult::Value(body.to_vec()),
+        _ => SignalResult::Failure {
+            code: 500,
+            message: String::from_utf8_lossy(&body).into_owned(),
+        },
+    };
+    let target = awakeable.invocation;
+    let Some(partition) = worker.partition_for(target.partition_key) else {
+        return ingress_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the partition of this awakeable is not run on this node; retrying is safe",
+        );
+    };
+    match partition.signal(target, awakeable.signal_index, result).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }

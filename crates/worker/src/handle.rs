@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::appender::Appender;
-use crate::model::{InvocationResult, InvokeRequest, ResponseSink};
+use crate::model::{InvocationResult, InvokeRequest, ResponseSink, SignalResult};
 use crate::schema_cache::SchemaCache;
 use crate::wal::{Command, Envelope, now_ms};
 
@@ -138,6 +138,25 @@ impl PartitionHandle {
                 reason,
             })?;
         rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
+    }
+
+    /// Delivers a signal to an invocation of this partition (e.g. an awakeable's result);
+    /// returns once it is durable.
+    pub async fn signal(&self, id: InvocationId, signal: u32, result: SignalResult) -> Result<(), SubmitError> {
+        let envelope = Envelope {
+            timestamp: now_ms(),
+            leader_epoch: None,
+            dedup: None,
+            command: Command::NotifySignal { id, signal, result },
+        };
+        self.appender
+            .append(&envelope)
+            .await
+            .map(|_| ())
+            .map_err(|reason| SubmitError::Append {
+                partition: self.partition_id,
+                reason,
+            })
     }
 
     /// Stores the invocation; returns once it is durable.

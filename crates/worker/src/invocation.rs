@@ -263,16 +263,29 @@ impl AttemptDriver {
                 .resolve(&call.service_name, &call.handler_name, &call.key)
                 .await
                 .map(Some),
+            Message::CompleteAwakeableCommand(command) => {
+                match command.awakeable_id.parse::<restate_types::AwakeableId>() {
+                    Ok(_) => Ok(None),
+                    Err(error) => Err(refuse(&format!("CompleteAwakeable with a bad awakeable id: {error}"))),
+                }
+            }
+            Message::SendSignalCommand(command) => {
+                if let Err(error) = command.target_invocation_id.parse::<InvocationId>() {
+                    return Err(refuse(&format!("SendSignal to a bad invocation id: {error}")));
+                }
+                match command.signal_id {
+                    Some(restate_service_protocol::proto::send_signal_command_message::SignalId::Idx(_)) => Ok(None),
+                    _ => Err(refuse("named signals are not supported by this server yet")),
+                }
+            }
             Message::GetPromiseCommand(_)
             | Message::PeekPromiseCommand(_)
             | Message::CompletePromiseCommand(_)
-            | Message::SendSignalCommand(_)
             | Message::AttachInvocationCommand(_)
-            | Message::GetInvocationOutputCommand(_)
-            | Message::CompleteAwakeableCommand(_) => Err(AttemptError {
+            | Message::GetInvocationOutputCommand(_) => Err(AttemptError {
                 code: 573,
                 message: format!(
-                    "{} is not supported by this server yet (workflows, promises, awakeables, signals and attach come next)",
+                    "{} is not supported by this server yet (workflows, promises and attach come next)",
                     message.message_type().name()
                 ),
                 retry_after: None,

@@ -50,6 +50,14 @@ pub enum InvocationResult {
     Failure { code: u16, message: String },
 }
 
+/// What a signal (an awakeable's completion, or `SendSignal` of another invocation) carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalResult {
+    Void,
+    Value(Vec<u8>),
+    Failure { code: u16, message: String },
+}
+
 /// A new invocation, as the ingress or a calling invocation asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvokeRequest {

@@ -10,11 +10,12 @@ use bytes::Bytes;
 use prost::Message as _;
 use restate_partition_store::{Key, PartitionStoreError, TableKind, Txn, read_u64};
 use restate_service_protocol::{MessageType, proto};
-use restate_types::InvocationId;
 use restate_types::metadata::Lsn;
+use restate_types::{AwakeableId, InvocationId};
 
 use crate::model::{
-    InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, ResponseSink, Timer,
+    InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, ResponseSink,
+    SignalResult, Timer,
 };
 use crate::wal::{Command, Effect, Envelope, OutboxMessage, ResolvedCall};
 
@@ -32,6 +33,7 @@ struct Note {
     ty: MessageType,
     payload: Vec<u8>,
     completion_id: Option<u32>,
+    signal: Option<u32>,
 }
 
 impl Note {
@@ -53,6 +55,32 @@ impl Note {
             ty,
             payload: message.encode_to_vec(),
             completion_id: Some(completion_id),
+            signal: None,
+        }
+    }
+
+    fn signal(signal: u32, result: SignalResult) -> Self {
+        use proto::signal_notification_message::{Result, SignalId};
+        let result = match result {
+            SignalResult::Void => Result::Void(proto::Void {}),
+            SignalResult::Value(value) => Result::Value(proto::Value {
+                content: Bytes::from(value),
+            }),
+            SignalResult::Failure { code, message } => Result::Failure(proto::Failure {
+                code: u32::from(code),
+                message,
+                metadata: Vec::new(),
+            }),
+        };
+        let message = proto::SignalNotificationMessage {
+            signal_id: Some(SignalId::Idx(signal)),
+            result: Some(result),
+        };
+        Self {
+            ty: MessageType::SignalNotification,
+            payload: message.encode_to_vec(),
+            completion_id: None,
+            signal: Some(signal),
         }
     }
 }
@@ -216,6 +244,7 @@ impl StateMachine {
                 completion_id,
                 result,
             } => self.call_completed(txn, id, completion_id, result, now, actions)?,
+            Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions)?,
             Command::TruncateOutbox { up_to } => {
                 for (key, _) in txn.scan_raw(TableKind::Outbox.prefix())? {
                     if read_u64(&key, 2).is_some_and(|seq| seq <= up_to) {
@@ -599,6 +628,50 @@ impl StateMachine {
                     )?;
                 }
             }
+            MessageType::CompleteAwakeableCommand => {
+                if let Ok(command) = proto::CompleteAwakeableCommandMessage::decode(payload)
+                    && let Ok(awakeable) = command.awakeable_id.parse::<AwakeableId>()
+                {
+                    use proto::complete_awakeable_command_message::Result;
+                    let result = match command.result {
+                        Some(Result::Value(value)) => SignalResult::Value(value.content.to_vec()),
+                        Some(Result::Failure(failure)) => SignalResult::Failure {
+                            code: u16::try_from(failure.code).unwrap_or(500),
+                            message: failure.message,
+                        },
+                        None => SignalResult::Void,
+                    };
+                    let target = awakeable.invocation;
+                    let command = Command::NotifySignal {
+                        id: target,
+                        signal: awakeable.signal_index,
+                        result,
+                    };
+                    self.route(txn, target.partition_key, command, now, actions)?;
+                }
+            }
+            MessageType::SendSignalCommand => {
+                if let Ok(command) = proto::SendSignalCommandMessage::decode(payload)
+                    && let Ok(target) = command.target_invocation_id.parse::<InvocationId>()
+                    && let Some(proto::send_signal_command_message::SignalId::Idx(signal)) = command.signal_id
+                {
+                    use proto::send_signal_command_message::Result;
+                    let result = match command.result {
+                        Some(Result::Value(value)) => SignalResult::Value(value.content.to_vec()),
+                        Some(Result::Failure(failure)) => SignalResult::Failure {
+                            code: u16::try_from(failure.code).unwrap_or(500),
+                            message: failure.message,
+                        },
+                        Some(Result::Void(_)) | None => SignalResult::Void,
+                    };
+                    let command = Command::NotifySignal {
+                        id: target,
+                        signal,
+                        result,
+                    };
+                    self.route(txn, target.partition_key, command, now, actions)?;
+                }
+            }
             MessageType::RunCompletionNotification => {
                 if let Ok(completion) = proto::RunCompletionNotificationMessage::decode(payload.clone()) {
                     txn.put(completion_key(&id, completion.completion_id), &index);
@@ -630,6 +703,7 @@ impl StateMachine {
             ty,
             payload,
             completion_id,
+            signal,
         } = note;
         let index = status.journal_length;
         txn.put_raw(journal_key(&id, index), encode_entry(ty.code(), &payload));
@@ -637,6 +711,9 @@ impl StateMachine {
         status.journal_modified_at = now;
         if let Some(completion_id) = completion_id {
             txn.put(completion_key(&id, completion_id), &index);
+        }
+        if let Some(signal) = signal {
+            txn.put(signal_key(&id, signal), &index);
         }
         actions.push(Action::Notify {
             id,
@@ -668,6 +745,7 @@ impl StateMachine {
                     completion_id,
                     result,
                 } => self.call_completed(txn, id, completion_id, result, now, actions),
+                Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions),
                 _ => Ok(()),
             };
         }
@@ -708,6 +786,22 @@ impl StateMachine {
             }
         }
         Ok(())
+    }
+
+    /// Delivers a signal once; signals for invocations that ended (or never existed) are dropped.
+    fn signal(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        signal: u32,
+        result: SignalResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        if txn.contains(&signal_key(&id, signal))? {
+            return Ok(());
+        }
+        self.notify_stored(txn, id, Note::signal(signal, result), now, actions)
     }
 
     fn call_completed(

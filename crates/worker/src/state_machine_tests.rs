@@ -347,3 +347,44 @@ fn a_v7_future_waiting_for_all_resumes_only_when_all_arrived() {
     txn.commit().unwrap();
     assert_eq!(resumes(&more), 1, "both sleeps done: resumed");
 }
+
+#[test]
+fn a_signal_resumes_the_invocation_waiting_for_it_once() {
+    let (_dir, store) = open();
+    let g = id(3, "x");
+    let signal = |value: &str| {
+        record(
+            7_000,
+            Command::NotifySignal {
+                id: g,
+                signal: 17,
+                result: crate::model::SignalResult::Value(value.as_bytes().to_vec()),
+            },
+        )
+    };
+    let suspend = record(
+        3_000,
+        Command::InvokerEffect {
+            id: g,
+            effect: Effect::Suspend {
+                completions: Vec::new(),
+                signals: vec![17],
+                future: None,
+            },
+        },
+    );
+    let actions = apply_all(
+        &store,
+        &[invoke(g, greeter(), 1), suspend, signal("first"), signal("second")],
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == Action::Invoke(g)).count(),
+        2,
+        "start, then resume"
+    );
+    let status: InvocationStatus = store.get(&status_key(&g)).unwrap().unwrap();
+    assert_eq!(
+        status.journal_length, 2,
+        "input and one signal: the second delivery is dropped"
+    );
+}

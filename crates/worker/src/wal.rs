@@ -4,7 +4,7 @@
 use restate_types::InvocationId;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{InvocationResult, InvocationTarget, InvokeRequest};
+use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
 
 /// Bumped when the record layout changes incompatibly; a processor refuses newer records.
 pub const RECORD_FORMAT: u8 = 1;
@@ -49,6 +49,12 @@ pub enum Command {
         id: InvocationId,
         completion_id: u32,
         result: InvocationResult,
+    },
+    /// A signal for an invocation (index 1 = cancel; 17 and up: awakeables).
+    NotifySignal {
+        id: InvocationId,
+        signal: u32,
+        result: SignalResult,
     },
     /// Outbox messages up to and including this sequence number were delivered.
     TruncateOutbox {
