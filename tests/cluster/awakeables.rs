@@ -36,7 +36,7 @@ async fn awakeables_are_completed_through_the_ingress_and_by_handlers() -> anyho
 
     for tag in ["a1", "a2", "a3", "a4"] {
         let accepted = client.call("Awaiter/awakeable/send", json!(tag)).await?;
-        assert_eq!(accepted.status, 202, "{}", accepted.body);
+        assert_eq!(accepted.status, 202, "{}\n{}", accepted.body, node.log());
     }
     let a1 = awakeable_id(&effects, "a1").await?;
     assert!(a1.starts_with("sign_1"), "{a1}");

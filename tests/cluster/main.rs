@@ -8,6 +8,7 @@ mod conformance;
 mod deployments;
 mod durability;
 mod external;
+mod idempotency;
 mod invocations;
 mod metadata;
 mod migration;

@@ -76,6 +76,10 @@ pub struct Configuration {
     pub default_retry_policy: RetryPolicyOptions,
     /// Offer service protocol V7 to deployments (V6 otherwise, as Restate 1.7 does by default).
     pub experimental_enable_protocol_v7: bool,
+    /// How long the result of an invocation with an idempotency key is kept (services and
+    /// handlers may say otherwise).
+    #[serde(with = "humantime_serde")]
+    pub default_idempotency_retention: Duration,
     /// Set by `--metadata-migration-mode` (not a configuration key).
     #[serde(skip)]
     pub metadata_migration_mode: bool,
@@ -114,6 +118,7 @@ impl Default for Configuration {
             worker: WorkerOptions::default(),
             default_retry_policy: RetryPolicyOptions::default(),
             experimental_enable_protocol_v7: false,
+            default_idempotency_retention: Duration::from_secs(86_400),
             log_server: LogServerOptions::default(),
             metadata_migration_mode: false,
         }
@@ -436,11 +441,24 @@ impl Default for IngressOptions {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct WorkerOptions {
+    /// How often a partition leader deletes completed invocations whose retention expired.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
     pub invoker: InvokerOptions,
     pub snapshots: SnapshotsOptions,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            cleanup_interval: Duration::from_secs(3600),
+            invoker: InvokerOptions::default(),
+            snapshots: SnapshotsOptions::default(),
+        }
+    }
 }
 
 /// `[worker.invoker]`: how attempts talk to deployments.

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use restate_types::InvocationId;
 use restate_types::manifest::{HandlerManifest, ServiceType};
-use restate_types::{InvocationId, partition_key_of};
 use restate_worker::WorkerHandle;
 use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
 
@@ -119,6 +119,9 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     {
         return complete_awakeable(worker, &parts.method, rest, body, ingress.request_size_limit).await;
     }
+    if let Some(rest) = parts.uri.path().strip_prefix("/restate/invocation/") {
+        return attach_or_output(worker, &parts.method, rest).await;
+    }
     let path = match parse_path(parts.uri.path()) {
         Ok(path) => path,
         Err(message) => return ingress_error(StatusCode::BAD_REQUEST, message),
@@ -194,12 +197,16 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
             format!("method {} is not allowed; use GET or POST", parts.method),
         );
     }
-    if parts.headers.contains_key("idempotency-key") {
-        return ingress_error(
-            StatusCode::NOT_IMPLEMENTED,
-            "idempotency keys are not supported by this server yet; send the request without `idempotency-key`",
-        );
-    }
+    let idempotency_key = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() => Some(key.to_owned()),
+        Some(_) => {
+            return ingress_error(
+                StatusCode::BAD_REQUEST,
+                "bad idempotency-key header: it must be non-empty visible ASCII",
+            );
+        }
+    };
     let delay = match delay_of(parts.uri.query()) {
         Ok(Some(delay)) if delay > MAX_DELAY => {
             return ingress_error(
@@ -249,26 +256,31 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     let Some(handler_type) = manifest.ty.handler_type(handler_manifest.ty) else {
         return ingress_error(StatusCode::INTERNAL_SERVER_ERROR, "the handler has an invalid type");
     };
-    let partition_key = match &key {
-        Some(key) => partition_key_of(key.as_bytes()),
-        None => rand::random(),
+    let target = InvocationTarget {
+        service: service.clone(),
+        handler: handler.clone(),
+        key,
+        service_type: manifest.ty,
+        handler_type,
     };
-    let id = InvocationId::generate(partition_key);
+    let id = restate_worker::invocation_id_of(&target, idempotency_key.as_deref());
+    let partition_key = id.partition_key;
+    let completion_retention = match &idempotency_key {
+        Some(_) => worker.settings().idempotency_retention_of(registered, &handler),
+        None => 0,
+    };
     let now = unix_ms();
     let execution_time = delay.map(|d| now + d.as_millis() as u64);
     let request = InvokeRequest {
         id,
-        target: InvocationTarget {
-            service: service.clone(),
-            handler: handler.clone(),
-            key,
-            service_type: manifest.ty,
-            handler_type,
-        },
+        target,
         argument: body.to_vec(),
         headers: forwarded_headers(&parts.headers, &path_and_query),
         execution_time,
         response_sink: None,
+        idempotency_key,
+        completion_retention,
+        submit_notification: None,
     };
     let Some(partition) = worker.partition_for(partition_key) else {
         return ingress_error(
@@ -278,8 +290,9 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     };
     if send {
         return match partition.send(request).await {
-            Ok(()) => {
-                let mut answer = serde_json::json!({"invocationId": id.to_string(), "status": "Accepted"});
+            Ok(new) => {
+                let status = if new { "Accepted" } else { "PreviouslyAccepted" };
+                let mut answer = serde_json::json!({"invocationId": id.to_string(), "status": status});
                 if let Some(at) = execution_time {
                     answer["executionTime"] = serde_json::Value::String(rfc3339(at));
                 }
@@ -297,8 +310,17 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         };
     }
     match partition.call(request).await {
-        Ok((id, InvocationResult::Success(output))) => success(&id, handler_manifest, output),
-        Ok((id, InvocationResult::Failure { code, message })) => {
+        Ok((id, result)) => result_response(&id, Some(handler_manifest), result),
+        Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// An invocation's result as the ingress answers it: the output with the handler's content
+/// type, or the failure with its code (`source: invocation`).
+fn result_response(id: &InvocationId, handler: Option<&HandlerManifest>, result: InvocationResult) -> Response {
+    match result {
+        InvocationResult::Success(output) => success(id, handler, output),
+        InvocationResult::Failure { code, message } => {
             let status = StatusCode::from_u16(code)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
@@ -312,12 +334,107 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
                         header::HeaderName::from_static("x-restate-error-source"),
                         HeaderValue::from_static("invocation"),
                     ),
-                    id_header(&id),
+                    id_header(id),
                 ],
                 body.to_string(),
             )
                 .into_response()
         }
+    }
+}
+
+/// `GET /restate/invocation/{id}/attach|output` and
+/// `GET /restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output`:
+/// attach waits for the result, output answers at once (470 while it runs).
+async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str) -> Response {
+    let segments: Vec<String> = match rest.split('/').map(paths::percent_decode).collect::<Option<Vec<_>>>() {
+        Some(segments) if segments.iter().all(|s| !s.is_empty()) => segments,
+        _ => return ingress_error(StatusCode::BAD_REQUEST, format!("bad path: /restate/invocation/{rest}")),
+    };
+    let Some((action, target)) = segments.split_last() else {
+        return ingress_error(StatusCode::BAD_REQUEST, "bad path: /restate/invocation/");
+    };
+    let attach = match action.as_str() {
+        "attach" => true,
+        "output" => false,
+        other => {
+            return ingress_error(
+                StatusCode::BAD_REQUEST,
+                format!("bad path: expected attach or output at the end, got '{other}'"),
+            );
+        }
+    };
+    if method != Method::GET {
+        return ingress_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed; use GET"),
+        );
+    }
+    let schema = worker.schema().get();
+    let (id, handler) = match target {
+        [id] => match id.parse::<InvocationId>() {
+            Ok(id) => (id, None),
+            Err(error) => return ingress_error(StatusCode::BAD_REQUEST, format!("bad invocation id '{id}': {error}")),
+        },
+        [service, rest @ ..] if (2..=3).contains(&rest.len()) => {
+            let Some((_, registered)) = schema.active_service(service) else {
+                return ingress_error(StatusCode::NOT_FOUND, format!("service '{service}' not found"));
+            };
+            let keyed = registered.manifest.ty != ServiceType::Service;
+            let (key, handler, idempotency_key) = match (keyed, rest) {
+                (true, [key, handler, ik]) => (Some(key.clone()), handler, ik),
+                (false, [handler, ik]) => (None, handler, ik),
+                _ => {
+                    return ingress_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad path: expected /restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output",
+                    );
+                }
+            };
+            let Some(handler_manifest) = registered.manifest.handlers.iter().find(|h| &h.name == handler) else {
+                return ingress_error(
+                    StatusCode::NOT_FOUND,
+                    format!("the service '{service}' exists, but the handler '{handler}' was not found"),
+                );
+            };
+            let Some(handler_type) = registered.manifest.ty.handler_type(handler_manifest.ty) else {
+                return ingress_error(StatusCode::INTERNAL_SERVER_ERROR, "the handler has an invalid type");
+            };
+            let target = InvocationTarget {
+                service: service.clone(),
+                handler: handler.clone(),
+                key,
+                service_type: registered.manifest.ty,
+                handler_type,
+            };
+            (
+                restate_worker::invocation_id_of(&target, Some(idempotency_key)),
+                Some(handler_manifest),
+            )
+        }
+        _ => return ingress_error(StatusCode::BAD_REQUEST, format!("bad path: /restate/invocation/{rest}")),
+    };
+    let Some(partition) = worker.partition_for(id.partition_key) else {
+        return ingress_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the invocation's partition is not run on this node",
+        );
+    };
+    let not_found = || ingress_error(StatusCode::NOT_FOUND, "invocation not found");
+    if attach {
+        return match partition.attach(id).await {
+            Ok(Some(result)) => result_response(&id, handler, result),
+            Ok(None) => not_found(),
+            Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        };
+    }
+    match partition.output(&id) {
+        Ok(restate_worker::Output::Completed(result)) => result_response(&id, handler, result),
+        Ok(restate_worker::Output::NotFound) => not_found(),
+        Ok(restate_worker::Output::NotReady) => ingress_error(
+            StatusCode::from_u16(470).unwrap_or(StatusCode::CONFLICT),
+            "the invocation exists but has not completed yet",
+        ),
         Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }
@@ -382,8 +499,8 @@ async fn complete_awakeable(
 }
 
 /// A successful call: the output bytes with the content type the handler's output rules give.
-fn success(id: &InvocationId, handler: &HandlerManifest, output: Vec<u8>) -> Response {
-    let content_type = match &handler.output {
+fn success(id: &InvocationId, handler: Option<&HandlerManifest>, output: Vec<u8>) -> Response {
+    let content_type = match handler.and_then(|h| h.output.as_ref()) {
         None => (!output.is_empty()).then_some("application/json".to_owned()),
         Some(rules) => rules
             .content_type

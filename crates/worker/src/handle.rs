@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::appender::Appender;
-use crate::model::{InvocationResult, InvokeRequest, ResponseSink, SignalResult};
+use crate::model::{InvocationResult, InvocationStatus, InvokeRequest, Phase, ResponseSink, SignalResult};
 use crate::schema_cache::SchemaCache;
 use crate::wal::{Command, Envelope, now_ms};
 
@@ -23,7 +23,24 @@ pub enum SubmitError {
     Stopped(u16),
 }
 
-type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<(InvocationId, InvocationResult)>>>>;
+/// What a waiting ingress request learns.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Completed(InvocationId, InvocationResult),
+    NotFound,
+    /// A send: whether it created the invocation.
+    Submitted(bool),
+}
+
+type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<Answer>>>>;
+
+/// An invocation's output as `GET …/output` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    NotFound,
+    NotReady,
+    Completed(InvocationResult),
+}
 
 /// What a processor reports about itself (for `restatectl` and `/metrics`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,6 +81,8 @@ impl PartitionState {
 pub struct PartitionHandle {
     pub partition_id: u16,
     pub(crate) appender: Appender,
+    /// Read-only: `output` looks results up without going through the log.
+    store: restate_partition_store::PartitionStore,
     waiters: Waiters,
     pub state: PartitionState,
 }
@@ -83,23 +102,51 @@ impl Drop for WaiterGuard {
 }
 
 impl PartitionHandle {
-    pub(crate) fn new(partition_id: u16, appender: Appender) -> Self {
+    pub(crate) fn new(partition_id: u16, appender: Appender, store: restate_partition_store::PartitionStore) -> Self {
         let state = PartitionState::default();
         state.update(|s| s.partition_id = partition_id);
         Self {
             partition_id,
             appender,
+            store,
             waiters: Arc::default(),
             state,
         }
     }
 
-    pub(crate) fn respond(&self, request_id: u128, id: InvocationId, result: InvocationResult) {
+    pub(crate) fn respond(&self, request_id: u128, answer: Answer) {
         if let Ok(mut waiters) = self.waiters.lock()
             && let Some(waiter) = waiters.remove(&request_id)
         {
-            let _ = waiter.send((id, result));
+            let _ = waiter.send(answer);
         }
+    }
+
+    /// Appends `command` (built with the request id) and waits for the answer to it.
+    async fn request(&self, command: impl FnOnce(u128) -> Command) -> Result<Answer, SubmitError> {
+        let request_id: u128 = rand::random();
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(request_id, tx);
+        }
+        let _guard = WaiterGuard {
+            waiters: self.waiters.clone(),
+            request_id,
+        };
+        let envelope = Envelope {
+            timestamp: now_ms(),
+            leader_epoch: None,
+            dedup: None,
+            command: command(request_id),
+        };
+        self.appender
+            .append(&envelope)
+            .await
+            .map_err(|reason| SubmitError::Append {
+                partition: self.partition_id,
+                reason,
+            })?;
+        rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
     }
 
     /// Fails every waiting call (the processor stopped; its answers would never come).
@@ -109,35 +156,35 @@ impl PartitionHandle {
         }
     }
 
-    fn envelope(request: InvokeRequest) -> Envelope {
-        Envelope {
-            timestamp: now_ms(),
-            leader_epoch: None,
-            dedup: None,
-            command: Command::Invoke(Box::new(request)),
+    /// Stores the invocation and waits for its result (at once if an idempotent duplicate
+    /// finds it completed).
+    pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, InvocationResult), SubmitError> {
+        let answer = self
+            .request(|request_id| {
+                request.response_sink = Some(ResponseSink::Ingress { request_id });
+                Command::Invoke(Box::new(request))
+            })
+            .await?;
+        match answer {
+            Answer::Completed(id, result) => Ok((id, result)),
+            _ => Err(SubmitError::Stopped(self.partition_id)),
         }
     }
 
-    /// Stores the invocation and waits for its result.
-    pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, InvocationResult), SubmitError> {
-        let request_id: u128 = rand::random();
-        request.response_sink = Some(ResponseSink::Ingress { request_id });
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.insert(request_id, tx);
+    /// Stores the invocation; returns whether this created it (`false`: the idempotency key
+    /// or id named one that exists).
+    pub async fn send(&self, mut request: InvokeRequest) -> Result<bool, SubmitError> {
+        let answer = self
+            .request(|request_id| {
+                request.response_sink = None;
+                request.submit_notification = Some(request_id);
+                Command::Invoke(Box::new(request))
+            })
+            .await?;
+        match answer {
+            Answer::Submitted(new) => Ok(new),
+            _ => Err(SubmitError::Stopped(self.partition_id)),
         }
-        let _guard = WaiterGuard {
-            waiters: self.waiters.clone(),
-            request_id,
-        };
-        self.appender
-            .append(&Self::envelope(request))
-            .await
-            .map_err(|reason| SubmitError::Append {
-                partition: self.partition_id,
-                reason,
-            })?;
-        rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
     }
 
     /// Delivers a signal to an invocation of this partition (e.g. an awakeable's result);
@@ -159,17 +206,39 @@ impl PartitionHandle {
             })
     }
 
-    /// Stores the invocation; returns once it is durable.
-    pub async fn send(&self, mut request: InvokeRequest) -> Result<(), SubmitError> {
-        request.response_sink = None;
-        self.appender
-            .append(&Self::envelope(request))
-            .await
-            .map(|_| ())
-            .map_err(|reason| SubmitError::Append {
-                partition: self.partition_id,
-                reason,
+    /// Waits for the result of an existing invocation; `None` if there is none.
+    pub async fn attach(&self, id: InvocationId) -> Result<Option<InvocationResult>, SubmitError> {
+        let answer = self
+            .request(|request_id| Command::Attach {
+                id,
+                sink: ResponseSink::Ingress { request_id },
             })
+            .await?;
+        match answer {
+            Answer::Completed(_, result) => Ok(Some(result)),
+            Answer::NotFound => Ok(None),
+            Answer::Submitted(_) => Err(SubmitError::Stopped(self.partition_id)),
+        }
+    }
+
+    /// The invocation's result if it completed (and is still kept), without waiting.
+    pub fn output(&self, id: &InvocationId) -> Result<Output, SubmitError> {
+        let status = self
+            .store
+            .get::<InvocationStatus>(&crate::state_machine::status_key(id))
+            .map_err(|e| SubmitError::Append {
+                partition: self.partition_id,
+                reason: e.to_string(),
+            })?;
+        Ok(match status {
+            None => Output::NotFound,
+            Some(InvocationStatus {
+                phase: Phase::Completed { .. },
+                output: Some(result),
+                ..
+            }) => Output::Completed(result),
+            Some(_) => Output::NotReady,
+        })
     }
 }
 
@@ -178,6 +247,7 @@ impl PartitionHandle {
 pub struct WorkerHandle {
     pub(crate) partitions: Arc<Vec<(std::ops::RangeInclusive<u64>, PartitionHandle)>>,
     pub(crate) schema: SchemaCache,
+    pub(crate) settings: crate::WorkerSettings,
 }
 
 impl WorkerHandle {
@@ -191,6 +261,10 @@ impl WorkerHandle {
 
     pub fn schema(&self) -> &SchemaCache {
         &self.schema
+    }
+
+    pub fn settings(&self) -> &crate::WorkerSettings {
+        &self.settings
     }
 
     pub fn partitions(&self) -> Vec<PartitionSnapshot> {

@@ -256,11 +256,21 @@ impl AttemptDriver {
                 )))
             }
             Message::CallCommand(call) => self
-                .resolve(&call.service_name, &call.handler_name, &call.key)
+                .resolve(
+                    &call.service_name,
+                    &call.handler_name,
+                    &call.key,
+                    call.idempotency_key.as_deref(),
+                )
                 .await
                 .map(Some),
             Message::OneWayCallCommand(call) => self
-                .resolve(&call.service_name, &call.handler_name, &call.key)
+                .resolve(
+                    &call.service_name,
+                    &call.handler_name,
+                    &call.key,
+                    call.idempotency_key.as_deref(),
+                )
                 .await
                 .map(Some),
             Message::CompleteAwakeableCommand(command) => {
@@ -295,7 +305,13 @@ impl AttemptDriver {
         }
     }
 
-    async fn resolve(&self, service: &str, handler: &str, key: &str) -> Result<ResolvedCall, AttemptError> {
+    async fn resolve(
+        &self,
+        service: &str,
+        handler: &str,
+        key: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<ResolvedCall, AttemptError> {
         let mut schema = self.ctx.schema.get();
         if schema.active_service(service).is_none() {
             schema = self.ctx.schema.refresh().await;
@@ -330,20 +346,47 @@ impl AttemptDriver {
             });
         }
         let keyed = manifest.ty != ServiceType::Service;
-        let partition_key = match keyed {
-            true => partition_key_of(key.as_bytes()),
-            false => rand::random(),
+        let target = InvocationTarget {
+            service: service.to_owned(),
+            handler: handler.to_owned(),
+            key: keyed.then(|| key.to_owned()),
+            service_type: manifest.ty,
+            handler_type,
         };
+        if idempotency_key == Some("") {
+            return Err(not_found("a call's idempotency key must not be empty".into()));
+        }
+        let retention = idempotency_key.map_or(0, |_| self.ctx.settings.idempotency_retention_of(registered, handler));
         Ok(ResolvedCall {
-            callee: InvocationId::generate(partition_key),
-            target: InvocationTarget {
-                service: service.to_owned(),
-                handler: handler.to_owned(),
-                key: keyed.then(|| key.to_owned()),
-                service_type: manifest.ty,
-                handler_type,
-            },
+            callee: invocation_id_of(&target, idempotency_key),
+            target,
+            idempotency_key: idempotency_key.map(str::to_owned),
+            completion_retention: retention,
         })
+    }
+}
+
+/// The id of a new invocation of `target`: derived from the idempotency key when there is
+/// one (the same key names the same invocation), else time-ordered and random. Keyed targets
+/// live in their key's partition; idempotent calls of plain services in the key's.
+pub fn invocation_id_of(target: &InvocationTarget, idempotency_key: Option<&str>) -> InvocationId {
+    let partition_key = match (&target.key, idempotency_key) {
+        (Some(key), _) => partition_key_of(key.as_bytes()),
+        (None, Some(idempotency_key)) => partition_key_of(idempotency_key.as_bytes()),
+        (None, None) => rand::random(),
+    };
+    match idempotency_key {
+        Some(idempotency_key) => InvocationId::deterministic(
+            partition_key,
+            &restate_types::InvocationSeed::Idempotent {
+                scope: None,
+                service: &target.service,
+                key: target.key.as_deref(),
+                handler: &target.handler,
+                idempotency_key,
+            },
+        ),
+        None => InvocationId::generate(partition_key),
     }
 }
 

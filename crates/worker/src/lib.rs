@@ -24,7 +24,8 @@ use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use handle::{PartitionHandle, PartitionSnapshot, SubmitError, WorkerHandle};
+pub use handle::{Output, PartitionHandle, PartitionSnapshot, SubmitError, WorkerHandle};
+pub use invocation::invocation_id_of;
 pub use metrics::WorkerMetrics;
 pub use processor::EpochMetadata;
 pub use schema_cache::SchemaCache;
@@ -91,7 +92,7 @@ impl Worker {
         let mut partitions = Vec::new();
         for partition in &table.partitions {
             let appender = Appender::spawn(bifrost.clone(), u32::from(partition.id));
-            let handle = PartitionHandle::new(partition.id, appender);
+            let handle = PartitionHandle::new(partition.id, appender, stores.partition(partition.id)?);
             let range = partition.key_range_start..=partition.key_range_end;
             partitions.push((range.clone(), handle.clone()));
             let processor = Processor::new(
@@ -108,6 +109,7 @@ impl Worker {
             handle: WorkerHandle {
                 partitions: Arc::new(partitions),
                 schema: ctx.schema.clone(),
+                settings: ctx.settings.clone(),
             },
             cancel,
             tasks,

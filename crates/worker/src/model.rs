@@ -68,6 +68,12 @@ pub struct InvokeRequest {
     /// Start no earlier than this (ms since the epoch): a delayed send.
     pub execution_time: Option<u64>,
     pub response_sink: Option<ResponseSink>,
+    /// The `idempotency-key` the id was derived from (the same key gives the same invocation).
+    pub idempotency_key: Option<String>,
+    /// How long the result is kept after completion (ms; 0 = not kept), fixed at creation.
+    pub completion_retention: u64,
+    /// An ingress request waiting to learn whether this created the invocation (a send).
+    pub submit_notification: Option<u128>,
 }
 
 /// Where an invocation is in its life.
@@ -88,6 +94,15 @@ pub enum Phase {
     },
     /// Stopped after its retries ran out; needs a manual resume.
     Paused,
+    /// Finished; kept (with `output` holding the result) until its retention expires.
+    Completed { at: u64 },
+}
+
+impl Phase {
+    /// Started and not finished: it has a journal that notifications may extend.
+    pub fn is_in_flight(&self) -> bool {
+        matches!(self, Phase::Invoked | Phase::Suspended { .. } | Phase::Paused)
+    }
 }
 
 /// The deployment and protocol version an invocation stays on for all its attempts.
@@ -124,6 +139,9 @@ pub struct InvocationStatus {
     /// The last `Output` command: the result once the SDK ends.
     pub output: Option<InvocationResult>,
     pub last_failure: Option<LastFailure>,
+    pub idempotency_key: Option<String>,
+    /// How long the result is kept after completion (ms; 0 = not kept).
+    pub completion_retention: u64,
 }
 
 /// A durable timer.

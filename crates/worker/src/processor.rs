@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::appender::Appender;
-use crate::handle::PartitionHandle;
+use crate::handle::{Answer, PartitionHandle};
 use crate::invocation::{AttemptDriver, AttemptReport};
 use crate::model::{InvocationStatus, Phase};
 use crate::schema_cache::SchemaCache;
@@ -347,7 +347,11 @@ impl Processor {
                     self.step_down();
                 }
             }
-            Action::IngressResponse { request_id, id, result } => self.handle.respond(request_id, id, result),
+            Action::IngressResponse { request_id, id, result } => {
+                self.handle.respond(request_id, Answer::Completed(id, result))
+            }
+            Action::IngressNotFound { request_id } => self.handle.respond(request_id, Answer::NotFound),
+            Action::Submitted { request_id, new, .. } => self.handle.respond(request_id, Answer::Submitted(new)),
             _ if !self.leading => {}
             Action::Created => self.ctx.metrics.invocation("created"),
             Action::Completed { failed } => self.ctx.metrics.invocation(if failed { "failed" } else { "succeeded" }),
@@ -444,6 +448,13 @@ impl Processor {
             self.partition_id,
             self.my_epoch.unwrap_or_default(),
             shuffle_rx,
+            self.leader_cancel.clone(),
+        ));
+        tokio::spawn(cleaner(
+            self.store.clone(),
+            self.appender.clone(),
+            self.my_epoch.unwrap_or_default(),
+            self.ctx.settings.cleanup_interval,
             self.leader_cancel.clone(),
         ));
         let mut invoked = Vec::new();
@@ -770,6 +781,38 @@ async fn tail_log(
             Err(error) => {
                 tracing::debug!(log_id, %error, "reading the partition log failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Every `interval`, proposes to purge completed invocations whose retention expired.
+async fn cleaner(store: PartitionStore, appender: Appender, epoch: u64, interval: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let Ok(statuses) = store.scan_raw(TableKind::InvocationStatus.prefix()) else {
+            continue;
+        };
+        let now = now_ms();
+        for (key, value) in statuses {
+            let (Some(id), Ok(status)) = (
+                InvocationId::from_raw(&key[2..]),
+                postcard::from_bytes::<InvocationStatus>(&value),
+            ) else {
+                continue;
+            };
+            if let Phase::Completed { at } = status.phase
+                && at.saturating_add(status.completion_retention) <= now
+            {
+                appender.submit(&Envelope {
+                    timestamp: now,
+                    leader_epoch: Some(epoch),
+                    dedup: None,
+                    command: Command::Purge { id },
+                });
             }
         }
     }

@@ -8,7 +8,7 @@ use restate_invoker::{AttemptError, ErrorBehavior};
 use restate_service_protocol::ServiceProtocolVersion;
 use restate_types::DeploymentId;
 use restate_types::manifest;
-use restate_types::schema::SchemaRegistry;
+use restate_types::schema::{DeploymentService, SchemaRegistry};
 
 use crate::model::{InvocationStatus, InvocationTarget, RetryPolicy};
 use crate::processor::{PreparedAttempt, deployment_of};
@@ -21,6 +21,8 @@ pub struct WorkerSettings {
     pub retry: RetryPolicy,
     pub max_protocol: ServiceProtocolVersion,
     pub message_size_limit: usize,
+    pub idempotency_retention: Duration,
+    pub cleanup_interval: Duration,
 }
 
 impl WorkerSettings {
@@ -41,7 +43,20 @@ impl WorkerSettings {
                 false => ServiceProtocolVersion::DEFAULT_MAX,
             },
             message_size_limit: usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
+            idempotency_retention: config.default_idempotency_retention,
+            cleanup_interval: config.worker.cleanup_interval.max(Duration::from_millis(100)),
         }
+    }
+
+    /// How long (ms) an idempotent invocation of `handler` keeps its result: the handler's
+    /// setting, the service's as the admin API overrode it, the manifest's, or ours.
+    pub fn idempotency_retention_of(&self, service: &DeploymentService, handler: &str) -> u64 {
+        let handler = service.manifest.handlers.iter().find(|h| h.name == handler);
+        handler
+            .and_then(|h| h.settings.idempotency_retention)
+            .or(service.overrides.idempotency_retention)
+            .or(service.manifest.settings.idempotency_retention)
+            .unwrap_or(self.idempotency_retention.as_millis() as u64)
     }
 
     /// The retry policy of a handler: the handler's keys, then the service's, then ours.

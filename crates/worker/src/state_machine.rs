@@ -112,6 +112,16 @@ pub enum Action {
         id: InvocationId,
         result: InvocationResult,
     },
+    /// An ingress request attached to an invocation that does not exist.
+    IngressNotFound {
+        request_id: u128,
+    },
+    /// An ingress send learns whether it created the invocation (`new`) or found it.
+    Submitted {
+        request_id: u128,
+        id: InvocationId,
+        new: bool,
+    },
     /// A new invocation was stored.
     Created,
     /// An invocation ended (with a failure or not).
@@ -245,6 +255,14 @@ impl StateMachine {
                 result,
             } => self.call_completed(txn, id, completion_id, result, now, actions)?,
             Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions)?,
+            Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions)?,
+            Command::Purge { id } => {
+                if let Some(status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                    && matches!(status.phase, Phase::Completed { .. })
+                {
+                    txn.delete(status_key(&id));
+                }
+            }
             Command::TruncateOutbox { up_to } => {
                 for (key, _) in txn.scan_raw(TableKind::Outbox.prefix())? {
                     if read_u64(&key, 2).is_some_and(|seq| seq <= up_to) {
@@ -264,13 +282,15 @@ impl StateMachine {
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         let id = request.id;
-        if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? {
-            // The same invocation again (a retried delivery): wait for the one that exists.
-            if let Some(sink) = request.response_sink
-                && !status.sinks.contains(&sink)
-            {
-                status.sinks.push(sink);
-                txn.put(status_key(&id), &status);
+        if let Some(request_id) = request.submit_notification {
+            let new = !txn.contains(&status_key(&id))?;
+            actions.push(Action::Submitted { request_id, id, new });
+        }
+        if txn.contains(&status_key(&id))? {
+            // The same invocation again (an idempotency key, a retried delivery): it answers
+            // like the one that exists.
+            if let Some(sink) = request.response_sink {
+                self.attach(txn, id, sink, now, actions)?;
             }
             return Ok(());
         }
@@ -305,6 +325,8 @@ impl StateMachine {
             execution_time: request.execution_time,
             output: None,
             last_failure: None,
+            idempotency_key: request.idempotency_key,
+            completion_retention: request.completion_retention,
         };
         match request.execution_time {
             Some(at) if at > now => {
@@ -597,6 +619,9 @@ impl StateMachine {
                             caller: id,
                             completion_id: command.result_completion_id,
                         }),
+                        idempotency_key: call.idempotency_key,
+                        completion_retention: call.completion_retention,
+                        submit_notification: None,
                     };
                     self.route(
                         txn,
@@ -618,6 +643,9 @@ impl StateMachine {
                         headers: command.headers.into_iter().map(|h| (h.key, h.value)).collect(),
                         execution_time: (command.invoke_time > now).then_some(command.invoke_time),
                         response_sink: None,
+                        idempotency_key: call.idempotency_key,
+                        completion_retention: call.completion_retention,
+                        submit_notification: None,
                     };
                     self.route(
                         txn,
@@ -746,6 +774,7 @@ impl StateMachine {
                     result,
                 } => self.call_completed(txn, id, completion_id, result, now, actions),
                 Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions),
+                Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions),
                 _ => Ok(()),
             };
         }
@@ -786,6 +815,61 @@ impl StateMachine {
             }
         }
         Ok(())
+    }
+
+    /// Adds a caller waiting for the result, answering at once when the invocation completed.
+    fn attach(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        sink: ResponseSink,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            if let ResponseSink::Ingress { request_id } = sink {
+                actions.push(Action::IngressNotFound { request_id });
+            }
+            return Ok(());
+        };
+        if let (Phase::Completed { .. }, Some(result)) = (&status.phase, status.output.clone()) {
+            return self.answer(txn, id, &sink, result, now, actions);
+        }
+        if !status.sinks.contains(&sink) {
+            status.sinks.push(sink);
+            txn.put(status_key(&id), &status);
+        }
+        Ok(())
+    }
+
+    /// Sends an invocation's result to one waiting caller.
+    fn answer(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        sink: &ResponseSink,
+        result: InvocationResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        match sink {
+            ResponseSink::Ingress { request_id } => {
+                actions.push(Action::IngressResponse {
+                    request_id: *request_id,
+                    id,
+                    result,
+                });
+                Ok(())
+            }
+            ResponseSink::Invocation { caller, completion_id } => {
+                let command = Command::InvocationResponse {
+                    id: *caller,
+                    completion_id: *completion_id,
+                    result,
+                };
+                self.route(txn, caller.partition_key, command, now, actions)
+            }
+        }
     }
 
     /// Delivers a signal once; signals for invocations that ended (or never existed) are dropped.
@@ -850,6 +934,10 @@ impl StateMachine {
         let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
             return Ok(());
         };
+        if !status.phase.is_in_flight() {
+            // Completed (nothing awaits it any more), or not started (it has no journal yet).
+            return Ok(());
+        }
         self.notify(txn, id, &mut status, note, now, actions)?;
         txn.put(status_key(&id), &status);
         Ok(())
@@ -868,25 +956,25 @@ impl StateMachine {
         actions.push(Action::Completed {
             failed: matches!(result, InvocationResult::Failure { .. }),
         });
-        txn.delete(status_key(&id));
         txn.delete_prefix(journal_prefix(&id).as_bytes())?;
         txn.delete_prefix(Key::new(TableKind::JournalNotification).invocation(&id).as_bytes())?;
-        for sink in &status.sinks {
-            match sink {
-                ResponseSink::Ingress { request_id } => actions.push(Action::IngressResponse {
-                    request_id: *request_id,
-                    id,
-                    result: result.clone(),
-                }),
-                ResponseSink::Invocation { caller, completion_id } => {
-                    let command = Command::InvocationResponse {
-                        id: *caller,
-                        completion_id: *completion_id,
-                        result: result.clone(),
-                    };
-                    self.route(txn, caller.partition_key, command, now, actions)?;
-                }
+        match status.completion_retention {
+            0 => txn.delete(status_key(&id)),
+            _ => {
+                // Kept for attach/output and idempotent duplicates until the cleaner purges it.
+                let kept = InvocationStatus {
+                    phase: Phase::Completed { at: now },
+                    sinks: Vec::new(),
+                    output: Some(result.clone()),
+                    journal_length: 0,
+                    commands: 0,
+                    ..status.clone()
+                };
+                txn.put(status_key(&id), &kept);
             }
+        }
+        for sink in &status.sinks {
+            self.answer(txn, id, sink, result.clone(), now, actions)?;
         }
         if status.target.is_exclusive() {
             let key = status.target.key.clone().unwrap_or_default();

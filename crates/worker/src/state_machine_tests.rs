@@ -64,6 +64,9 @@ fn invoke(id: InvocationId, target: InvocationTarget, sink: u128) -> Envelope {
             headers: vec![("x".into(), "y".into())],
             execution_time: None,
             response_sink: Some(ResponseSink::Ingress { request_id: sink }),
+            idempotency_key: None,
+            completion_retention: 0,
+            submit_notification: None,
         })),
     )
 }
@@ -186,6 +189,8 @@ fn scenario() -> Vec<Envelope> {
                     call: Some(ResolvedCall {
                         callee,
                         target: greeter(),
+                        idempotency_key: None,
+                        completion_retention: 0,
                     }),
                 },
             },

@@ -4,7 +4,7 @@
 use restate_types::InvocationId;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
+use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink, SignalResult};
 
 /// Bumped when the record layout changes incompatibly; a processor refuses newer records.
 pub const RECORD_FORMAT: u8 = 1;
@@ -56,6 +56,15 @@ pub enum Command {
         signal: u32,
         result: SignalResult,
     },
+    /// Another caller waits for the invocation's result (answered at once if it completed).
+    Attach {
+        id: InvocationId,
+        sink: ResponseSink,
+    },
+    /// A completed invocation's retention expired: delete what is kept of it.
+    Purge {
+        id: InvocationId,
+    },
     /// Outbox messages up to and including this sequence number were delivered.
     TruncateOutbox {
         up_to: u64,
@@ -102,6 +111,9 @@ pub enum Effect {
 pub struct ResolvedCall {
     pub callee: InvocationId,
     pub target: InvocationTarget,
+    /// Set when the call carried an idempotency key (the callee id derives from it).
+    pub idempotency_key: Option<String>,
+    pub completion_retention: u64,
 }
 
 /// A message for another partition, kept in the outbox until delivered.
