@@ -90,7 +90,15 @@ impl Client {
                 )
                 .await?;
             if answer.status == 201 || answer.status == 200 {
-                return Ok(answer.json());
+                let registered = answer.json();
+                // A test service that answers discovery but is not the one started for this
+                // test (another process on its port) shows here, not as a 404 later.
+                let names: Vec<&str> = registered["services"]
+                    .as_array()
+                    .map(|s| s.iter().filter_map(|s| s["name"].as_str()).collect())
+                    .unwrap_or_default();
+                report_registration(&body, &names);
+                return Ok(registered);
             }
             anyhow::ensure!(
                 answer.status == 503 && Instant::now() < deadline,
@@ -128,6 +136,11 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Prints what a registration discovered (shown with a failing test's output).
+fn report_registration(request: &Value, services: &[&str]) {
+    println!("registered {request}: services {services:?}");
 }
 
 /// Lines of a side-effect file, counted.

@@ -3,6 +3,7 @@
 mod awakeables;
 mod bad_config;
 mod bifrost;
+mod cancellation;
 mod chaos;
 mod conformance;
 mod deployments;

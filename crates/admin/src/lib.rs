@@ -4,6 +4,7 @@ mod cluster_config;
 mod cluster_ctrl;
 mod deployments;
 pub mod discovery;
+mod invocations;
 mod logs;
 mod metadata_api;
 mod migration;
@@ -20,14 +21,19 @@ use restate_metadata_store::MetadataClient;
 use restate_types::{ClusterView, NodeHealth};
 
 /// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployment registration (POST/GET /deployments, GET /deployments/{id}), forced removal (DELETE /deployments/{id}?force=true), GET /services[/{service}[/handlers[/{handler}]]] and PATCH /services/{service} (also under /v2, /v3, /v4): invocations, query, subscriptions, PATCH/PUT of deployments, graceful deployment removal and service state are not implemented yet and answer HTTP 501";
+pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployment registration (POST/GET /deployments, GET /deployments/{id}), forced removal (DELETE /deployments/{id}?force=true), GET /services[/{service}[/handlers[/{handler}]]] and PATCH /services/{service} (also under /v2, /v3, /v4): PATCH /invocations/{id}/cancel|kill: other invocation operations, query, subscriptions, PATCH/PUT of deployments, graceful deployment removal and service state are not implemented yet and answer HTTP 501";
 
 /// The admin API versions served; the `restate` CLI picks the highest common one.
 const MIN_ADMIN_API_VERSION: u32 = 2;
 const MAX_ADMIN_API_VERSION: u32 = 4;
 
-pub fn router(health: NodeHealth, view: ClusterView, metadata: MetadataClient) -> Router {
-    let versioned = |version| versioned_router(health.clone(), view.clone(), metadata.clone(), version);
+pub fn router(
+    health: NodeHealth,
+    view: ClusterView,
+    metadata: MetadataClient,
+    worker: restate_worker::WorkerSlot,
+) -> Router {
+    let versioned = |version| versioned_router(health.clone(), view.clone(), metadata.clone(), worker.clone(), version);
     Router::new()
         .merge(versioned(ApiVersion::Unknown))
         .nest("/v2", versioned(ApiVersion::V2))
@@ -40,7 +46,13 @@ pub fn router(health: NodeHealth, view: ClusterView, metadata: MetadataClient) -
 }
 
 /// The routes mounted both unprefixed and under each supported version prefix.
-fn versioned_router(health: NodeHealth, view: ClusterView, metadata: MetadataClient, version: ApiVersion) -> Router {
+fn versioned_router(
+    health: NodeHealth,
+    view: ClusterView,
+    metadata: MetadataClient,
+    worker: restate_worker::WorkerSlot,
+    version: ApiVersion,
+) -> Router {
     Router::new()
         .route(
             "/cluster-health",
@@ -58,6 +70,7 @@ fn versioned_router(health: NodeHealth, view: ClusterView, metadata: MetadataCli
         )
         .route("/version", get(version_information))
         .merge(deployments::router(metadata, version))
+        .merge(invocations::router(worker))
 }
 
 async fn version_information() -> impl IntoResponse {

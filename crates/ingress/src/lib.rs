@@ -6,7 +6,6 @@
 
 mod paths;
 
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -23,8 +22,7 @@ use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest, S
 
 use crate::paths::{IngressPath, parse_path};
 
-/// The worker this node runs, set once the worker role started.
-pub type WorkerSlot = Arc<OnceLock<WorkerHandle>>;
+pub use restate_worker::WorkerSlot;
 
 #[derive(Clone)]
 struct Ingress {

@@ -416,7 +416,12 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
         Role::Admin => listeners.admin.take().map(|listener| {
             (
                 listener,
-                restate_admin::router(health.clone(), ctx.view.clone(), ctx.metadata.clone()),
+                restate_admin::router(
+                    health.clone(),
+                    ctx.view.clone(),
+                    ctx.metadata.clone(),
+                    ctx.worker.clone(),
+                ),
                 restate_admin::LIMITATION,
             )
         }),

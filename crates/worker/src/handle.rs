@@ -34,6 +34,20 @@ pub(crate) enum Answer {
 
 type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<Answer>>>>;
 
+/// What a cancel or kill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminated {
+    /// Ended (killed, or canceled before it started).
+    Done,
+    /// A running invocation was asked to cancel; it ends once its SDK handled the signal.
+    Requested,
+    NotFound,
+    AlreadyCompleted,
+}
+
+/// The worker of this node, once its role started (the ingress and admin API use it).
+pub type WorkerSlot = Arc<std::sync::OnceLock<WorkerHandle>>;
+
 /// An invocation's output as `GET …/output` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -204,6 +218,37 @@ impl PartitionHandle {
                 partition: self.partition_id,
                 reason,
             })
+    }
+
+    /// Cancels or kills the invocation (see [`Terminated`]).
+    pub async fn terminate(&self, id: InvocationId, kill: bool) -> Result<Terminated, SubmitError> {
+        let status = self
+            .store
+            .get::<InvocationStatus>(&crate::state_machine::status_key(&id))
+            .map_err(|e| SubmitError::Append {
+                partition: self.partition_id,
+                reason: e.to_string(),
+            })?;
+        let terminated = match status.map(|s| s.phase) {
+            None => return Ok(Terminated::NotFound),
+            Some(Phase::Completed { .. }) => return Ok(Terminated::AlreadyCompleted),
+            Some(phase) if kill || !phase.is_in_flight() => Terminated::Done,
+            Some(_) => Terminated::Requested,
+        };
+        let envelope = Envelope {
+            timestamp: now_ms(),
+            leader_epoch: None,
+            dedup: None,
+            command: Command::Terminate { id, kill },
+        };
+        self.appender
+            .append(&envelope)
+            .await
+            .map_err(|reason| SubmitError::Append {
+                partition: self.partition_id,
+                reason,
+            })?;
+        Ok(terminated)
     }
 
     /// Waits for the result of an existing invocation; `None` if there is none.

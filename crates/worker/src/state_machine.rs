@@ -143,6 +143,9 @@ pub struct StateMachine {
     pub key_range: RangeInclusive<u64>,
 }
 
+/// The built-in signal that asks an invocation to cancel itself.
+const CANCEL_SIGNAL: u32 = 1;
+
 fn fsm_key(id: u8) -> Key {
     Key::new(TableKind::Fsm).u8(id)
 }
@@ -256,6 +259,7 @@ impl StateMachine {
             } => self.call_completed(txn, id, completion_id, result, now, actions)?,
             Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions)?,
             Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions)?,
+            Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions)?,
             Command::Purge { id } => {
                 if let Some(status) = txn.get::<InvocationStatus>(&status_key(&id))?
                     && matches!(status.phase, Phase::Completed { .. })
@@ -815,6 +819,60 @@ impl StateMachine {
             }
         }
         Ok(())
+    }
+
+    /// Cancels or kills an invocation. One that has not started ends at once either way; a
+    /// running one is killed at once or asked to cancel through signal 1 (which also resumes a
+    /// suspended or paused one, so the SDK can run its compensations).
+    fn terminate(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        kill: bool,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            return Ok(());
+        };
+        let reason = if kill { "killed" } else { "canceled" };
+        let failure = InvocationResult::Failure {
+            code: 409,
+            message: reason.to_owned(),
+        };
+        match status.phase.clone() {
+            Phase::Completed { .. } => Ok(()),
+            Phase::Scheduled => self.complete(txn, id, status, failure, now, actions),
+            Phase::Inboxed { seq } => {
+                let key = status.target.key.clone().unwrap_or_default();
+                txn.delete(inbox_prefix(&status.target.service, &key).u64(seq));
+                self.complete(txn, id, status, failure, now, actions)
+            }
+            _ if kill => {
+                actions.push(Action::Abort(id));
+                self.complete(txn, id, status, failure, now, actions)
+            }
+            phase => {
+                if txn.contains(&signal_key(&id, CANCEL_SIGNAL))? {
+                    return Ok(());
+                }
+                let resume = phase == Phase::Paused;
+                self.notify(
+                    txn,
+                    id,
+                    &mut status,
+                    Note::signal(CANCEL_SIGNAL, SignalResult::Void),
+                    now,
+                    actions,
+                )?;
+                if resume {
+                    status.phase = Phase::Invoked;
+                    actions.push(Action::Invoke(id));
+                }
+                txn.put(status_key(&id), &status);
+                Ok(())
+            }
+        }
     }
 
     /// Adds a caller waiting for the result, answering at once when the invocation completed.

@@ -393,3 +393,37 @@ fn a_signal_resumes_the_invocation_waiting_for_it_once() {
         "input and one signal: the second delivery is dropped"
     );
 }
+
+#[test]
+fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
+    let (_dir, store) = open();
+    let (a, b) = (id(1, "alice"), id(2, "alice"));
+    let cancel = record(2_000, Command::Terminate { id: b, kill: false });
+    let actions = apply_all(
+        &store,
+        &[invoke(a, counter("alice"), 1), invoke(b, counter("alice"), 2), cancel],
+    );
+    assert!(actions.contains(&Action::IngressResponse {
+        request_id: 2,
+        id: b,
+        result: InvocationResult::Failure {
+            code: 409,
+            message: "canceled".into()
+        },
+    }));
+    let mut more = Vec::new();
+    let mut txn = store.txn();
+    machine().apply(&mut txn, 4, output(a, b"1"), &mut more).unwrap();
+    machine().apply(&mut txn, 5, end(a), &mut more).unwrap();
+    txn.commit().unwrap();
+    assert!(
+        !more.contains(&Action::Invoke(b)),
+        "the canceled one does not run: {more:?}"
+    );
+    assert!(
+        store
+            .scan_raw(restate_partition_store::TableKind::Inbox.prefix())
+            .unwrap()
+            .is_empty()
+    );
+}

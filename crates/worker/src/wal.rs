@@ -61,6 +61,12 @@ pub enum Command {
         id: InvocationId,
         sink: ResponseSink,
     },
+    /// Cancel (signal 1 to a running invocation; the SDK ends it with 409 "canceled") or kill
+    /// (end at once with 409 "killed") an invocation.
+    Terminate {
+        id: InvocationId,
+        kill: bool,
+    },
     /// A completed invocation's retention expired: delete what is kept of it.
     Purge {
         id: InvocationId,
