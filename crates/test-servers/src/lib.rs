@@ -31,6 +31,19 @@ fn reserve_port(port: u16) -> bool {
     }
     let dir = std::env::temp_dir().join("restate-test-ports");
     let _ = fs::create_dir_all(&dir);
+    // One process at a time checks and takes reservations: taking over a stale one (its
+    // owner is gone) is a read, a remove and a link, which two processes must not interleave.
+    let Ok(lock) = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+    else {
+        return false;
+    };
+    if lock.lock().is_err() {
+        return false;
+    }
     let path = dir.join(port.to_string());
     let me = std::process::id();
     // Written aside, then linked into place: the link appears atomically, with the owner.
