@@ -414,15 +414,8 @@ async fn wiped_member_rejoins_as_a_new_member_and_catches_up_from_a_snapshot() -
     let urls = admin_urls(&cluster);
     cluster.nodes[2].kill();
     for i in 0..60u32 {
-        let outcome = http
-            .put(
-                &urls[i as usize % 2],
-                &format!("k{i}"),
-                "does-not-exist",
-                1,
-                vec![b'v'; 64],
-            )
-            .await;
+        // The killed node may have led: the first writes wait for the election.
+        let outcome = put_through_election(&http, &urls[i as usize % 2], &format!("k{i}"), vec![b'v'; 64]).await?;
         assert_eq!(outcome, PutOutcome::Written, "k{i}");
     }
     // The node loses its disk and comes back under the same name.
@@ -580,35 +573,7 @@ async fn operators_remove_and_add_metadata_members() -> anyhow::Result<()> {
     cluster.nodes[0].kill();
     // Node 0 may have led: the put goes through once the other two elected a leader, which
     // needs the re-added member's vote.
-    let deadline = Instant::now() + START_TIMEOUT;
-    let outcome = loop {
-        let outcome = http
-            .put(
-                &cluster.nodes[2].admin_url(),
-                "after-readding",
-                "does-not-exist",
-                1,
-                b"x".to_vec(),
-            )
-            .await;
-        match &outcome {
-            // No leader yet (503), or the call timed out while the election ran.
-            PutOutcome::Failed(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            // An earlier attempt whose answer was lost did write it.
-            PutOutcome::PreconditionFailed(_)
-                if http
-                    .get(&cluster.nodes[2].admin_url(), "after-readding")
-                    .await?
-                    .map(|(_, v)| v)
-                    == Some(b"x".to_vec()) =>
-            {
-                break PutOutcome::Written;
-            }
-            _ => break outcome,
-        }
-    };
+    let outcome = put_through_election(&http, &cluster.nodes[2].admin_url(), "after-readding", b"x".to_vec()).await?;
     assert_eq!(
         outcome,
         PutOutcome::Written,
@@ -634,4 +599,23 @@ async fn the_last_metadata_member_cannot_be_removed() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("last member"), "{stderr}");
     Ok(())
+}
+
+/// Creates `key` with `value`, retrying while a leader is being elected (no leader: 503; a
+/// call cut by the old leader's death: outcome unknown, then the key is read back).
+async fn put_through_election(http: &MetadataHttp, url: &str, key: &str, value: Vec<u8>) -> anyhow::Result<PutOutcome> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let outcome = http.put(url, key, "does-not-exist", 1, value.clone()).await;
+        match &outcome {
+            PutOutcome::Failed(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // An earlier attempt whose answer was lost did write it.
+            PutOutcome::PreconditionFailed(_) if http.get(url, key).await?.map(|(_, v)| v) == Some(value.clone()) => {
+                return Ok(PutOutcome::Written);
+            }
+            _ => return Ok(outcome),
+        }
+    }
 }
