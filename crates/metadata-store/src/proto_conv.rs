@@ -162,11 +162,22 @@ pub fn status_to_write_error(key: &str, status: &Status, context: &str) -> Write
     }
 }
 
+/// Whether a status came from the connection (HTTP/2 or transport) rather than the server.
+fn is_transport_failure(status: &Status) -> bool {
+    let message = status.message();
+    message.starts_with("h2 protocol error")
+        || message.starts_with("transport error")
+        || std::error::Error::source(status).is_some()
+}
+
 pub fn status_to_read_error(key: &str, status: &Status, context: &str) -> ReadError {
     match status.code() {
         Code::PermissionDenied | Code::InvalidArgument | Code::Unimplemented => {
             ReadError::Rejected(prefixed(context, status.message()))
         }
+        // A connection that broke (the server went away mid-call) also surfaces as Internal
+        // from the HTTP/2 layer; that is unavailability, not a value that cannot be decoded.
+        Code::Internal if is_transport_failure(status) => ReadError::Unavailable(prefixed(context, status.message())),
         Code::Internal => ReadError::Codec {
             key: key.to_owned(),
             reason: prefixed(context, status.message()),
