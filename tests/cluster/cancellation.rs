@@ -116,3 +116,74 @@ async fn cancel_and_kill_end_sleeping_invocations() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn pause_resume_and_purge() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let node = start_node(&dir, &[]).await?;
+    let effects = dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    let patch = |path: String| {
+        let client = &client;
+        async move {
+            client
+                .request(reqwest::Method::PATCH, &format!("{}{path}", client.admin), None)
+                .await
+        }
+    };
+    let output = |id: String| {
+        let client = &client;
+        async move {
+            client
+                .request(
+                    reqwest::Method::GET,
+                    &format!("{}restate/invocation/{id}/output", client.ingress),
+                    None,
+                )
+                .await
+        }
+    };
+
+    let response = client
+        .http()
+        .post(format!("{}Sleeper/sleep/send", client.ingress))
+        .header("idempotency-key", "to-pause")
+        .json(&json!(1000))
+        .send()
+        .await?;
+    let id = response.json::<serde_json::Value>().await?["invocationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A running invocation cannot be purged.
+    let purge = patch(format!("invocations/{id}/purge")).await?;
+    assert_eq!(purge.status, 409, "{}", purge.body);
+    assert!(purge.body.contains("has not completed"), "{}", purge.body);
+
+    let pause = patch(format!("invocations/{id}/pause")).await?;
+    assert_eq!(pause.status, 200, "{}", pause.body);
+    // Its timer fires meanwhile, but it stays paused.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(output(id.clone()).await?.status, 470);
+
+    let resume = patch(format!("invocations/{id}/resume")).await?;
+    assert_eq!(resume.status, 200, "{}", resume.body);
+    let attached = client
+        .request(
+            reqwest::Method::GET,
+            &format!("{}restate/invocation/{id}/attach", client.ingress),
+            None,
+        )
+        .await?;
+    assert_eq!(attached.json(), json!("slept"), "{}", attached.body);
+
+    let purge = patch(format!("invocations/{id}/purge")).await?;
+    assert_eq!(purge.status, 200, "{}", purge.body);
+    assert_eq!(output(id.clone()).await?.status, 404);
+    let again = patch(format!("invocations/{id}/resume")).await?;
+    assert_eq!(again.status, 404, "{}", again.body);
+    Ok(())
+}

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, patch};
 use restate_types::InvocationId;
-use restate_worker::{Terminated, WorkerSlot};
+use restate_worker::{Managed, Management, PartitionHandle, Terminated, WorkerSlot};
 use serde::Deserialize;
 
 pub(crate) fn router(worker: WorkerSlot) -> Router {
@@ -19,6 +19,24 @@ pub(crate) fn router(worker: WorkerSlot) -> Router {
         .route(
             "/invocations/{id}/kill",
             patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move { terminate(&w, &id, true).await }),
+        )
+        .route(
+            "/invocations/{id}/pause",
+            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+                manage(&w, &id, Management::Pause).await
+            }),
+        )
+        .route(
+            "/invocations/{id}/resume",
+            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+                manage(&w, &id, Management::Resume).await
+            }),
+        )
+        .route(
+            "/invocations/{id}/purge",
+            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+                manage(&w, &id, Management::Purge).await
+            }),
         )
         .route("/invocations/{id}", delete(delete_invocation))
         .with_state(worker)
@@ -60,22 +78,60 @@ fn error(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-async fn terminate(worker: &WorkerSlot, id: &str, kill: bool) -> Response {
+/// The invocation id and the partition handling it, or the error answer.
+#[allow(clippy::result_large_err)]
+fn locate(worker: &WorkerSlot, id: &str) -> Result<(InvocationId, PartitionHandle), Response> {
     let id = match id.parse::<InvocationId>() {
         Ok(id) => id,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, format!("bad invocation id '{id}': {reason}")),
+        Err(reason) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("bad invocation id '{id}': {reason}"),
+            ));
+        }
     };
     let Some(worker) = worker.get() else {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node runs no worker: send the request to the admin API of a node with the worker role".into(),
-        );
+        ));
     };
-    let Some(partition) = worker.partition_for(id.partition_key) else {
-        return error(
+    match worker.partition_for(id.partition_key) {
+        Some(partition) => Ok((id, partition.clone())),
+        None => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the partition of {id} is not run on this node"),
-        );
+        )),
+    }
+}
+
+async fn manage(worker: &WorkerSlot, id: &str, operation: Management) -> Response {
+    let (id, partition) = match locate(worker, id) {
+        Ok(located) => located,
+        Err(response) => return response,
+    };
+    match partition.manage(id, operation).await {
+        Ok(Managed::Done) => StatusCode::OK.into_response(),
+        Ok(Managed::NotFound) => error(StatusCode::NOT_FOUND, format!("invocation {id} not found")),
+        Ok(Managed::Refused(why)) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "invocation {id} cannot be {}: {why}",
+                match operation {
+                    Management::Pause => "paused",
+                    Management::Resume => "resumed",
+                    Management::Purge => "purged",
+                }
+            ),
+        ),
+        Err(reason) => error(StatusCode::SERVICE_UNAVAILABLE, reason.to_string()),
+    }
+}
+
+async fn terminate(worker: &WorkerSlot, id: &str, kill: bool) -> Response {
+    let (id, partition) = match locate(worker, id) {
+        Ok(located) => located,
+        Err(response) => return response,
     };
     match partition.terminate(id, kill).await {
         Ok(Terminated::Done) => StatusCode::OK.into_response(),

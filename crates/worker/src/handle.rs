@@ -34,6 +34,23 @@ pub(crate) enum Answer {
 
 type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<Answer>>>>;
 
+/// Operations on one invocation through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Management {
+    Pause,
+    Resume,
+    Purge,
+}
+
+/// What a pause, resume or purge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Managed {
+    Done,
+    NotFound,
+    /// Not in a state that allows it, and why.
+    Refused(String),
+}
+
 /// What a cancel or kill did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Terminated {
@@ -218,6 +235,46 @@ impl PartitionHandle {
                 partition: self.partition_id,
                 reason,
             })
+    }
+
+    /// Pauses, resumes or purges the invocation, if its state allows it (see [`Managed`]).
+    pub async fn manage(&self, id: InvocationId, operation: Management) -> Result<Managed, SubmitError> {
+        let status = self
+            .store
+            .get::<InvocationStatus>(&crate::state_machine::status_key(&id))
+            .map_err(|e| SubmitError::Append {
+                partition: self.partition_id,
+                reason: e.to_string(),
+            })?;
+        let Some(phase) = status.map(|s| s.phase) else {
+            return Ok(Managed::NotFound);
+        };
+        let refused = |why: &str| Ok(Managed::Refused(why.to_owned()));
+        let command = match (operation, &phase) {
+            (Management::Purge, Phase::Completed { .. }) => Command::Purge { id },
+            (Management::Purge, _) => return refused("it has not completed; cancel or kill it first"),
+            (_, Phase::Completed { .. }) => return refused("it has already completed"),
+            (Management::Pause, Phase::Paused) | (Management::Resume, Phase::Invoked | Phase::Suspended { .. }) => {
+                return Ok(Managed::Done);
+            }
+            (Management::Pause, Phase::Invoked | Phase::Suspended { .. }) => Command::Pause { id },
+            (Management::Resume, Phase::Paused) => Command::Resume { id },
+            (_, Phase::Scheduled | Phase::Inboxed { .. }) => return refused("it has not started yet"),
+        };
+        let envelope = Envelope {
+            timestamp: now_ms(),
+            leader_epoch: None,
+            dedup: None,
+            command,
+        };
+        self.appender
+            .append(&envelope)
+            .await
+            .map_err(|reason| SubmitError::Append {
+                partition: self.partition_id,
+                reason,
+            })?;
+        Ok(Managed::Done)
     }
 
     /// Cancels or kills the invocation (see [`Terminated`]).

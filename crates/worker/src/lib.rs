@@ -24,7 +24,9 @@ use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use handle::{Output, PartitionHandle, PartitionSnapshot, SubmitError, Terminated, WorkerHandle, WorkerSlot};
+pub use handle::{
+    Managed, Management, Output, PartitionHandle, PartitionSnapshot, SubmitError, Terminated, WorkerHandle, WorkerSlot,
+};
 pub use invocation::invocation_id_of;
 pub use metrics::WorkerMetrics;
 pub use processor::EpochMetadata;

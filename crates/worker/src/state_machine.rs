@@ -260,6 +260,24 @@ impl StateMachine {
             Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions)?,
             Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions)?,
             Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions)?,
+            Command::Pause { id } => {
+                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                    && matches!(status.phase, Phase::Invoked | Phase::Suspended { .. })
+                {
+                    status.phase = Phase::Paused;
+                    txn.put(status_key(&id), &status);
+                    actions.push(Action::Abort(id));
+                }
+            }
+            Command::Resume { id } => {
+                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                    && status.phase == Phase::Paused
+                {
+                    status.phase = Phase::Invoked;
+                    txn.put(status_key(&id), &status);
+                    actions.push(Action::Invoke(id));
+                }
+            }
             Command::Purge { id } => {
                 if let Some(status) = txn.get::<InvocationStatus>(&status_key(&id))?
                     && matches!(status.phase, Phase::Completed { .. })

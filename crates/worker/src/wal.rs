@@ -67,6 +67,15 @@ pub enum Command {
         id: InvocationId,
         kill: bool,
     },
+    /// Stop running a started invocation until it is resumed (its timers and results still
+    /// arrive).
+    Pause {
+        id: InvocationId,
+    },
+    /// Run a paused invocation again.
+    Resume {
+        id: InvocationId,
+    },
     /// A completed invocation's retention expired: delete what is kept of it.
     Purge {
         id: InvocationId,
