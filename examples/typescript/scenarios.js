@@ -102,4 +102,22 @@ const awaiter = restate.service({
   },
 });
 
-serve([greeter, counter, sleeper, runner, caller, failing, awaiter]);
+// A workflow: `run` waits for the promise "code", which a shared handler completes.
+const signup = restate.workflow({
+  name: "Signup",
+  handlers: {
+    run: async (ctx, name) => {
+      ctx.set("status", "waiting");
+      const code = await ctx.promise("code");
+      ctx.set("status", "done");
+      return `welcome ${name} ${code}`;
+    },
+    submitCode: async (ctx, code) => {
+      await ctx.promise("code").resolve(code);
+      return "accepted";
+    },
+    status: async (ctx) => (await ctx.get("status")) ?? "unknown",
+  },
+});
+
+serve([greeter, counter, sleeper, runner, caller, failing, awaiter, signup]);

@@ -42,9 +42,9 @@ const counter = restate.object({
 // Serves `services` over h2c on 127.0.0.1:$PORT (default 9080).
 const serve = (services) => {
   const port = Number(process.env.PORT ?? 9080);
-  http2
-    .createServer(restate.createEndpointHandler({ services }))
-    .listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port}`));
+  // PORT=0 takes any free port; the line below says which (the tests read it).
+  const server = http2.createServer(restate.createEndpointHandler({ services }));
+  server.listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${server.address().port}`));
 };
 
 module.exports = { greeter, counter, serve };

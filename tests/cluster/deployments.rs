@@ -239,7 +239,7 @@ async fn deployments_register_the_typescript_service_on_one_node() -> anyhow::Re
     assert_eq!(no_content_type.status().as_u16(), 415);
     assert!(no_content_type.json::<Value>().await?["message"].is_string());
     // Still missing: answered 501 in the same error shape.
-    let (status, invocations) = get(&http, &format!("{admin}v4/invocations/inv_1/pause")).await?;
+    let (status, invocations) = get(&http, &format!("{admin}v4/invocations/inv_1/restart-as-new")).await?;
     assert_eq!(status, 501, "{invocations}");
     assert!(invocations["message"].is_string());
 

@@ -16,3 +16,4 @@ mod migration;
 mod operator;
 mod sdk_rust;
 mod single_node;
+mod workflows;

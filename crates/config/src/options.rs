@@ -80,6 +80,9 @@ pub struct Configuration {
     /// handlers may say otherwise).
     #[serde(with = "humantime_serde")]
     pub default_idempotency_retention: Duration,
+    /// How long a workflow's result, state and promises are kept after its `run` ended.
+    #[serde(with = "humantime_serde")]
+    pub default_workflow_completion_retention: Duration,
     /// Set by `--metadata-migration-mode` (not a configuration key).
     #[serde(skip)]
     pub metadata_migration_mode: bool,
@@ -119,6 +122,7 @@ impl Default for Configuration {
             default_retry_policy: RetryPolicyOptions::default(),
             experimental_enable_protocol_v7: false,
             default_idempotency_retention: Duration::from_secs(86_400),
+            default_workflow_completion_retention: Duration::from_secs(86_400),
             log_server: LogServerOptions::default(),
             metadata_migration_mode: false,
         }

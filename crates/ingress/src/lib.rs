@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use restate_types::InvocationId;
-use restate_types::manifest::{HandlerManifest, ServiceType};
+use restate_types::manifest::{HandlerManifest, HandlerType, ServiceType};
 use restate_worker::WorkerHandle;
 use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
 
@@ -118,7 +118,10 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         return complete_awakeable(worker, &parts.method, rest, body, ingress.request_size_limit).await;
     }
     if let Some(rest) = parts.uri.path().strip_prefix("/restate/invocation/") {
-        return attach_or_output(worker, &parts.method, rest).await;
+        return attach_or_output(worker, &parts.method, rest, false).await;
+    }
+    if let Some(rest) = parts.uri.path().strip_prefix("/restate/workflow/") {
+        return attach_or_output(worker, &parts.method, rest, true).await;
     }
     let path = match parse_path(parts.uri.path()) {
         Ok(path) => path,
@@ -144,12 +147,6 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     };
     // By reference: this runs per request, and the admin API's overrides only change privacy.
     let manifest = &registered.manifest;
-    if manifest.ty == ServiceType::Workflow {
-        return ingress_error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("'{service}' is a workflow; workflows are not supported by this server yet"),
-        );
-    }
     let keyed = manifest.ty != ServiceType::Service;
     let bad_path = || {
         ingress_error(
@@ -261,12 +258,18 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         service_type: manifest.ty,
         handler_type,
     };
+    if handler_type == HandlerType::Workflow && idempotency_key.is_some() {
+        return ingress_error(
+            StatusCode::BAD_REQUEST,
+            "an idempotency-key is not allowed on a workflow's run handler: the workflow key already identifies the run",
+        );
+    }
     let id = restate_worker::invocation_id_of(&target, idempotency_key.as_deref());
     let partition_key = id.partition_key;
-    let completion_retention = match &idempotency_key {
-        Some(_) => worker.settings().idempotency_retention_of(registered, &handler),
-        None => 0,
-    };
+    let completion_retention =
+        worker
+            .settings()
+            .completion_retention_of(registered, &target, idempotency_key.as_deref());
     let now = unix_ms();
     let execution_time = delay.map(|d| now + d.as_millis() as u64);
     let request = InvokeRequest {
@@ -344,7 +347,7 @@ fn result_response(id: &InvocationId, handler: Option<&HandlerManifest>, result:
 /// `GET /restate/invocation/{id}/attach|output` and
 /// `GET /restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output`:
 /// attach waits for the result, output answers at once (470 while it runs).
-async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str) -> Response {
+async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, workflow: bool) -> Response {
     let segments: Vec<String> = match rest.split('/').map(paths::percent_decode).collect::<Option<Vec<_>>>() {
         Some(segments) if segments.iter().all(|s| !s.is_empty()) => segments,
         _ => return ingress_error(StatusCode::BAD_REQUEST, format!("bad path: /restate/invocation/{rest}")),
@@ -370,6 +373,36 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str) ->
     }
     let schema = worker.schema().get();
     let (id, handler) = match target {
+        [workflow_name, key] if workflow => {
+            let workflow = workflow_name;
+            let Some((_, registered)) = schema.active_service(workflow) else {
+                return ingress_error(StatusCode::NOT_FOUND, format!("workflow '{workflow}' not found"));
+            };
+            let run = registered
+                .manifest
+                .handlers
+                .iter()
+                .find(|h| registered.manifest.ty.handler_type(h.ty) == Some(HandlerType::Workflow));
+            let Some(run) = run.filter(|_| registered.manifest.ty == ServiceType::Workflow) else {
+                return ingress_error(StatusCode::BAD_REQUEST, format!("'{workflow}' is not a workflow"));
+            };
+            let target = InvocationTarget {
+                service: workflow.clone(),
+                handler: run.name.clone(),
+                key: Some(key.clone()),
+                service_type: ServiceType::Workflow,
+                handler_type: HandlerType::Workflow,
+            };
+            (restate_worker::invocation_id_of(&target, None), Some(run))
+        }
+        _ if workflow => {
+            return ingress_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad path: expected /restate/workflow/{{name}}/{{key}}/attach|output, got /restate/workflow/{rest}"
+                ),
+            );
+        }
         [id] => match id.parse::<InvocationId>() {
             Ok(id) => (id, None),
             Err(error) => return ingress_error(StatusCode::BAD_REQUEST, format!("bad invocation id '{id}': {error}")),

@@ -26,6 +26,8 @@ pub enum TableKind {
     Outbox,
     /// Highest sequence number applied per producing partition.
     Dedup,
+    /// Durable promises of workflows, per (service, key, name).
+    Promise,
 }
 
 impl TableKind {
@@ -41,6 +43,7 @@ impl TableKind {
             TableKind::Timer => b"ti",
             TableKind::Outbox => b"ob",
             TableKind::Dedup => b"de",
+            TableKind::Promise => b"pr",
         }
     }
 }

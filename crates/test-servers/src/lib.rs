@@ -311,9 +311,60 @@ struct Launch {
     env: Vec<(String, String)>,
     port: u16,
     what: &'static str,
+    /// The process binds `PORT=0` and prints `listening on 127.0.0.1:<port>`: no other process
+    /// can hold the port it gets (a stray server from an earlier run would answer for a port
+    /// that was only free-checked).
+    reports_port: bool,
 }
 
 impl Launch {
+    /// Starts the process; for one that reports its port, remembers the port it got.
+    fn spawn_reporting(&mut self) -> Child {
+        use std::io::BufRead;
+        if !self.reports_port {
+            return self.spawn();
+        }
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "PORT",
+                if self.port == 0 {
+                    "0".to_owned()
+                } else {
+                    self.port.to_string()
+                },
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.what));
+        let Some(stdout) = child.stdout.take() else {
+            panic!("{} has no stdout", self.what)
+        };
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let port = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(port) = line
+                        .strip_prefix("listening on 127.0.0.1:")
+                        .and_then(|p| p.trim().parse::<u16>().ok())
+                    {
+                        break port;
+                    }
+                }
+                _ => panic!("{} exited before saying which port it listens on", self.what),
+            }
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.port = port;
+        child
+    }
+
     fn spawn(&self) -> Child {
         let mut command = Command::new(&self.program);
         command
@@ -342,16 +393,14 @@ impl SdkService {
             "the TypeScript SDK is not installed in {}: run scripts/deps.sh test",
             dir.display()
         );
-        let port = free_port();
-        let mut env = env;
-        env.push(("PORT".into(), port.to_string()));
         Self::launch(Launch {
             program: "node".into(),
             args: vec![script.into()],
             dir,
             env,
-            port,
+            port: 0,
             what,
+            reports_port: true,
         })
     }
 
@@ -383,6 +432,7 @@ impl SdkService {
             env: Vec::new(),
             port,
             what,
+            reports_port: false,
         })
     }
 
@@ -403,11 +453,12 @@ impl SdkService {
             env,
             port,
             what,
+            reports_port: false,
         })
     }
 
-    fn launch(launch: Launch) -> Self {
-        let child = launch.spawn();
+    fn launch(mut launch: Launch) -> Self {
+        let child = launch.spawn_reporting();
         Self {
             uri: format!("http://127.0.0.1:{}", launch.port),
             child: Some(child),
@@ -426,7 +477,8 @@ impl SdkService {
     /// Starts the process again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Some(self.launch.spawn());
+        // The same port again: the registered deployment's address must not change.
+        self.child = Some(self.launch.spawn_reporting());
     }
 }
 

@@ -288,16 +288,18 @@ impl AttemptDriver {
                     _ => Err(refuse("named signals are not supported by this server yet")),
                 }
             }
-            Message::GetPromiseCommand(_)
-            | Message::PeekPromiseCommand(_)
-            | Message::CompletePromiseCommand(_)
-            | Message::AttachInvocationCommand(_)
-            | Message::GetInvocationOutputCommand(_) => Err(AttemptError {
+            Message::GetPromiseCommand(_) | Message::PeekPromiseCommand(_) | Message::CompletePromiseCommand(_)
+                if self.target.service_type != ServiceType::Workflow =>
+            {
+                Err(refuse(&format!(
+                    "{} is only for workflows; {} is not one",
+                    message.message_type().name(),
+                    self.target.service
+                )))
+            }
+            Message::AttachInvocationCommand(_) | Message::GetInvocationOutputCommand(_) => Err(AttemptError {
                 code: 573,
-                message: format!(
-                    "{} is not supported by this server yet (workflows, promises and attach come next)",
-                    message.message_type().name()
-                ),
+                message: format!("{} is not supported by this server yet", message.message_type().name()),
                 retry_after: None,
                 behavior: ErrorBehavior::Retry,
             }),
@@ -337,14 +339,6 @@ impl AttemptDriver {
             .ty
             .handler_type(handler_manifest.ty)
             .ok_or_else(|| not_found(format!("the handler '{service}/{handler}' has an invalid type")))?;
-        if manifest.ty == ServiceType::Workflow {
-            return Err(AttemptError {
-                code: 573,
-                message: format!("'{service}' is a workflow; calling workflows is not supported by this server yet"),
-                retry_after: None,
-                behavior: ErrorBehavior::Retry,
-            });
-        }
         let keyed = manifest.ty != ServiceType::Service;
         let target = InvocationTarget {
             service: service.to_owned(),
@@ -356,7 +350,10 @@ impl AttemptDriver {
         if idempotency_key == Some("") {
             return Err(not_found("a call's idempotency key must not be empty".into()));
         }
-        let retention = idempotency_key.map_or(0, |_| self.ctx.settings.idempotency_retention_of(registered, handler));
+        let retention = self
+            .ctx
+            .settings
+            .completion_retention_of(registered, &target, idempotency_key);
         Ok(ResolvedCall {
             callee: invocation_id_of(&target, idempotency_key),
             target,
@@ -375,6 +372,17 @@ pub fn invocation_id_of(target: &InvocationTarget, idempotency_key: Option<&str>
         (None, Some(idempotency_key)) => partition_key_of(idempotency_key.as_bytes()),
         (None, None) => rand::random(),
     };
+    if target.handler_type == restate_types::manifest::HandlerType::Workflow {
+        // One `run` per workflow key: its id names the workflow instance.
+        return InvocationId::deterministic(
+            partition_key,
+            &restate_types::InvocationSeed::Workflow {
+                scope: None,
+                service: &target.service,
+                key: target.key.as_deref().unwrap_or_default(),
+            },
+        );
+    }
     match idempotency_key {
         Some(idempotency_key) => InvocationId::deterministic(
             partition_key,

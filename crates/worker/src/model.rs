@@ -144,6 +144,14 @@ pub struct InvocationStatus {
     pub completion_retention: u64,
 }
 
+/// A workflow's durable promise: its result once completed, and who waits for it meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromiseState {
+    pub result: Option<InvocationResult>,
+    /// (invocation, completion id) of each `GetPromise` waiting.
+    pub listeners: Vec<(InvocationId, u32)>,
+}
+
 /// A durable timer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Timer {

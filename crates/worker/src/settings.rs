@@ -22,6 +22,7 @@ pub struct WorkerSettings {
     pub max_protocol: ServiceProtocolVersion,
     pub message_size_limit: usize,
     pub idempotency_retention: Duration,
+    pub workflow_completion_retention: Duration,
     pub cleanup_interval: Duration,
 }
 
@@ -44,7 +45,29 @@ impl WorkerSettings {
             },
             message_size_limit: usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
             idempotency_retention: config.default_idempotency_retention,
+            workflow_completion_retention: config.default_workflow_completion_retention,
             cleanup_interval: config.worker.cleanup_interval.max(Duration::from_millis(100)),
+        }
+    }
+
+    /// How long (ms) a new invocation of `target` keeps its result: a workflow's `run` for its
+    /// completion retention, one with an idempotency key for the idempotency retention.
+    pub fn completion_retention_of(
+        &self,
+        service: &DeploymentService,
+        target: &crate::model::InvocationTarget,
+        idempotency_key: Option<&str>,
+    ) -> u64 {
+        if target.handler_type == restate_types::manifest::HandlerType::Workflow {
+            let handler = service.manifest.handlers.iter().find(|h| h.name == target.handler);
+            return handler
+                .and_then(|h| h.workflow_completion_retention)
+                .or(service.overrides.workflow_completion_retention)
+                .unwrap_or(self.workflow_completion_retention.as_millis() as u64);
+        }
+        match idempotency_key {
+            Some(_) => self.idempotency_retention_of(service, &target.handler),
+            None => 0,
         }
     }
 

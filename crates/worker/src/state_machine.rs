@@ -10,12 +10,13 @@ use bytes::Bytes;
 use prost::Message as _;
 use restate_partition_store::{Key, PartitionStoreError, TableKind, Txn, read_u64};
 use restate_service_protocol::{MessageType, proto};
+use restate_types::manifest::HandlerType;
 use restate_types::metadata::Lsn;
 use restate_types::{AwakeableId, InvocationId};
 
 use crate::model::{
-    InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, ResponseSink,
-    SignalResult, Timer,
+    InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, PromiseState,
+    ResponseSink, SignalResult, Timer,
 };
 use crate::wal::{Command, Effect, Envelope, OutboxMessage, ResolvedCall};
 
@@ -143,6 +144,26 @@ pub struct StateMachine {
     pub key_range: RangeInclusive<u64>,
 }
 
+/// The `GetPromiseCompletion` that hands a promise's result to one waiting `GetPromise`.
+fn promise_note(completion_id: u32, result: InvocationResult) -> Note {
+    use proto::get_promise_completion_notification_message::Result;
+    let result = match result {
+        InvocationResult::Success(value) => Result::Value(proto::Value {
+            content: Bytes::from(value),
+        }),
+        InvocationResult::Failure { code, message } => Result::Failure(proto::Failure {
+            code: u32::from(code),
+            message,
+            metadata: Vec::new(),
+        }),
+    };
+    let message = proto::GetPromiseCompletionNotificationMessage {
+        completion_id,
+        result: Some(result),
+    };
+    Note::new(MessageType::GetPromiseCompletionNotification, &message, completion_id)
+}
+
 /// The built-in signal that asks an invocation to cancel itself.
 const CANCEL_SIGNAL: u32 = 1;
 
@@ -178,6 +199,10 @@ pub(crate) fn signal_key(id: &InvocationId, signal: u32) -> Key {
 
 pub fn state_prefix(service: &str, key: &str) -> Key {
     Key::new(TableKind::State).str(service).str(key)
+}
+
+fn promise_prefix(service: &str, key: &str) -> Key {
+    Key::new(TableKind::Promise).str(service).str(key)
 }
 
 fn lock_key(service: &str, key: &str) -> Key {
@@ -283,6 +308,12 @@ impl StateMachine {
                     && matches!(status.phase, Phase::Completed { .. })
                 {
                     txn.delete(status_key(&id));
+                    if status.target.handler_type == HandlerType::Workflow {
+                        // The workflow instance is forgotten with its run: state and promises.
+                        let key = status.target.key.clone().unwrap_or_default();
+                        txn.delete_prefix(state_prefix(&status.target.service, &key).as_bytes())?;
+                        txn.delete_prefix(promise_prefix(&status.target.service, &key).as_bytes())?;
+                    }
                 }
             }
             Command::TruncateOutbox { up_to } => {
@@ -309,12 +340,20 @@ impl StateMachine {
             actions.push(Action::Submitted { request_id, id, new });
         }
         if txn.contains(&status_key(&id))? {
+            let Some(sink) = request.response_sink else {
+                return Ok(());
+            };
+            if request.target.handler_type == HandlerType::Workflow {
+                // A workflow runs once per key: a second call is refused, a send finds it.
+                let refused = InvocationResult::Failure {
+                    code: 409,
+                    message: "the workflow method was already invoked".into(),
+                };
+                return self.answer(txn, id, &sink, refused, now, actions);
+            }
             // The same invocation again (an idempotency key, a retried delivery): it answers
             // like the one that exists.
-            if let Some(sink) = request.response_sink {
-                self.attach(txn, id, sink, now, actions)?;
-            }
-            return Ok(());
+            return self.attach(txn, id, sink, now, actions);
         }
         actions.push(Action::Created);
         let input = proto::InputCommandMessage {
@@ -676,6 +715,99 @@ impl StateMachine {
                         now,
                         actions,
                     )?;
+                }
+            }
+            MessageType::GetPromiseCommand => {
+                if let Ok(get) = proto::GetPromiseCommandMessage::decode(payload) {
+                    let (service, key) = state_of(status);
+                    let promise_key = promise_prefix(&service, &key).str(&get.key);
+                    let mut promise = txn.get::<PromiseState>(&promise_key)?.unwrap_or_default();
+                    match promise.result.clone() {
+                        Some(result) => {
+                            let note = promise_note(get.result_completion_id, result);
+                            self.notify(txn, id, status, note, now, actions)?;
+                        }
+                        None => {
+                            promise.listeners.push((id, get.result_completion_id));
+                            txn.put(promise_key, &promise);
+                        }
+                    }
+                }
+            }
+            MessageType::PeekPromiseCommand => {
+                if let Ok(peek) = proto::PeekPromiseCommandMessage::decode(payload) {
+                    use proto::peek_promise_completion_notification_message::Result;
+                    let (service, key) = state_of(status);
+                    let promise = txn.get::<PromiseState>(&promise_prefix(&service, &key).str(&peek.key))?;
+                    let result = match promise.and_then(|p| p.result) {
+                        None => Result::Void(proto::Void {}),
+                        Some(InvocationResult::Success(value)) => Result::Value(proto::Value {
+                            content: Bytes::from(value),
+                        }),
+                        Some(InvocationResult::Failure { code, message }) => Result::Failure(proto::Failure {
+                            code: u32::from(code),
+                            message,
+                            metadata: Vec::new(),
+                        }),
+                    };
+                    let message = proto::PeekPromiseCompletionNotificationMessage {
+                        completion_id: peek.result_completion_id,
+                        result: Some(result),
+                    };
+                    let note = Note::new(
+                        MessageType::PeekPromiseCompletionNotification,
+                        &message,
+                        peek.result_completion_id,
+                    );
+                    self.notify(txn, id, status, note, now, actions)?;
+                }
+            }
+            MessageType::CompletePromiseCommand => {
+                if let Ok(complete) = proto::CompletePromiseCommandMessage::decode(payload) {
+                    use proto::complete_promise_command_message::Completion;
+                    use proto::complete_promise_completion_notification_message::Result;
+                    let (service, key) = state_of(status);
+                    let promise_key = promise_prefix(&service, &key).str(&complete.key);
+                    let mut promise = txn.get::<PromiseState>(&promise_key)?.unwrap_or_default();
+                    let outcome = if promise.result.is_some() {
+                        Result::Failure(proto::Failure {
+                            code: 409,
+                            message: "promise was already completed".into(),
+                            metadata: Vec::new(),
+                        })
+                    } else {
+                        let result = match complete.completion {
+                            Some(Completion::CompletionValue(value)) => {
+                                InvocationResult::Success(value.content.to_vec())
+                            }
+                            Some(Completion::CompletionFailure(failure)) => InvocationResult::Failure {
+                                code: u16::try_from(failure.code).unwrap_or(500),
+                                message: failure.message,
+                            },
+                            None => InvocationResult::Success(Vec::new()),
+                        };
+                        let listeners = std::mem::take(&mut promise.listeners);
+                        promise.result = Some(result.clone());
+                        txn.put(promise_key, &promise);
+                        for (listener, completion_id) in listeners {
+                            let note = promise_note(completion_id, result.clone());
+                            match listener == id {
+                                true => self.notify(txn, id, status, note, now, actions)?,
+                                false => self.notify_stored(txn, listener, note, now, actions)?,
+                            }
+                        }
+                        Result::Void(proto::Void {})
+                    };
+                    let message = proto::CompletePromiseCompletionNotificationMessage {
+                        completion_id: complete.result_completion_id,
+                        result: Some(outcome),
+                    };
+                    let note = Note::new(
+                        MessageType::CompletePromiseCompletionNotification,
+                        &message,
+                        complete.result_completion_id,
+                    );
+                    self.notify(txn, id, status, note, now, actions)?;
                 }
             }
             MessageType::CompleteAwakeableCommand => {

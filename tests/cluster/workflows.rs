@@ -1,0 +1,80 @@
+//! Workflows: `run` once per key, shared handlers beside it, durable promises, attach/output.
+
+use std::time::{Duration, Instant};
+
+use restate_cluster_tests::TestDir;
+use restate_cluster_tests::servers::SdkService;
+use serde_json::json;
+
+use crate::invocations::{Client, start_node};
+
+#[tokio::test]
+async fn a_workflow_runs_once_per_key_and_waits_for_its_promise() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let node = start_node(&dir, &[]).await?;
+    let effects = dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    let get = |path: String| {
+        let client = &client;
+        async move {
+            client
+                .request(reqwest::Method::GET, &format!("{}{path}", client.ingress), None)
+                .await
+        }
+    };
+
+    let submitted = client.call("Signup/w1/run/send", json!("Ann")).await?;
+    assert_eq!(submitted.json()["status"], json!("Accepted"), "{}", submitted.body);
+    let again = client.call("Signup/w1/run/send", json!("Ann")).await?;
+    assert_eq!(again.json()["status"], json!("PreviouslyAccepted"), "{}", again.body);
+    assert_eq!(again.json()["invocationId"], submitted.json()["invocationId"]);
+    let duplicate = client.call("Signup/w1/run", json!("Ann")).await?;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    assert_eq!(
+        duplicate.json()["message"],
+        json!("the workflow method was already invoked")
+    );
+
+    // A shared handler sees the run's state while it waits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.post_empty("Signup/w1/status").await?.json() != json!("waiting") {
+        anyhow::ensure!(Instant::now() < deadline, "the run did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = get("restate/workflow/Signup/w1/output".into()).await?;
+    assert_eq!(pending.status, 470, "{}", pending.body);
+
+    let accepted = client.call("Signup/w1/submitCode", json!("42")).await?;
+    assert_eq!(accepted.json(), json!("accepted"), "{}", accepted.body);
+    let result = get("restate/workflow/Signup/w1/attach".into()).await?;
+    assert_eq!(
+        (result.status, result.json()),
+        (200, json!("welcome Ann 42")),
+        "{}",
+        result.body
+    );
+    let output = get("restate/workflow/Signup/w1/output".into()).await?;
+    assert_eq!(output.json(), json!("welcome Ann 42"));
+    assert_eq!(client.post_empty("Signup/w1/status").await?.json(), json!("done"));
+
+    // The promise is completed once; the run is not repeated.
+    let twice = client.call("Signup/w1/submitCode", json!("43")).await?;
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    let rerun = client.call("Signup/w1/run", json!("Bob")).await?;
+    assert_eq!(rerun.status, 409, "{}", rerun.body);
+
+    // Bad requests.
+    let keyed = client
+        .http()
+        .post(format!("{}Signup/w2/run", client.ingress))
+        .header("idempotency-key", "k")
+        .json(&json!("x"))
+        .send()
+        .await?;
+    assert_eq!(keyed.status().as_u16(), 400);
+    let unknown = get("restate/workflow/Signup/nobody/output".into()).await?;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    Ok(())
+}
