@@ -104,10 +104,25 @@ async fn status_shows_liveness_and_the_controller_moves_when_its_node_dies() -> 
     );
     // /health and the admin API's /cluster-health report the same view.
     let survivor = &cluster.nodes[(victim + 1) % 3];
-    let health: serde_json::Value = reqwest::get(format!("{}health", survivor.fabric_url()))
-        .await?
-        .json()
-        .await?;
+    // Each node's failure detector decides on its own: this one may call the victim DEAD a
+    // moment after the node restatectl asked.
+    let victim_liveness = |health: &serde_json::Value| {
+        health["cluster"]["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == victim_name.as_str()))
+            .map(|n| n["liveness"].clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health: serde_json::Value = loop {
+        let health: serde_json::Value = reqwest::get(format!("{}health", survivor.fabric_url()))
+            .await?
+            .json()
+            .await?;
+        if victim_liveness(&health) == Some(serde_json::json!("DEAD")) || Instant::now() > deadline {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let cluster_health: serde_json::Value = reqwest::get(format!("{}cluster-health", survivor.admin_url()))
         .await?
         .json()

@@ -164,20 +164,36 @@ impl PartitionHandle {
             waiters: self.waiters.clone(),
             request_id,
         };
+        self.append(command(request_id)).await?;
+        rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
+    }
+
+    /// The stored status of an invocation of this partition (read-only).
+    fn status(&self, id: &InvocationId) -> Result<Option<InvocationStatus>, SubmitError> {
+        self.store
+            .get::<InvocationStatus>(&crate::state_machine::status_key(id))
+            .map_err(|e| SubmitError::Append {
+                partition: self.partition_id,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Appends a command (from outside any leader) and waits until it is durable.
+    async fn append(&self, command: Command) -> Result<(), SubmitError> {
         let envelope = Envelope {
             timestamp: now_ms(),
             leader_epoch: None,
             dedup: None,
-            command: command(request_id),
+            command,
         };
         self.appender
             .append(&envelope)
             .await
+            .map(|_| ())
             .map_err(|reason| SubmitError::Append {
                 partition: self.partition_id,
                 reason,
-            })?;
-        rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
+            })
     }
 
     /// Fails every waiting call (the processor stopped; its answers would never come).
@@ -221,31 +237,12 @@ impl PartitionHandle {
     /// Delivers a signal to an invocation of this partition (e.g. an awakeable's result);
     /// returns once it is durable.
     pub async fn signal(&self, id: InvocationId, signal: u32, result: SignalResult) -> Result<(), SubmitError> {
-        let envelope = Envelope {
-            timestamp: now_ms(),
-            leader_epoch: None,
-            dedup: None,
-            command: Command::NotifySignal { id, signal, result },
-        };
-        self.appender
-            .append(&envelope)
-            .await
-            .map(|_| ())
-            .map_err(|reason| SubmitError::Append {
-                partition: self.partition_id,
-                reason,
-            })
+        self.append(Command::NotifySignal { id, signal, result }).await
     }
 
     /// Pauses, resumes or purges the invocation, if its state allows it (see [`Managed`]).
     pub async fn manage(&self, id: InvocationId, operation: Management) -> Result<Managed, SubmitError> {
-        let status = self
-            .store
-            .get::<InvocationStatus>(&crate::state_machine::status_key(&id))
-            .map_err(|e| SubmitError::Append {
-                partition: self.partition_id,
-                reason: e.to_string(),
-            })?;
+        let status = self.status(&id)?;
         let Some(phase) = status.map(|s| s.phase) else {
             return Ok(Managed::NotFound);
         };
@@ -261,50 +258,20 @@ impl PartitionHandle {
             (Management::Resume, Phase::Paused) => Command::Resume { id },
             (_, Phase::Scheduled | Phase::Inboxed { .. }) => return refused("it has not started yet"),
         };
-        let envelope = Envelope {
-            timestamp: now_ms(),
-            leader_epoch: None,
-            dedup: None,
-            command,
-        };
-        self.appender
-            .append(&envelope)
-            .await
-            .map_err(|reason| SubmitError::Append {
-                partition: self.partition_id,
-                reason,
-            })?;
+        self.append(command).await?;
         Ok(Managed::Done)
     }
 
     /// Cancels or kills the invocation (see [`Terminated`]).
     pub async fn terminate(&self, id: InvocationId, kill: bool) -> Result<Terminated, SubmitError> {
-        let status = self
-            .store
-            .get::<InvocationStatus>(&crate::state_machine::status_key(&id))
-            .map_err(|e| SubmitError::Append {
-                partition: self.partition_id,
-                reason: e.to_string(),
-            })?;
+        let status = self.status(&id)?;
         let terminated = match status.map(|s| s.phase) {
             None => return Ok(Terminated::NotFound),
             Some(Phase::Completed { .. }) => return Ok(Terminated::AlreadyCompleted),
             Some(phase) if kill || !phase.is_in_flight() => Terminated::Done,
             Some(_) => Terminated::Requested,
         };
-        let envelope = Envelope {
-            timestamp: now_ms(),
-            leader_epoch: None,
-            dedup: None,
-            command: Command::Terminate { id, kill },
-        };
-        self.appender
-            .append(&envelope)
-            .await
-            .map_err(|reason| SubmitError::Append {
-                partition: self.partition_id,
-                reason,
-            })?;
+        self.append(Command::Terminate { id, kill }).await?;
         Ok(terminated)
     }
 
@@ -325,13 +292,7 @@ impl PartitionHandle {
 
     /// The invocation's result if it completed (and is still kept), without waiting.
     pub fn output(&self, id: &InvocationId) -> Result<Output, SubmitError> {
-        let status = self
-            .store
-            .get::<InvocationStatus>(&crate::state_machine::status_key(id))
-            .map_err(|e| SubmitError::Append {
-                partition: self.partition_id,
-                reason: e.to_string(),
-            })?;
+        let status = self.status(id)?;
         Ok(match status {
             None => Output::NotFound,
             Some(InvocationStatus {

@@ -1,0 +1,273 @@
+//! The lifecycle part of the state machine: timers, results reaching their callers, signals,
+//! cancel and kill, and completion.
+
+use super::*;
+
+impl StateMachine {
+    pub(super) fn fire_timer(
+        &self,
+        txn: &mut Txn<'_>,
+        wake_up: u64,
+        seq: u64,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let key = timer_key(wake_up, seq);
+        let Some(timer) = txn.get::<Timer>(&key)? else {
+            return Ok(());
+        };
+        txn.delete(key);
+        match timer {
+            Timer::Invoke(id) => {
+                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                    && status.phase == Phase::Scheduled
+                {
+                    self.start_or_inbox(txn, id, &mut status, actions)?;
+                }
+            }
+            Timer::Sleep { id, completion_id } => {
+                let notification = proto::SleepCompletionNotificationMessage {
+                    completion_id,
+                    void: Some(proto::Void {}),
+                };
+                let note = Note::new(MessageType::SleepCompletionNotification, &notification, completion_id);
+                self.notify_stored(txn, id, note, now, actions)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels or kills an invocation. One that has not started ends at once either way; a
+    /// running one is killed at once or asked to cancel through signal 1 (which also resumes a
+    /// suspended or paused one, so the SDK can run its compensations).
+    pub(super) fn terminate(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        kill: bool,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            return Ok(());
+        };
+        let reason = if kill { "killed" } else { "canceled" };
+        let failure = InvocationResult::Failure {
+            code: 409,
+            message: reason.to_owned(),
+        };
+        match status.phase.clone() {
+            Phase::Completed { .. } => Ok(()),
+            Phase::Scheduled => self.complete(txn, id, status, failure, now, actions),
+            Phase::Inboxed { seq } => {
+                let key = status.target.key.clone().unwrap_or_default();
+                txn.delete(inbox_prefix(&status.target.service, &key).u64(seq));
+                self.complete(txn, id, status, failure, now, actions)
+            }
+            _ if kill => {
+                actions.push(Action::Abort(id));
+                self.complete(txn, id, status, failure, now, actions)
+            }
+            phase => {
+                if txn.contains(&signal_key(&id, CANCEL_SIGNAL))? {
+                    return Ok(());
+                }
+                let resume = phase == Phase::Paused;
+                self.notify(
+                    txn,
+                    id,
+                    &mut status,
+                    Note::signal(CANCEL_SIGNAL, SignalResult::Void),
+                    now,
+                    actions,
+                )?;
+                if resume {
+                    status.phase = Phase::Invoked;
+                    actions.push(Action::Invoke(id));
+                }
+                txn.put(status_key(&id), &status);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a caller waiting for the result, answering at once when the invocation completed.
+    pub(super) fn attach(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        sink: ResponseSink,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            if let ResponseSink::Ingress { request_id } = sink {
+                actions.push(Action::IngressNotFound { request_id });
+            }
+            return Ok(());
+        };
+        if let (Phase::Completed { .. }, Some(result)) = (&status.phase, status.output.clone()) {
+            return self.answer(txn, id, &sink, result, now, actions);
+        }
+        if !status.sinks.contains(&sink) {
+            status.sinks.push(sink);
+            txn.put(status_key(&id), &status);
+        }
+        Ok(())
+    }
+
+    /// Sends an invocation's result to one waiting caller.
+    pub(super) fn answer(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        sink: &ResponseSink,
+        result: InvocationResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        match sink {
+            ResponseSink::Ingress { request_id } => {
+                actions.push(Action::IngressResponse {
+                    request_id: *request_id,
+                    id,
+                    result,
+                });
+                Ok(())
+            }
+            ResponseSink::Invocation { caller, completion_id } => {
+                let command = Command::InvocationResponse {
+                    id: *caller,
+                    completion_id: *completion_id,
+                    result,
+                };
+                self.route(txn, caller.partition_key, command, now, actions)
+            }
+        }
+    }
+
+    /// Delivers a signal once; signals for invocations that ended (or never existed) are dropped.
+    pub(super) fn signal(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        signal: u32,
+        result: SignalResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        if txn.contains(&signal_key(&id, signal))? {
+            return Ok(());
+        }
+        self.notify_stored(txn, id, Note::signal(signal, result), now, actions)
+    }
+
+    pub(super) fn call_completed(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        completion_id: u32,
+        result: InvocationResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        if txn.contains(&completion_key(&id, completion_id))? {
+            return Ok(());
+        }
+        let result = match result {
+            InvocationResult::Success(value) => {
+                proto::call_completion_notification_message::Result::Value(proto::Value {
+                    content: Bytes::from(value),
+                })
+            }
+            InvocationResult::Failure { code, message } => {
+                proto::call_completion_notification_message::Result::Failure(proto::Failure {
+                    code: u32::from(code),
+                    message,
+                    metadata: Vec::new(),
+                })
+            }
+        };
+        let notification = proto::CallCompletionNotificationMessage {
+            completion_id,
+            result: Some(result),
+        };
+        let note = Note::new(MessageType::CallCompletionNotification, &notification, completion_id);
+        self.notify_stored(txn, id, note, now, actions)
+    }
+
+    /// [`Self::notify`] for an invocation read from the store (timers, responses of callees).
+    pub(super) fn notify_stored(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        note: Note,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+            return Ok(());
+        };
+        if !status.phase.is_in_flight() {
+            // Completed (nothing awaits it any more), or not started (it has no journal yet).
+            return Ok(());
+        }
+        self.notify(txn, id, &mut status, note, now, actions)?;
+        txn.put(status_key(&id), &status);
+        Ok(())
+    }
+
+    /// Ends the invocation: answers everyone waiting, frees its rows and its lock.
+    pub(super) fn complete(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: InvocationStatus,
+        result: InvocationResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        actions.push(Action::Completed {
+            failed: matches!(result, InvocationResult::Failure { .. }),
+        });
+        txn.delete_prefix(journal_prefix(&id).as_bytes())?;
+        txn.delete_prefix(Key::new(TableKind::JournalNotification).invocation(&id).as_bytes())?;
+        match status.completion_retention {
+            0 => txn.delete(status_key(&id)),
+            _ => {
+                // Kept for attach/output and idempotent duplicates until the cleaner purges it.
+                let kept = InvocationStatus {
+                    phase: Phase::Completed { at: now },
+                    sinks: Vec::new(),
+                    output: Some(result.clone()),
+                    journal_length: 0,
+                    commands: 0,
+                    ..status.clone()
+                };
+                txn.put(status_key(&id), &kept);
+            }
+        }
+        for sink in &status.sinks {
+            self.answer(txn, id, sink, result.clone(), now, actions)?;
+        }
+        if status.target.is_exclusive() {
+            let key = status.target.key.clone().unwrap_or_default();
+            let lock = lock_key(&status.target.service, &key);
+            if txn.get::<InvocationId>(&lock)? == Some(id) {
+                txn.delete(lock);
+                let inbox = inbox_prefix(&status.target.service, &key);
+                if let Some((entry, next)) = txn.first_raw(inbox.as_bytes())? {
+                    txn.delete(Key::new(TableKind::Inbox).raw(&entry[2..]));
+                    let next: InvocationId = postcard::from_bytes(&next).map_err(|e| PartitionStoreError::Corrupt {
+                        table: "ib".into(),
+                        reason: e.to_string(),
+                    })?;
+                    if let Some(mut next_status) = txn.get::<InvocationStatus>(&status_key(&next))? {
+                        self.start_or_inbox(txn, next, &mut next_status, actions)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
