@@ -78,3 +78,57 @@ async fn a_workflow_runs_once_per_key_and_waits_for_its_promise() -> anyhow::Res
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     Ok(())
 }
+
+#[tokio::test]
+async fn python_sdk_workflow_and_awakeable() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let node = start_node(&dir, &[]).await?;
+    let effects = dir.path().join("side-effects.txt");
+    let service = SdkService::python_scenarios(&effects);
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+
+    let submitted = client.call("Signup/p1/run/send", json!("Py")).await?;
+    assert_eq!(submitted.json()["status"], json!("Accepted"), "{}", submitted.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.post_empty("Signup/p1/status").await?.json() != json!("waiting") {
+        anyhow::ensure!(Instant::now() < deadline, "the run did not start:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        client.call("Signup/p1/submitCode", json!("7")).await?.json(),
+        json!("accepted")
+    );
+    let result = client
+        .request(
+            reqwest::Method::GET,
+            &format!("{}restate/workflow/Signup/p1/attach", client.ingress),
+            None,
+        )
+        .await?;
+    assert_eq!(result.json(), json!("welcome Py 7"), "{}", result.body);
+
+    let accepted = client.call("Awaiter/awakeable/send", json!("pa")).await?;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let prefix = "awakeable pa ";
+    let id = loop {
+        if let Some(line) = crate::invocations::side_effects(&effects)
+            .keys()
+            .find(|l| l.starts_with(prefix))
+        {
+            break line[prefix.len()..].to_owned();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no awakeable was recorded:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let resolved = client
+        .request(
+            reqwest::Method::POST,
+            &format!("{}restate/awakeables/{id}/resolve", client.ingress),
+            Some(json!("yes")),
+        )
+        .await?;
+    assert_eq!(resolved.status, 202, "{}", resolved.body);
+    crate::invocations::wait_for_side_effect(&effects, "resolved pa yes", Duration::from_secs(30)).await?;
+    Ok(())
+}

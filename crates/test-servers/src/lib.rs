@@ -416,7 +416,7 @@ impl SdkService {
         Self::node_script("scenarios.js", env, "the TypeScript scenario service")
     }
 
-    fn hypercorn(module: &str, what: &'static str) -> Self {
+    fn hypercorn(module: &str, env: Vec<(String, String)>, what: &'static str) -> Self {
         let dir = Self::examples().join("python");
         let hypercorn = dir.join(".venv/bin/hypercorn");
         assert!(
@@ -429,7 +429,7 @@ impl SdkService {
             program: hypercorn,
             args: vec![module.into(), "--bind".into(), format!("127.0.0.1:{port}")],
             dir,
-            env: Vec::new(),
+            env,
             port,
             what,
             reports_port: false,
@@ -438,7 +438,14 @@ impl SdkService {
 
     /// `examples/python/service.py` under hypercorn (h2c and HTTP/1.1).
     pub fn python() -> Self {
-        Self::hypercorn("service:app", "the Python example service")
+        Self::hypercorn("service:app", Vec::new(), "the Python example service")
+    }
+
+    /// `examples/python/scenarios.py` under hypercorn: a workflow and an awakeable besides
+    /// Greeter and Counter; `ctx.run` side effects append lines to `side_effects`.
+    pub fn python_scenarios(side_effects: &Path) -> Self {
+        let env = vec![("SIDE_EFFECT_FILE".into(), side_effects.display().to_string())];
+        Self::hypercorn("scenarios:app", env, "the Python scenario service")
     }
 
     /// A service binary (e.g. the Rust SDK test service) listening on `PORT`, with `env`.
