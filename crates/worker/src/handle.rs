@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use restate_types::InvocationId;
+use restate_types::metadata::Lsn;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -31,6 +32,9 @@ pub(crate) enum Answer {
     /// A send: whether it created the invocation.
     Submitted(bool),
 }
+
+/// How long a caller waits for its record to be applied before reporting the partition stopped.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<Answer>>>>;
 
@@ -111,6 +115,8 @@ impl PartitionState {
 #[derive(Clone)]
 pub struct PartitionHandle {
     pub partition_id: u16,
+    /// The processor's applied LSN, for callers that wait until their record took effect.
+    pub(crate) applied: Arc<tokio::sync::watch::Sender<Lsn>>,
     pub(crate) appender: Appender,
     /// Read-only: `output` looks results up without going through the log.
     store: restate_partition_store::PartitionStore,
@@ -138,6 +144,7 @@ impl PartitionHandle {
         state.update(|s| s.partition_id = partition_id);
         Self {
             partition_id,
+            applied: Arc::new(tokio::sync::watch::channel(0).0),
             appender,
             store,
             waiters: Arc::default(),
@@ -179,7 +186,7 @@ impl PartitionHandle {
     }
 
     /// Appends a command (from outside any leader) and waits until it is durable.
-    async fn append(&self, command: Command) -> Result<(), SubmitError> {
+    async fn append(&self, command: Command) -> Result<Lsn, SubmitError> {
         let envelope = Envelope {
             timestamp: now_ms(),
             leader_epoch: None,
@@ -189,11 +196,21 @@ impl PartitionHandle {
         self.appender
             .append(&envelope)
             .await
-            .map(|_| ())
             .map_err(|reason| SubmitError::Append {
                 partition: self.partition_id,
                 reason,
             })
+    }
+
+    /// Appends a command and waits until the processor applied it, so the caller's next read
+    /// (e.g. `output` after a kill) sees its effect.
+    async fn apply(&self, command: Command) -> Result<(), SubmitError> {
+        let lsn = self.append(command).await?;
+        let mut applied = self.applied.subscribe();
+        match tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= lsn)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(SubmitError::Stopped(self.partition_id)),
+        }
     }
 
     /// Fails every waiting call (the processor stopped; its answers would never come).
@@ -237,7 +254,9 @@ impl PartitionHandle {
     /// Delivers a signal to an invocation of this partition (e.g. an awakeable's result);
     /// returns once it is durable.
     pub async fn signal(&self, id: InvocationId, signal: u32, result: SignalResult) -> Result<(), SubmitError> {
-        self.append(Command::NotifySignal { id, signal, result }).await
+        self.append(Command::NotifySignal { id, signal, result })
+            .await
+            .map(|_| ())
     }
 
     /// Pauses, resumes or purges the invocation, if its state allows it (see [`Managed`]).
@@ -258,7 +277,7 @@ impl PartitionHandle {
             (Management::Resume, Phase::Paused) => Command::Resume { id },
             (_, Phase::Scheduled | Phase::Inboxed { .. }) => return refused("it has not started yet"),
         };
-        self.append(command).await?;
+        self.apply(command).await?;
         Ok(Managed::Done)
     }
 
@@ -271,7 +290,7 @@ impl PartitionHandle {
             Some(phase) if kill || !phase.is_in_flight() => Terminated::Done,
             Some(_) => Terminated::Requested,
         };
-        self.append(Command::Terminate { id, kill }).await?;
+        self.apply(Command::Terminate { id, kill }).await?;
         Ok(terminated)
     }
 

@@ -251,6 +251,7 @@ impl Processor {
     }
 
     fn publish_state(&self) {
+        self.handle.applied.send_replace(self.applied);
         self.handle.state.update(|state| {
             state.applied_lsn = self.applied;
             state.leader_epoch = self.my_epoch.filter(|_| self.leading);
