@@ -125,27 +125,6 @@ async fn pause_resume_and_purge() -> anyhow::Result<()> {
     let service = SdkService::typescript_scenarios(&effects);
     let client = Client::new(&node);
     client.register(json!({"uri": service.uri})).await?;
-    let patch = |path: String| {
-        let client = &client;
-        async move {
-            client
-                .request(reqwest::Method::PATCH, &format!("{}{path}", client.admin), None)
-                .await
-        }
-    };
-    let output = |id: String| {
-        let client = &client;
-        async move {
-            client
-                .request(
-                    reqwest::Method::GET,
-                    &format!("{}restate/invocation/{id}/output", client.ingress),
-                    None,
-                )
-                .await
-        }
-    };
-
     let response = client
         .http()
         .post(format!("{}Sleeper/sleep/send", client.ingress))
@@ -159,17 +138,23 @@ async fn pause_resume_and_purge() -> anyhow::Result<()> {
         .to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // A running invocation cannot be purged.
-    let purge = patch(format!("invocations/{id}/purge")).await?;
+    let purge = client.admin_patch(&format!("invocations/{id}/purge")).await?;
     assert_eq!(purge.status, 409, "{}", purge.body);
     assert!(purge.body.contains("has not completed"), "{}", purge.body);
 
-    let pause = patch(format!("invocations/{id}/pause")).await?;
+    let pause = client.admin_patch(&format!("invocations/{id}/pause")).await?;
     assert_eq!(pause.status, 200, "{}", pause.body);
     // Its timer fires meanwhile, but it stays paused.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(output(id.clone()).await?.status, 470);
+    assert_eq!(
+        client
+            .ingress_get(&format!("restate/invocation/{id}/output"))
+            .await?
+            .status,
+        470
+    );
 
-    let resume = patch(format!("invocations/{id}/resume")).await?;
+    let resume = client.admin_patch(&format!("invocations/{id}/resume")).await?;
     assert_eq!(resume.status, 200, "{}", resume.body);
     let attached = client
         .request(
@@ -180,10 +165,16 @@ async fn pause_resume_and_purge() -> anyhow::Result<()> {
         .await?;
     assert_eq!(attached.json(), json!("slept"), "{}", attached.body);
 
-    let purge = patch(format!("invocations/{id}/purge")).await?;
+    let purge = client.admin_patch(&format!("invocations/{id}/purge")).await?;
     assert_eq!(purge.status, 200, "{}", purge.body);
-    assert_eq!(output(id.clone()).await?.status, 404);
-    let again = patch(format!("invocations/{id}/resume")).await?;
+    assert_eq!(
+        client
+            .ingress_get(&format!("restate/invocation/{id}/output"))
+            .await?
+            .status,
+        404
+    );
+    let again = client.admin_patch(&format!("invocations/{id}/resume")).await?;
     assert_eq!(again.status, 404, "{}", again.body);
     Ok(())
 }

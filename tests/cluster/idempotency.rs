@@ -23,12 +23,6 @@ async fn post_with_key(client: &Client, path: &str, key: &str, body: serde_json:
     })
 }
 
-async fn get(client: &Client, path: &str) -> anyhow::Result<Answer> {
-    client
-        .request(reqwest::Method::GET, &format!("{}{path}", client.ingress), None)
-        .await
-}
-
 #[tokio::test]
 async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
     let dir = TestDir::new();
@@ -60,30 +54,34 @@ async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
     assert_eq!(again.json()["invocationId"], json!(id));
 
     // Output while it runs, attach until it ends, output afterwards (by id and by key).
-    let running = get(&client, &format!("restate/invocation/{id}/output")).await?;
+    let running = client.ingress_get(&format!("restate/invocation/{id}/output")).await?;
     assert_eq!(running.status, 470, "{}", running.body);
     assert_eq!(
         running.json()["message"],
         json!("the invocation exists but has not completed yet")
     );
-    let attached = get(&client, &format!("restate/invocation/{id}/attach")).await?;
+    let attached = client.ingress_get(&format!("restate/invocation/{id}/attach")).await?;
     assert_eq!(
         (attached.status, attached.json()),
         (200, json!("slept")),
         "{}",
         attached.body
     );
-    let output = get(&client, &format!("restate/invocation/{id}/output")).await?;
+    let output = client.ingress_get(&format!("restate/invocation/{id}/output")).await?;
     assert_eq!(output.json(), json!("slept"), "{}", output.body);
-    let by_key = get(&client, "restate/invocation/Sleeper/sleep/ik-2/output").await?;
+    let by_key = client
+        .ingress_get("restate/invocation/Sleeper/sleep/ik-2/output")
+        .await?;
     assert_eq!((by_key.status, by_key.json()), (200, json!("slept")), "{}", by_key.body);
     assert_eq!(by_key.header("x-restate-id"), Some(id.as_str()));
 
     // Unknown and malformed ids.
-    let unknown = get(&client, "restate/invocation/Sleeper/sleep/no-such-key/attach").await?;
+    let unknown = client
+        .ingress_get("restate/invocation/Sleeper/sleep/no-such-key/attach")
+        .await?;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     assert_eq!(unknown.json()["message"], json!("invocation not found"));
-    let bad = get(&client, "restate/invocation/inv_1xxxx/output").await?;
+    let bad = client.ingress_get("restate/invocation/inv_1xxxx/output").await?;
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(
         bad.json()["message"]
@@ -123,7 +121,7 @@ async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
         assert_eq!(short.status, 200, "{}", short.body);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let id = short.header("x-restate-id").unwrap_or_default().to_owned();
-        let gone = get(&client, &format!("restate/invocation/{id}/output")).await?;
+        let gone = client.ingress_get(&format!("restate/invocation/{id}/output")).await?;
         if gone.status == 404 {
             break;
         }

@@ -68,6 +68,18 @@ impl Client {
             .await
     }
 
+    /// `GET` on the ingress, e.g. `ingress_get("restate/invocation/{id}/output")`.
+    pub async fn ingress_get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.request(reqwest::Method::GET, &format!("{}{path}", self.ingress), None)
+            .await
+    }
+
+    /// `PATCH` on the admin API without a body, e.g. `admin_patch("invocations/{id}/kill")`.
+    pub async fn admin_patch(&self, path: &str) -> anyhow::Result<Answer> {
+        self.request(reqwest::Method::PATCH, &format!("{}{path}", self.admin), None)
+            .await
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

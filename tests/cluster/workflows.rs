@@ -16,14 +16,6 @@ async fn a_workflow_runs_once_per_key_and_waits_for_its_promise() -> anyhow::Res
     let service = SdkService::typescript_scenarios(&effects);
     let client = Client::new(&node);
     client.register(json!({"uri": service.uri})).await?;
-    let get = |path: String| {
-        let client = &client;
-        async move {
-            client
-                .request(reqwest::Method::GET, &format!("{}{path}", client.ingress), None)
-                .await
-        }
-    };
 
     let submitted = client.call("Signup/w1/run/send", json!("Ann")).await?;
     assert_eq!(submitted.json()["status"], json!("Accepted"), "{}", submitted.body);
@@ -43,19 +35,19 @@ async fn a_workflow_runs_once_per_key_and_waits_for_its_promise() -> anyhow::Res
         anyhow::ensure!(Instant::now() < deadline, "the run did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pending = get("restate/workflow/Signup/w1/output".into()).await?;
+    let pending = client.ingress_get("restate/workflow/Signup/w1/output").await?;
     assert_eq!(pending.status, 470, "{}", pending.body);
 
     let accepted = client.call("Signup/w1/submitCode", json!("42")).await?;
     assert_eq!(accepted.json(), json!("accepted"), "{}", accepted.body);
-    let result = get("restate/workflow/Signup/w1/attach".into()).await?;
+    let result = client.ingress_get("restate/workflow/Signup/w1/attach").await?;
     assert_eq!(
         (result.status, result.json()),
         (200, json!("welcome Ann 42")),
         "{}",
         result.body
     );
-    let output = get("restate/workflow/Signup/w1/output".into()).await?;
+    let output = client.ingress_get("restate/workflow/Signup/w1/output").await?;
     assert_eq!(output.json(), json!("welcome Ann 42"));
     assert_eq!(client.post_empty("Signup/w1/status").await?.json(), json!("done"));
 
@@ -74,7 +66,7 @@ async fn a_workflow_runs_once_per_key_and_waits_for_its_promise() -> anyhow::Res
         .send()
         .await?;
     assert_eq!(keyed.status().as_u16(), 400);
-    let unknown = get("restate/workflow/Signup/nobody/output".into()).await?;
+    let unknown = client.ingress_get("restate/workflow/Signup/nobody/output").await?;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     Ok(())
 }
