@@ -239,9 +239,9 @@ async fn deployments_register_the_typescript_service_on_one_node() -> anyhow::Re
     assert_eq!(no_content_type.status().as_u16(), 415);
     assert!(no_content_type.json::<Value>().await?["message"].is_string());
     // Still missing: answered 501 in the same error shape.
-    let (status, invocations) = get(&http, &format!("{admin}v4/invocations/inv_1/restart-as-new")).await?;
-    assert_eq!(status, 501, "{invocations}");
-    assert!(invocations["message"].is_string());
+    let (status, openapi) = get(&http, &format!("{admin}v4/services/Greeter/openapi")).await?;
+    assert_eq!(status, 501, "{openapi}");
+    assert!(openapi["message"].is_string());
 
     // PATCH /services/{s}: stored as an override of the active revision, shown by GET.
     let (status, patched) = patch(

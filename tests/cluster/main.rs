@@ -13,6 +13,7 @@ mod idempotency;
 mod invocations;
 mod metadata;
 mod migration;
+mod operations;
 mod operator;
 mod sdk_rust;
 mod single_node;

@@ -1,13 +1,14 @@
-//! `PATCH /invocations/{id}/cancel|kill` and `DELETE /invocations/{id}?mode=cancel|kill`:
-//! ending invocations, through the partition that owns them.
+//! `PATCH /invocations/{id}/cancel|kill|pause|resume|purge|purge-journal|restart-as-new`,
+//! `DELETE /invocations/{id}?mode=cancel|kill` and `POST /services/{s}/state`: operator changes
+//! of invocations and state, through the partition that owns them.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{delete, patch};
+use axum::routing::{delete, patch, post};
 use restate_types::InvocationId;
-use restate_worker::{Managed, Management, PartitionHandle, Terminated, WorkerSlot};
+use restate_worker::{Managed, Management, PartitionHandle, Restarted, Terminated, WorkerSlot};
 use serde::Deserialize;
 
 pub(crate) fn router(worker: WorkerSlot) -> Router {
@@ -38,7 +39,15 @@ pub(crate) fn router(worker: WorkerSlot) -> Router {
                 manage(&w, &id, Management::Purge).await
             }),
         )
+        .route(
+            "/invocations/{id}/purge-journal",
+            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+                manage(&w, &id, Management::PurgeJournal).await
+            }),
+        )
+        .route("/invocations/{id}/restart-as-new", patch(restart_as_new))
         .route("/invocations/{id}", delete(delete_invocation))
+        .route("/services/{service}/state", post(crate::service_state::patch_state))
         .with_state(worker)
 }
 
@@ -70,7 +79,64 @@ async fn delete_invocation(
     }
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+#[derive(Debug, Deserialize)]
+struct RestartQuery {
+    from: Option<u32>,
+    deployment: Option<String>,
+}
+
+/// Starts a new invocation with the input of an ended one, on the latest deployment.
+async fn restart_as_new(
+    State(worker): State<WorkerSlot>,
+    Path(id): Path<String>,
+    Query(query): Query<RestartQuery>,
+) -> Response {
+    if query.from.is_some_and(|from| from > 0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "The request field 'from' is invalid. Reason: this server restarts invocations from the start of their journal only (from=0)".into(),
+        );
+    }
+    if let Some(deployment) = query.deployment.as_deref()
+        && !deployment.eq_ignore_ascii_case("latest")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The request field 'deployment' is invalid. Reason: '{deployment}': an invocation restarted from the start runs on the latest deployment; omit it or pass 'latest'"
+            ),
+        );
+    }
+    let (id, partition) = match locate(&worker, &id) {
+        Ok(located) => located,
+        Err(response) => return response,
+    };
+    match partition.restart_as_new(id).await {
+        Ok(Restarted::Started(new_id)) => {
+            Json(serde_json::json!({ "new_invocation_id": new_id.to_string() })).into_response()
+        }
+        Ok(Restarted::NotFound) => error(StatusCode::NOT_FOUND, format!("invocation {id} not found")),
+        Ok(Restarted::StillRunning) => error(
+            StatusCode::CONFLICT,
+            format!("invocation {id} is still running; kill or cancel it before restarting it as new"),
+        ),
+        Ok(Restarted::NotStarted) => error(
+            StatusCode::TOO_EARLY,
+            format!("invocation {id} has not started yet (scheduled or waiting in its object's inbox)"),
+        ),
+        Ok(Restarted::JournalGone) => error(
+            StatusCode::GONE,
+            format!("the journal of invocation {id} is no longer kept (journal retention), so its input is gone"),
+        ),
+        Ok(Restarted::Workflow) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invocation {id} is a workflow run; a workflow runs once per key and cannot be restarted as new"),
+        ),
+        Err(reason) => error(StatusCode::SERVICE_UNAVAILABLE, reason.to_string()),
+    }
+}
+
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (
         status,
         Json(serde_json::json!({ "message": message, "restate_code": null })),
@@ -121,6 +187,7 @@ async fn manage(worker: &WorkerSlot, id: &str, operation: Management) -> Respons
                     Management::Pause => "paused",
                     Management::Resume => "resumed",
                     Management::Purge => "purged",
+                    Management::PurgeJournal => "purged of its journal",
                 }
             ),
         ),

@@ -8,6 +8,7 @@ mod invocations;
 mod logs;
 mod metadata_api;
 mod migration;
+mod service_state;
 mod storage_state;
 
 pub use cluster_ctrl::ClusterCtrl;

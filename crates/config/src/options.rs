@@ -83,6 +83,10 @@ pub struct Configuration {
     /// How long a workflow's result, state and promises are kept after its `run` ended.
     #[serde(with = "humantime_serde")]
     pub default_workflow_completion_retention: Duration,
+    /// How long a finished invocation keeps its journal (and, without an idempotency key, its
+    /// status and result), so operators can inspect it and restart it as new.
+    #[serde(with = "humantime_serde")]
+    pub default_journal_retention: Duration,
     /// Set by `--metadata-migration-mode` (not a configuration key).
     #[serde(skip)]
     pub metadata_migration_mode: bool,
@@ -123,6 +127,7 @@ impl Default for Configuration {
             experimental_enable_protocol_v7: false,
             default_idempotency_retention: Duration::from_secs(86_400),
             default_workflow_completion_retention: Duration::from_secs(86_400),
+            default_journal_retention: Duration::from_secs(86_400),
             log_server: LogServerOptions::default(),
             metadata_migration_mode: false,
         }

@@ -266,10 +266,9 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
     }
     let id = restate_worker::invocation_id_of(&target, idempotency_key.as_deref());
     let partition_key = id.partition_key;
-    let completion_retention =
-        worker
-            .settings()
-            .completion_retention_of(registered, &target, idempotency_key.as_deref());
+    let retention = worker
+        .settings()
+        .retention_of(registered, &target, idempotency_key.as_deref());
     let now = unix_ms();
     let execution_time = delay.map(|d| now + d.as_millis() as u64);
     let request = InvokeRequest {
@@ -280,7 +279,8 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         execution_time,
         response_sink: None,
         idempotency_key,
-        completion_retention,
+        retention,
+        restarted_from: None,
         submit_notification: None,
     };
     let Some(partition) = worker.partition_for(partition_key) else {

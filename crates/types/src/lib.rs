@@ -13,6 +13,7 @@ pub mod metadata;
 mod replication;
 mod roles;
 pub mod schema;
+mod state_version;
 mod status;
 
 pub use cluster_view::{ClusterView, Liveness, LivenessThresholds, PeerState};
@@ -23,6 +24,7 @@ pub use identifiers::{
 pub use ids::{ClusterFingerprint, GenerationalNodeId, PlainNodeId};
 pub use replication::{ReplicationProperty, ReplicationPropertyError};
 pub use roles::{ParseRoleError, Role};
+pub use state_version::state_version;
 pub use status::{NodeStatus, RoleStatus};
 
 /// Version string reported in `/health`, `GetIdent` and `--version`.

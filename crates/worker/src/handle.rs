@@ -44,6 +44,23 @@ pub enum Management {
     Pause,
     Resume,
     Purge,
+    /// Delete the journal of a completed invocation, keep its result.
+    PurgeJournal,
+}
+
+/// What restarting an ended invocation as a new one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restarted {
+    Started(InvocationId),
+    NotFound,
+    /// It has not ended: kill or cancel it first.
+    StillRunning,
+    /// It is scheduled or inboxed: there is nothing to restart yet.
+    NotStarted,
+    /// Its journal (with the input) is no longer kept.
+    JournalGone,
+    /// Workflows run once per key, so they cannot be restarted under a new id.
+    Workflow,
 }
 
 /// What a pause, resume or purge did.
@@ -269,6 +286,8 @@ impl PartitionHandle {
         let command = match (operation, &phase) {
             (Management::Purge, Phase::Completed { .. }) => Command::Purge { id },
             (Management::Purge, _) => return refused("it has not completed; cancel or kill it first"),
+            (Management::PurgeJournal, Phase::Completed { .. }) => Command::PurgeJournal { id },
+            (Management::PurgeJournal, _) => return refused("it has not completed; cancel or kill it first"),
             (_, Phase::Completed { .. }) => return refused("it has already completed"),
             (Management::Pause, Phase::Paused) | (Management::Resume, Phase::Invoked | Phase::Suspended { .. }) => {
                 return Ok(Managed::Done);
@@ -279,6 +298,44 @@ impl PartitionHandle {
         };
         self.apply(command).await?;
         Ok(Managed::Done)
+    }
+
+    /// Starts a new invocation with the input of an ended one (see [`Restarted`]).
+    pub async fn restart_as_new(&self, id: InvocationId) -> Result<Restarted, SubmitError> {
+        let Some(status) = self.status(&id)? else {
+            return Ok(Restarted::NotFound);
+        };
+        match status.phase {
+            Phase::Completed { .. } if status.target.handler_type == restate_types::manifest::HandlerType::Workflow => {
+                return Ok(Restarted::Workflow);
+            }
+            Phase::Completed { .. } if status.journal_length == 0 => return Ok(Restarted::JournalGone),
+            Phase::Completed { .. } => {}
+            Phase::Scheduled | Phase::Inboxed { .. } => return Ok(Restarted::NotStarted),
+            _ => return Ok(Restarted::StillRunning),
+        }
+        // The new invocation stays in this partition: same partition key, a fresh id.
+        let new_id = InvocationId::generate(id.partition_key);
+        self.apply(Command::RestartAsNew { id, new_id }).await?;
+        Ok(Restarted::Started(new_id))
+    }
+
+    /// Replaces the whole state of an object or workflow key; returns once it is durable (it
+    /// takes effect when no exclusive handler of the key runs).
+    pub async fn patch_state(
+        &self,
+        service: String,
+        key: String,
+        state: Vec<(Vec<u8>, Vec<u8>)>,
+        expected_version: Option<String>,
+    ) -> Result<(), SubmitError> {
+        let command = Command::PatchState {
+            service,
+            key,
+            state,
+            expected_version,
+        };
+        self.append(command).await.map(|_| ())
     }
 
     /// Cancels or kills the invocation (see [`Terminated`]).

@@ -350,15 +350,12 @@ impl AttemptDriver {
         if idempotency_key == Some("") {
             return Err(not_found("a call's idempotency key must not be empty".into()));
         }
-        let retention = self
-            .ctx
-            .settings
-            .completion_retention_of(registered, &target, idempotency_key);
+        let retention = self.ctx.settings.retention_of(registered, &target, idempotency_key);
         Ok(ResolvedCall {
             callee: invocation_id_of(&target, idempotency_key),
             target,
             idempotency_key: idempotency_key.map(str::to_owned),
-            completion_retention: retention,
+            retention,
         })
     }
 }

@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use handle::{
-    Managed, Management, Output, PartitionHandle, PartitionSnapshot, SubmitError, Terminated, WorkerHandle, WorkerSlot,
+    Managed, Management, Output, PartitionHandle, PartitionSnapshot, Restarted, SubmitError, Terminated, WorkerHandle,
+    WorkerSlot,
 };
 pub use invocation::invocation_id_of;
 pub use metrics::WorkerMetrics;

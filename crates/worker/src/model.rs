@@ -41,6 +41,19 @@ pub enum ResponseSink {
     Ingress { request_id: u128 },
     /// Another invocation's `Call`, completed through a `CallCompletion` notification.
     Invocation { caller: InvocationId, completion_id: u32 },
+    /// Another invocation's `AttachInvocation`, completed through an `AttachInvocationCompletion`.
+    Attached { caller: InvocationId, completion_id: u32 },
+}
+
+/// What waits behind the lock of a virtual object key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InboxEntry {
+    Invocation(InvocationId),
+    /// A state replacement from the admin API, applied when the lock is free.
+    StatePatch {
+        state: Vec<(Vec<u8>, Vec<u8>)>,
+        expected_version: Option<String>,
+    },
 }
 
 /// The result of a finished invocation.
@@ -58,6 +71,14 @@ pub enum SignalResult {
     Failure { code: u16, message: String },
 }
 
+/// How long (ms; 0 = not at all) an ended invocation keeps its status and result, and its
+/// journal; fixed when it is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub completion: u64,
+    pub journal: u64,
+}
+
 /// A new invocation, as the ingress or a calling invocation asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvokeRequest {
@@ -70,8 +91,9 @@ pub struct InvokeRequest {
     pub response_sink: Option<ResponseSink>,
     /// The `idempotency-key` the id was derived from (the same key gives the same invocation).
     pub idempotency_key: Option<String>,
-    /// How long the result is kept after completion (ms; 0 = not kept), fixed at creation.
-    pub completion_retention: u64,
+    pub retention: Retention,
+    /// The ended invocation an operator restarted as this one.
+    pub restarted_from: Option<InvocationId>,
     /// An ingress request waiting to learn whether this created the invocation (a send).
     pub submit_notification: Option<u128>,
 }
@@ -140,8 +162,9 @@ pub struct InvocationStatus {
     pub output: Option<InvocationResult>,
     pub last_failure: Option<LastFailure>,
     pub idempotency_key: Option<String>,
-    /// How long the result is kept after completion (ms; 0 = not kept).
-    pub completion_retention: u64,
+    pub retention: Retention,
+    /// Where it came from when an operator restarted an ended invocation as new.
+    pub restarted_from: Option<InvocationId>,
 }
 
 /// A workflow's durable promise: its result once completed, and who waits for it meanwhile.

@@ -48,7 +48,8 @@ pub(super) async fn tail_log(
     }
 }
 
-/// Every `interval`, proposes to purge completed invocations whose retention expired.
+/// Every `interval`, proposes to purge completed invocations (or only their journals) whose
+/// retention expired.
 pub(super) async fn cleaner(
     store: PartitionStore,
     appender: Appender,
@@ -72,16 +73,22 @@ pub(super) async fn cleaner(
             ) else {
                 continue;
             };
-            if let Phase::Completed { at } = status.phase
-                && at.saturating_add(status.completion_retention) <= now
-            {
-                appender.submit(&Envelope {
-                    timestamp: now,
-                    leader_epoch: Some(epoch),
-                    dedup: None,
-                    command: Command::Purge { id },
-                });
-            }
+            let Phase::Completed { at } = status.phase else {
+                continue;
+            };
+            let command = if at.saturating_add(status.retention.completion) <= now {
+                Command::Purge { id }
+            } else if status.journal_length > 0 && at.saturating_add(status.retention.journal) <= now {
+                Command::PurgeJournal { id }
+            } else {
+                continue;
+            };
+            appender.submit(&Envelope {
+                timestamp: now,
+                leader_epoch: Some(epoch),
+                dedup: None,
+                command,
+            });
         }
     }
 }

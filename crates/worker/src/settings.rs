@@ -10,7 +10,7 @@ use restate_types::DeploymentId;
 use restate_types::manifest;
 use restate_types::schema::{DeploymentService, SchemaRegistry};
 
-use crate::model::{InvocationStatus, InvocationTarget, RetryPolicy};
+use crate::model::{InvocationStatus, InvocationTarget, Retention, RetryPolicy};
 use crate::processor::{PreparedAttempt, deployment_of};
 use crate::wal::Effect;
 
@@ -23,6 +23,7 @@ pub struct WorkerSettings {
     pub message_size_limit: usize,
     pub idempotency_retention: Duration,
     pub workflow_completion_retention: Duration,
+    pub journal_retention: Duration,
     pub cleanup_interval: Duration,
 }
 
@@ -46,28 +47,43 @@ impl WorkerSettings {
             message_size_limit: usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
             idempotency_retention: config.default_idempotency_retention,
             workflow_completion_retention: config.default_workflow_completion_retention,
+            journal_retention: config.default_journal_retention,
             cleanup_interval: config.worker.cleanup_interval.max(Duration::from_millis(100)),
         }
     }
 
-    /// How long (ms) a new invocation of `target` keeps its result: a workflow's `run` for its
-    /// completion retention, one with an idempotency key for the idempotency retention.
-    pub fn completion_retention_of(
+    /// How long (ms) a new invocation of `target` keeps its result and its journal once it
+    /// ended, fixed at creation. A workflow's `run` keeps its result for the workflow completion
+    /// retention and an idempotent one for the idempotency retention (duplicates must find it);
+    /// their journal is kept no longer than that. Any other keeps both for the journal retention.
+    pub fn retention_of(
         &self,
         service: &DeploymentService,
         target: &crate::model::InvocationTarget,
         idempotency_key: Option<&str>,
-    ) -> u64 {
-        if target.handler_type == restate_types::manifest::HandlerType::Workflow {
-            let handler = service.manifest.handlers.iter().find(|h| h.name == target.handler);
-            return handler
+    ) -> Retention {
+        let handler = service.manifest.handlers.iter().find(|h| h.name == target.handler);
+        let journal = handler
+            .and_then(|h| h.settings.journal_retention)
+            .or(service.overrides.journal_retention)
+            .or(service.manifest.settings.journal_retention)
+            .unwrap_or(self.journal_retention.as_millis() as u64);
+        let completion = if target.handler_type == restate_types::manifest::HandlerType::Workflow {
+            handler
                 .and_then(|h| h.workflow_completion_retention)
                 .or(service.overrides.workflow_completion_retention)
-                .unwrap_or(self.workflow_completion_retention.as_millis() as u64);
-        }
-        match idempotency_key {
-            Some(_) => self.idempotency_retention_of(service, &target.handler),
-            None => 0,
+                .unwrap_or(self.workflow_completion_retention.as_millis() as u64)
+        } else if idempotency_key.is_some() {
+            self.idempotency_retention_of(service, &target.handler)
+        } else {
+            return Retention {
+                completion: journal,
+                journal,
+            };
+        };
+        Retention {
+            completion,
+            journal: journal.min(completion),
         }
     }
 

@@ -283,19 +283,36 @@ impl StateMachine {
                     actions.push(Action::Invoke(id));
                 }
             }
-            Command::Purge { id } => {
-                if let Some(status) = txn.get::<InvocationStatus>(&status_key(&id))?
+            Command::Purge { id } => self.purge(txn, id)?,
+            Command::PurgeJournal { id } => {
+                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
                     && matches!(status.phase, Phase::Completed { .. })
                 {
-                    txn.delete(status_key(&id));
-                    if status.target.handler_type == HandlerType::Workflow {
-                        // The workflow instance is forgotten with its run: state and promises.
-                        let key = status.target.key.clone().unwrap_or_default();
-                        txn.delete_prefix(state_prefix(&status.target.service, &key).as_bytes())?;
-                        txn.delete_prefix(promise_prefix(&status.target.service, &key).as_bytes())?;
-                    }
+                    lifecycle::delete_journal(txn, &id)?;
+                    status.journal_length = 0;
+                    status.commands = 0;
+                    txn.put(status_key(&id), &status);
                 }
             }
+            Command::RestartAsNew { id, new_id } => self.restart_as_new(txn, id, new_id, now, actions)?,
+            Command::PatchState {
+                service,
+                key,
+                state,
+                expected_version,
+            } => self.patch_state(txn, &service, &key, state, expected_version)?,
+            Command::GetOutput {
+                id,
+                caller,
+                completion_id,
+                wait,
+            } => self.get_output(txn, id, caller, completion_id, wait, now, actions)?,
+            Command::OutputResponse {
+                id,
+                completion_id,
+                wait,
+                result,
+            } => self.output_response(txn, id, completion_id, wait, result, now, actions)?,
             Command::TruncateOutbox { up_to } => {
                 for (key, _) in txn.scan_raw(TableKind::Outbox.prefix())? {
                     if read_u64(&key, 2).is_some_and(|seq| seq <= up_to) {
@@ -367,7 +384,8 @@ impl StateMachine {
             output: None,
             last_failure: None,
             idempotency_key: request.idempotency_key,
-            completion_retention: request.completion_retention,
+            retention: request.retention,
+            restarted_from: request.restarted_from,
         };
         match request.execution_time {
             Some(at) if at > now => {
@@ -394,7 +412,10 @@ impl StateMachine {
             let lock = lock_key(&status.target.service, &key);
             if txn.contains(&lock)? {
                 let seq = next_seq(txn, fsm::NEXT_INBOX_SEQ)?;
-                txn.put(inbox_prefix(&status.target.service, &key).u64(seq), &id);
+                txn.put(
+                    inbox_prefix(&status.target.service, &key).u64(seq),
+                    &crate::model::InboxEntry::Invocation(id),
+                );
                 status.phase = Phase::Inboxed { seq };
                 txn.put(status_key(&id), status);
                 return Ok(());
@@ -661,7 +682,8 @@ impl StateMachine {
                             completion_id: command.result_completion_id,
                         }),
                         idempotency_key: call.idempotency_key,
-                        completion_retention: call.completion_retention,
+                        retention: call.retention,
+                        restarted_from: None,
                         submit_notification: None,
                     };
                     self.route(
@@ -685,7 +707,8 @@ impl StateMachine {
                         execution_time: (command.invoke_time > now).then_some(command.invoke_time),
                         response_sink: None,
                         idempotency_key: call.idempotency_key,
-                        completion_retention: call.completion_retention,
+                        retention: call.retention,
+                        restarted_from: None,
                         submit_notification: None,
                     };
                     self.route(
@@ -696,6 +719,10 @@ impl StateMachine {
                         actions,
                     )?;
                 }
+            }
+            MessageType::AttachInvocationCommand => self.ask_output(txn, id, status, payload, true, now, actions)?,
+            MessageType::GetInvocationOutputCommand => {
+                self.ask_output(txn, id, status, payload, false, now, actions)?
             }
             MessageType::GetPromiseCommand => self.get_promise(txn, id, status, payload, now, actions)?,
             MessageType::PeekPromiseCommand => self.peek_promise(txn, id, status, payload, now, actions)?,
@@ -819,6 +846,19 @@ impl StateMachine {
                 } => self.call_completed(txn, id, completion_id, result, now, actions),
                 Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions),
                 Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions),
+                Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions),
+                Command::GetOutput {
+                    id,
+                    caller,
+                    completion_id,
+                    wait,
+                } => self.get_output(txn, id, caller, completion_id, wait, now, actions),
+                Command::OutputResponse {
+                    id,
+                    completion_id,
+                    wait,
+                    result,
+                } => self.output_response(txn, id, completion_id, wait, result, now, actions),
                 _ => Ok(()),
             };
         }
@@ -829,6 +869,8 @@ impl StateMachine {
     }
 }
 
+#[path = "state_machine_invocations.rs"]
+mod invocations;
 #[path = "state_machine_lifecycle.rs"]
 mod lifecycle;
 #[path = "state_machine_promises.rs"]

@@ -66,6 +66,7 @@ impl StateMachine {
             }
             _ if kill => {
                 actions.push(Action::Abort(id));
+                self.kill_callees(txn, id, &status, now, actions)?;
                 self.complete(txn, id, status, failure, now, actions)
             }
             phase => {
@@ -140,6 +141,15 @@ impl StateMachine {
                     id: *caller,
                     completion_id: *completion_id,
                     result,
+                };
+                self.route(txn, caller.partition_key, command, now, actions)
+            }
+            ResponseSink::Attached { caller, completion_id } => {
+                let command = Command::OutputResponse {
+                    id: *caller,
+                    completion_id: *completion_id,
+                    wait: true,
+                    result: Some(result),
                 };
                 self.route(txn, caller.partition_key, command, now, actions)
             }
@@ -230,18 +240,21 @@ impl StateMachine {
         actions.push(Action::Completed {
             failed: matches!(result, InvocationResult::Failure { .. }),
         });
-        txn.delete_prefix(journal_prefix(&id).as_bytes())?;
-        txn.delete_prefix(Key::new(TableKind::JournalNotification).invocation(&id).as_bytes())?;
-        match status.completion_retention {
+        let journal_kept = status.retention.journal > 0 && status.retention.completion > 0;
+        if !journal_kept {
+            delete_journal(txn, &id)?;
+        }
+        match status.retention.completion {
             0 => txn.delete(status_key(&id)),
             _ => {
-                // Kept for attach/output and idempotent duplicates until the cleaner purges it.
+                // Kept for attach/output, idempotent duplicates and introspection until the
+                // cleaner purges it.
                 let kept = InvocationStatus {
                     phase: Phase::Completed { at: now },
                     sinks: Vec::new(),
                     output: Some(result.clone()),
-                    journal_length: 0,
-                    commands: 0,
+                    journal_length: if journal_kept { status.journal_length } else { 0 },
+                    commands: if journal_kept { status.commands } else { 0 },
                     ..status.clone()
                 };
                 txn.put(status_key(&id), &kept);
@@ -251,23 +264,14 @@ impl StateMachine {
             self.answer(txn, id, sink, result.clone(), now, actions)?;
         }
         if status.target.is_exclusive() {
-            let key = status.target.key.clone().unwrap_or_default();
-            let lock = lock_key(&status.target.service, &key);
-            if txn.get::<InvocationId>(&lock)? == Some(id) {
-                txn.delete(lock);
-                let inbox = inbox_prefix(&status.target.service, &key);
-                if let Some((entry, next)) = txn.first_raw(inbox.as_bytes())? {
-                    txn.delete(Key::new(TableKind::Inbox).raw(&entry[2..]));
-                    let next: InvocationId = postcard::from_bytes(&next).map_err(|e| PartitionStoreError::Corrupt {
-                        table: "ib".into(),
-                        reason: e.to_string(),
-                    })?;
-                    if let Some(mut next_status) = txn.get::<InvocationStatus>(&status_key(&next))? {
-                        self.start_or_inbox(txn, next, &mut next_status, actions)?;
-                    }
-                }
-            }
+            self.release_lock(txn, &status.target, id, actions)?;
         }
         Ok(())
     }
+}
+
+/// Deletes an invocation's journal with the index of its completions and signals.
+pub(super) fn delete_journal(txn: &mut Txn<'_>, id: &InvocationId) -> ApplyResult<()> {
+    txn.delete_prefix(journal_prefix(id).as_bytes())?;
+    txn.delete_prefix(Key::new(TableKind::JournalNotification).invocation(id).as_bytes())
 }

@@ -8,7 +8,7 @@ use restate_types::InvocationId;
 use restate_types::manifest::{HandlerType, ServiceType};
 
 use super::*;
-use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink};
+use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink, Retention};
 use crate::wal::{Command, Effect, Envelope, ResolvedCall};
 
 fn machine() -> StateMachine {
@@ -65,7 +65,8 @@ fn invoke(id: InvocationId, target: InvocationTarget, sink: u128) -> Envelope {
             execution_time: None,
             response_sink: Some(ResponseSink::Ingress { request_id: sink }),
             idempotency_key: None,
-            completion_retention: 0,
+            retention: Retention::default(),
+            restarted_from: None,
             submit_notification: None,
         })),
     )
@@ -190,7 +191,7 @@ fn scenario() -> Vec<Envelope> {
                         callee,
                         target: greeter(),
                         idempotency_key: None,
-                        completion_retention: 0,
+                        retention: Retention::default(),
                     }),
                 },
             },
@@ -427,3 +428,6 @@ fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
             .is_empty()
     );
 }
+
+#[path = "state_machine_invocations_tests.rs"]
+mod invocations;

@@ -4,10 +4,10 @@
 use restate_types::InvocationId;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink, SignalResult};
+use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink, Retention, SignalResult};
 
 /// Bumped when the record layout changes incompatibly; a processor refuses newer records.
-pub const RECORD_FORMAT: u8 = 1;
+pub const RECORD_FORMAT: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -84,6 +84,40 @@ pub enum Command {
     TruncateOutbox {
         up_to: u64,
     },
+    /// A completed invocation's journal retention expired (or an operator asked): delete its
+    /// journal, keep its result.
+    PurgeJournal {
+        id: InvocationId,
+    },
+    /// Start `new_id` (chosen by the proposer, in the same partition) with the input of the
+    /// ended invocation `id`.
+    RestartAsNew {
+        id: InvocationId,
+        new_id: InvocationId,
+    },
+    /// Replace the whole state of an object or workflow key (the admin API's state edit). With
+    /// `expected_version`, only if the current state still has that version.
+    PatchState {
+        service: String,
+        key: String,
+        state: Vec<(Vec<u8>, Vec<u8>)>,
+        expected_version: Option<String>,
+    },
+    /// `caller` asks for the result of `id`: its `AttachInvocation` (`wait`: answered when `id`
+    /// ends) or `GetInvocationOutput` (answered at once, "not ready" while it runs).
+    GetOutput {
+        id: InvocationId,
+        caller: InvocationId,
+        completion_id: u32,
+        wait: bool,
+    },
+    /// The answer to [`Command::GetOutput`] for the caller `id`; `None` = not finished yet.
+    OutputResponse {
+        id: InvocationId,
+        completion_id: u32,
+        wait: bool,
+        result: Option<InvocationResult>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +162,7 @@ pub struct ResolvedCall {
     pub target: InvocationTarget,
     /// Set when the call carried an idempotency key (the callee id derives from it).
     pub idempotency_key: Option<String>,
-    pub completion_retention: u64,
+    pub retention: Retention,
 }
 
 /// A message for another partition, kept in the outbox until delivered.
