@@ -107,6 +107,7 @@ const signup = restate.workflow({
   name: "Signup",
   handlers: {
     run: async (ctx, name) => {
+      await appendTag(ctx, `signup ${ctx.key}`);
       ctx.set("status", "waiting");
       const code = await ctx.promise("code");
       ctx.set("status", "done");

@@ -71,6 +71,53 @@ async fn a_workflow_runs_once_per_key_and_waits_for_its_promise() -> anyhow::Res
     Ok(())
 }
 
+/// `kill -9` while the run waits for its promise, and again after it ended: the run resumes
+/// where it was (its `ctx.run` is not repeated), the promise completes it, and afterwards the
+/// result, the once-per-key rule and the completed promise all survive.
+#[tokio::test]
+async fn a_workflow_survives_kill_9_while_waiting_and_after_it_ended() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let mut node = start_node(&dir, &[]).await?;
+    let effects = dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+
+    let submitted = client.call("Signup/k1/run/send", json!("Kim")).await?;
+    assert_eq!(submitted.json()["status"], json!("Accepted"), "{}", submitted.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.post_empty("Signup/k1/status").await?.json() != json!("waiting") {
+        anyhow::ensure!(Instant::now() < deadline, "the run did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    node.kill();
+    node.restart();
+    node.wait_alive(crate::invocations::START_TIMEOUT).await?;
+    let client = Client::new(&node);
+    assert_eq!(client.post_empty("Signup/k1/status").await?.json(), json!("waiting"));
+    let again = client.call("Signup/k1/run/send", json!("Kim")).await?;
+    assert_eq!(again.json()["status"], json!("PreviouslyAccepted"), "{}", again.body);
+    let accepted = client.call("Signup/k1/submitCode", json!("9")).await?;
+    assert_eq!(accepted.json(), json!("accepted"), "{}", accepted.body);
+    let result = client.ingress_get("restate/workflow/Signup/k1/attach").await?;
+    assert_eq!((result.status, result.json()), (200, json!("welcome Kim 9")), "{}", result.body);
+
+    node.kill();
+    node.restart();
+    node.wait_alive(crate::invocations::START_TIMEOUT).await?;
+    let client = Client::new(&node);
+    let output = client.ingress_get("restate/workflow/Signup/k1/output").await?;
+    assert_eq!((output.status, output.json()), (200, json!("welcome Kim 9")), "{}", output.body);
+    let rerun = client.call("Signup/k1/run", json!("Kim")).await?;
+    assert_eq!(rerun.status, 409, "{}", rerun.body);
+    let twice = client.call("Signup/k1/submitCode", json!("10")).await?;
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    let runs = crate::invocations::side_effects(&effects);
+    assert_eq!(runs.get("signup k1"), Some(&1), "the run's ctx.run executed once: {runs:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn python_sdk_workflow_and_awakeable() -> anyhow::Result<()> {
     let dir = TestDir::new();
