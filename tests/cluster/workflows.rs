@@ -101,20 +101,34 @@ async fn a_workflow_survives_kill_9_while_waiting_and_after_it_ended() -> anyhow
     let accepted = client.call("Signup/k1/submitCode", json!("9")).await?;
     assert_eq!(accepted.json(), json!("accepted"), "{}", accepted.body);
     let result = client.ingress_get("restate/workflow/Signup/k1/attach").await?;
-    assert_eq!((result.status, result.json()), (200, json!("welcome Kim 9")), "{}", result.body);
+    assert_eq!(
+        (result.status, result.json()),
+        (200, json!("welcome Kim 9")),
+        "{}",
+        result.body
+    );
 
     node.kill();
     node.restart();
     node.wait_alive(crate::invocations::START_TIMEOUT).await?;
     let client = Client::new(&node);
     let output = client.ingress_get("restate/workflow/Signup/k1/output").await?;
-    assert_eq!((output.status, output.json()), (200, json!("welcome Kim 9")), "{}", output.body);
+    assert_eq!(
+        (output.status, output.json()),
+        (200, json!("welcome Kim 9")),
+        "{}",
+        output.body
+    );
     let rerun = client.call("Signup/k1/run", json!("Kim")).await?;
     assert_eq!(rerun.status, 409, "{}", rerun.body);
     let twice = client.call("Signup/k1/submitCode", json!("10")).await?;
     assert_eq!(twice.status, 409, "{}", twice.body);
     let runs = crate::invocations::side_effects(&effects);
-    assert_eq!(runs.get("signup k1"), Some(&1), "the run's ctx.run executed once: {runs:?}");
+    assert_eq!(
+        runs.get("signup k1"),
+        Some(&1),
+        "the run's ctx.run executed once: {runs:?}"
+    );
     Ok(())
 }
 

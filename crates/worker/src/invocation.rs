@@ -297,12 +297,23 @@ impl AttemptDriver {
                     self.target.service
                 )))
             }
-            Message::AttachInvocationCommand(_) | Message::GetInvocationOutputCommand(_) => Err(AttemptError {
-                code: 573,
-                message: format!("{} is not supported by this server yet", message.message_type().name()),
-                retry_after: None,
-                behavior: ErrorBehavior::Retry,
-            }),
+            Message::AttachInvocationCommand(restate_service_protocol::proto::AttachInvocationCommandMessage {
+                target:
+                    Some(restate_service_protocol::proto::attach_invocation_command_message::Target::InvocationId(id)),
+                ..
+            })
+            | Message::GetInvocationOutputCommand(
+                restate_service_protocol::proto::GetInvocationOutputCommandMessage {
+                    target:
+                        Some(restate_service_protocol::proto::get_invocation_output_command_message::Target::InvocationId(
+                            id,
+                        )),
+                    ..
+                },
+            ) if id.parse::<InvocationId>().is_err() => Err(refuse(&format!(
+                "{} names a bad invocation id '{id}'",
+                message.message_type().name()
+            ))),
             _ => Ok(None),
         }
     }
