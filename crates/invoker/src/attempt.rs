@@ -91,6 +91,7 @@ pub enum AttemptEvent {
     Suspended {
         completions: Vec<u32>,
         signals: Vec<u32>,
+        named_signals: Vec<String>,
         future: Option<Bytes>,
     },
     /// The SDK finished the invocation.
@@ -421,6 +422,7 @@ fn handle_message(
             send(AttemptEvent::Suspended {
                 completions: suspension.waiting_completions,
                 signals: suspension.waiting_signals,
+                named_signals: suspension.waiting_named_signals,
                 future: None,
             });
             Ok(Some(AttemptOutcome::Suspended))
@@ -428,10 +430,11 @@ fn handle_message(
         Message::Suspension(suspension) => {
             let mut completions = Vec::new();
             let mut signals = Vec::new();
+            let mut named_signals = Vec::new();
             if let Some(future) = &suspension.awaiting_on {
-                flatten_future(future, &mut completions, &mut signals, 0);
+                flatten_future(future, &mut completions, &mut signals, &mut named_signals, 0);
             }
-            if completions.is_empty() && signals.is_empty() {
+            if completions.is_empty() && signals.is_empty() && named_signals.is_empty() {
                 return Err(AttemptError::new(
                     codes::PROTOCOL_VIOLATION,
                     "the SDK suspended waiting on nothing",
@@ -444,6 +447,7 @@ fn handle_message(
             send(AttemptEvent::Suspended {
                 completions,
                 signals,
+                named_signals,
                 future,
             });
             Ok(Some(AttemptOutcome::Suspended))
@@ -478,13 +482,20 @@ fn handle_message(
 
 /// Every completion id and signal a future tree waits on. Resuming on any of them is safe
 /// (at worst one extra replay); waiting for the exact combinator is not needed for liveness.
-fn flatten_future(future: &proto::Future, completions: &mut Vec<u32>, signals: &mut Vec<u32>, depth: usize) {
+fn flatten_future(
+    future: &proto::Future,
+    completions: &mut Vec<u32>,
+    signals: &mut Vec<u32>,
+    named_signals: &mut Vec<String>,
+    depth: usize,
+) {
     if depth > 1000 {
         return;
     }
     completions.extend(&future.waiting_completions);
     signals.extend(&future.waiting_signals);
+    named_signals.extend(future.waiting_named_signals.iter().cloned());
     for nested in &future.nested_futures {
-        flatten_future(nested, completions, signals, depth + 1);
+        flatten_future(nested, completions, signals, named_signals, depth + 1);
     }
 }

@@ -220,6 +220,7 @@ async fn suspension_reports_what_the_sdk_waits_for() {
         vec![AttemptEvent::Suspended {
             completions: vec![1],
             signals: vec![1],
+            named_signals: Vec::new(),
             future: None,
         }]
     );

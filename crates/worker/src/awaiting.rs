@@ -11,7 +11,7 @@ use restate_service_protocol::proto;
 use restate_types::InvocationId;
 
 use crate::model::Phase;
-use crate::state_machine::{ApplyResult, completion_key, decode_entry, journal_key, signal_key};
+use crate::state_machine::{ApplyResult, completion_key, decode_entry, journal_key, named_signal_key, signal_key};
 
 /// How deep a future tree may nest before it is treated as resolved (resuming early only
 /// costs a replay).
@@ -36,6 +36,7 @@ pub(crate) fn resolved(txn: &Txn<'_>, id: &InvocationId, phase: &Phase) -> Apply
     let Phase::Suspended {
         completions,
         signals,
+        named_signals,
         future,
     } = phase
     else {
@@ -51,6 +52,11 @@ pub(crate) fn resolved(txn: &Txn<'_>, id: &InvocationId, phase: &Phase) -> Apply
     }
     for signal in signals {
         if txn.contains(&signal_key(id, *signal))? {
+            return Ok(true);
+        }
+    }
+    for name in named_signals {
+        if txn.contains(&named_signal_key(id, name))? {
             return Ok(true);
         }
     }
@@ -80,8 +86,9 @@ fn evaluate(txn: &Txn<'_>, id: &InvocationId, future: &proto::Future, depth: usi
     for signal in &future.waiting_signals {
         children.push(leaf(txn, id, signal_key(id, *signal))?);
     }
-    // Named signals are not delivered by this server yet: they stay pending.
-    children.extend(future.waiting_named_signals.iter().map(|_| State::Pending));
+    for name in &future.waiting_named_signals {
+        children.push(leaf(txn, id, named_signal_key(id, name))?);
+    }
     for nested in &future.nested_futures {
         children.push(evaluate(txn, id, nested, depth + 1)?);
     }

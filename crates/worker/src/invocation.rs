@@ -210,12 +210,14 @@ impl AttemptDriver {
             AttemptEvent::Suspended {
                 completions,
                 signals,
+                named_signals,
                 future,
             } => {
                 self.terminal.store(true, Ordering::Release);
                 Ok(Some(Effect::Suspend {
                     completions,
                     signals,
+                    named_signals,
                     future: future.map(|f| f.to_vec()),
                 }))
             }
@@ -284,8 +286,8 @@ impl AttemptDriver {
                     return Err(refuse(&format!("SendSignal to a bad invocation id: {error}")));
                 }
                 match command.signal_id {
-                    Some(restate_service_protocol::proto::send_signal_command_message::SignalId::Idx(_)) => Ok(None),
-                    _ => Err(refuse("named signals are not supported by this server yet")),
+                    Some(_) => Ok(None),
+                    None => Err(refuse("SendSignal without a signal index or name")),
                 }
             }
             Message::GetPromiseCommand(_) | Message::PeekPromiseCommand(_) | Message::CompletePromiseCommand(_)

@@ -111,6 +111,7 @@ pub enum Phase {
     Suspended {
         completions: Vec<u32>,
         signals: Vec<u32>,
+        named_signals: Vec<String>,
         /// The V7 future tree (encoded `Future`): resumes when it resolves.
         future: Option<Vec<u8>>,
     },

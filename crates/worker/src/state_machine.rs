@@ -34,7 +34,7 @@ struct Note {
     ty: MessageType,
     payload: Vec<u8>,
     completion_id: Option<u32>,
-    signal: Option<u32>,
+    signal: Option<proto::signal_notification_message::SignalId>,
 }
 
 impl Note {
@@ -60,8 +60,9 @@ impl Note {
         }
     }
 
-    fn signal(signal: u32, result: SignalResult) -> Self {
-        use proto::signal_notification_message::{Result, SignalId};
+    /// A signal by index (`SignalId::Idx`) or by name.
+    fn signal(signal: proto::signal_notification_message::SignalId, result: SignalResult) -> Self {
+        use proto::signal_notification_message::Result;
         let result = match result {
             SignalResult::Void => Result::Void(proto::Void {}),
             SignalResult::Value(value) => Result::Value(proto::Value {
@@ -74,7 +75,7 @@ impl Note {
             }),
         };
         let message = proto::SignalNotificationMessage {
-            signal_id: Some(SignalId::Idx(signal)),
+            signal_id: Some(signal.clone()),
             result: Some(result),
         };
         Self {
@@ -177,6 +178,13 @@ pub(crate) fn signal_key(id: &InvocationId, signal: u32) -> Key {
         .u32(signal)
 }
 
+pub(crate) fn named_signal_key(id: &InvocationId, name: &str) -> Key {
+    Key::new(TableKind::JournalNotification)
+        .invocation(id)
+        .u8(b'n')
+        .str(name)
+}
+
 pub fn state_prefix(service: &str, key: &str) -> Key {
     Key::new(TableKind::State).str(service).str(key)
 }
@@ -263,6 +271,9 @@ impl StateMachine {
                 result,
             } => self.call_completed(txn, id, completion_id, result, now, actions)?,
             Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions)?,
+            Command::NotifyNamedSignal { id, name, result } => {
+                self.named_signal(txn, id, name, result, now, actions)?
+            }
             Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions)?,
             Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions)?,
             Command::Pause { id } => {
@@ -479,11 +490,13 @@ impl StateMachine {
             Effect::Suspend {
                 completions,
                 signals,
+                named_signals,
                 future,
             } => {
                 let phase = Phase::Suspended {
                     completions,
                     signals,
+                    named_signals,
                     future,
                 };
                 if crate::awaiting::resolved(txn, &id, &phase)? {
@@ -752,7 +765,7 @@ impl StateMachine {
             MessageType::SendSignalCommand => {
                 if let Ok(command) = proto::SendSignalCommandMessage::decode(payload)
                     && let Ok(target) = command.target_invocation_id.parse::<InvocationId>()
-                    && let Some(proto::send_signal_command_message::SignalId::Idx(signal)) = command.signal_id
+                    && let Some(signal_id) = command.signal_id
                 {
                     use proto::send_signal_command_message::Result;
                     let result = match command.result {
@@ -763,10 +776,17 @@ impl StateMachine {
                         },
                         Some(Result::Void(_)) | None => SignalResult::Void,
                     };
-                    let command = Command::NotifySignal {
-                        id: target,
-                        signal,
-                        result,
+                    let command = match signal_id {
+                        proto::send_signal_command_message::SignalId::Idx(signal) => Command::NotifySignal {
+                            id: target,
+                            signal,
+                            result,
+                        },
+                        proto::send_signal_command_message::SignalId::Name(name) => Command::NotifyNamedSignal {
+                            id: target,
+                            name,
+                            result,
+                        },
                     };
                     self.route(txn, target.partition_key, command, now, actions)?;
                 }
@@ -811,8 +831,12 @@ impl StateMachine {
         if let Some(completion_id) = completion_id {
             txn.put(completion_key(&id, completion_id), &index);
         }
-        if let Some(signal) = signal {
-            txn.put(signal_key(&id, signal), &index);
+        match signal {
+            Some(proto::signal_notification_message::SignalId::Idx(signal)) => txn.put(signal_key(&id, signal), &index),
+            Some(proto::signal_notification_message::SignalId::Name(name)) => {
+                txn.put(named_signal_key(&id, &name), &index)
+            }
+            None => {}
         }
         actions.push(Action::Notify {
             id,
@@ -845,6 +869,9 @@ impl StateMachine {
                     result,
                 } => self.call_completed(txn, id, completion_id, result, now, actions),
                 Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions),
+                Command::NotifyNamedSignal { id, name, result } => {
+                    self.named_signal(txn, id, name, result, now, actions)
+                }
                 Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions),
                 Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions),
                 Command::GetOutput {

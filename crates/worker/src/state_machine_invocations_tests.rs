@@ -274,3 +274,64 @@ fn attach_and_get_output_from_a_handler() {
         Some(proto::attach_invocation_completion_notification_message::Result::Failure(f)) if f.code == 404
     ));
 }
+
+#[test]
+fn a_named_signal_resumes_the_invocation_waiting_for_it_once() {
+    let (_dir, store) = open();
+    let (waiter, sender) = (id(1, "x"), id(2, "y"));
+    let send = |value: &'static [u8]| {
+        entry(
+            sender,
+            MessageType::SendSignalCommand,
+            proto::SendSignalCommandMessage {
+                target_invocation_id: waiter.to_string(),
+                signal_id: Some(proto::send_signal_command_message::SignalId::Name("approved".into())),
+                result: Some(proto::send_signal_command_message::Result::Value(proto::Value {
+                    content: Bytes::from_static(value),
+                })),
+                ..Default::default()
+            },
+        )
+    };
+    let actions = apply_all(
+        &store,
+        &[
+            invoke(waiter, greeter(), 1),
+            invoke(sender, greeter(), 2),
+            record(
+                2_500,
+                Command::InvokerEffect {
+                    id: waiter,
+                    effect: Effect::Suspend {
+                        completions: Vec::new(),
+                        signals: Vec::new(),
+                        named_signals: vec!["approved".into()],
+                        future: None,
+                    },
+                },
+            ),
+            send(b"true"),
+            send(b"again"),
+        ],
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == Action::Invoke(waiter)).count(),
+        2,
+        "started, then resumed by the signal"
+    );
+    let status = status_of(&store, &waiter).unwrap();
+    assert_eq!(status.phase, Phase::Invoked);
+    assert_eq!(status.journal_length, 2, "input and one signal: the second is dropped");
+    let raw = store
+        .txn()
+        .get_raw(journal_key(&waiter, 1).as_bytes())
+        .unwrap()
+        .unwrap();
+    let (ty, payload) = decode_entry(&raw).unwrap();
+    assert_eq!(MessageType::from_code(ty), MessageType::SignalNotification);
+    let signal = proto::SignalNotificationMessage::decode(payload).unwrap();
+    assert_eq!(
+        signal.signal_id,
+        Some(proto::signal_notification_message::SignalId::Name("approved".into()))
+    );
+}

@@ -2,6 +2,7 @@
 //! cancel and kill, and completion.
 
 use super::*;
+use proto::signal_notification_message::SignalId;
 
 impl StateMachine {
     pub(super) fn fire_timer(
@@ -78,7 +79,7 @@ impl StateMachine {
                     txn,
                     id,
                     &mut status,
-                    Note::signal(CANCEL_SIGNAL, SignalResult::Void),
+                    Note::signal(SignalId::Idx(CANCEL_SIGNAL), SignalResult::Void),
                     now,
                     actions,
                 )?;
@@ -169,7 +170,23 @@ impl StateMachine {
         if txn.contains(&signal_key(&id, signal))? {
             return Ok(());
         }
-        self.notify_stored(txn, id, Note::signal(signal, result), now, actions)
+        self.notify_stored(txn, id, Note::signal(SignalId::Idx(signal), result), now, actions)
+    }
+
+    /// A named signal, delivered once per name.
+    pub(super) fn named_signal(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        name: String,
+        result: SignalResult,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> ApplyResult<()> {
+        if txn.contains(&named_signal_key(&id, &name))? {
+            return Ok(());
+        }
+        self.notify_stored(txn, id, Note::signal(SignalId::Name(name), result), now, actions)
     }
 
     pub(super) fn call_completed(

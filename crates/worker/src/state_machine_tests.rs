@@ -164,6 +164,7 @@ fn scenario() -> Vec<Envelope> {
                 effect: Effect::Suspend {
                     completions: vec![1],
                     signals: vec![1],
+                    named_signals: Vec::new(),
                     future: None,
                 },
             },
@@ -324,6 +325,7 @@ fn a_v7_future_waiting_for_all_resumes_only_when_all_arrived() {
             effect: Effect::Suspend {
                 completions: vec![1, 2],
                 signals: vec![1],
+                named_signals: Vec::new(),
                 future: Some(future.encode_to_vec()),
             },
         },
@@ -375,6 +377,7 @@ fn a_signal_resumes_the_invocation_waiting_for_it_once() {
             effect: Effect::Suspend {
                 completions: Vec::new(),
                 signals: vec![17],
+                named_signals: Vec::new(),
                 future: None,
             },
         },

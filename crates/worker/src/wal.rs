@@ -111,6 +111,12 @@ pub enum Command {
         completion_id: u32,
         wait: bool,
     },
+    /// A named signal for an invocation (`ctx.invocation(id).signal(name)` of another handler).
+    NotifyNamedSignal {
+        id: InvocationId,
+        name: String,
+        result: SignalResult,
+    },
     /// The answer to [`Command::GetOutput`] for the caller `id`; `None` = not finished yet.
     OutputResponse {
         id: InvocationId,
@@ -138,6 +144,7 @@ pub enum Effect {
     Suspend {
         completions: Vec<u32>,
         signals: Vec<u32>,
+        named_signals: Vec<String>,
         future: Option<Vec<u8>>,
     },
     End,
