@@ -351,6 +351,13 @@ const confNonDeterministic = restate.object({
       await ctx.sleep(100);
       countDone(ctx);
     },
+    // Deterministic: the same path on every attempt. Answers how often it ran for this key.
+    steady: async (ctx) => {
+      const runs = ((await ctx.get("steady")) ?? 0) + 1;
+      ctx.set("steady", runs);
+      await ctx.sleep(50);
+      return runs;
+    },
   },
 });
 
@@ -415,7 +422,13 @@ const confCombinators = restate.object({
         case "race":
           return await RestatePromise.race(promises);
         case "any":
-          return await RestatePromise.any(promises);
+          try {
+            return await RestatePromise.any(promises);
+          } catch (e) {
+            // All of them failed: end with their reasons instead of retrying.
+            const reasons = (e.errors ?? [e]).map((r) => r.message);
+            throw new TerminalError(`all failed: ${reasons.join("|")}`, { errorCode: 409 });
+          }
         case "all":
           return (await RestatePromise.all(promises)).join("|");
         case "allSettled":

@@ -15,6 +15,7 @@ mod metadata;
 mod migration;
 mod operations;
 mod operator;
+mod sdk_conformance;
 mod sdk_rust;
 mod single_node;
 mod workflows;

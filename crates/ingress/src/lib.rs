@@ -281,6 +281,7 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         idempotency_key,
         retention,
         restarted_from: None,
+        invoked_by: None,
         submit_notification: None,
     };
     let Some(partition) = worker.partition_for(partition_key) else {
@@ -321,12 +322,23 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
 fn result_response(id: &InvocationId, handler: Option<&HandlerManifest>, result: InvocationResult) -> Response {
     match result {
         InvocationResult::Success(output) => success(id, handler, output),
-        InvocationResult::Failure { code, message } => {
+        InvocationResult::Failure {
+            code,
+            message,
+            metadata,
+        } => {
             let status = StatusCode::from_u16(code)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = serde_json::json!({"code": code, "message": message, "source": "invocation"});
+            let mut body = serde_json::json!({"code": code, "message": message, "source": "invocation"});
+            if !metadata.is_empty() {
+                body["metadata"] = metadata
+                    .into_iter()
+                    .map(|(key, value)| (key, serde_json::Value::String(value)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
             (
                 status,
                 [

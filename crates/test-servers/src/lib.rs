@@ -416,6 +416,12 @@ impl SdkService {
         Self::node_script("scenarios.js", env, "the TypeScript scenario service")
     }
 
+    /// `examples/typescript/conformance.js`: the services of the ported SDK conformance
+    /// scenarios (all named `Conf*`).
+    pub fn typescript_conformance() -> Self {
+        Self::node_script("conformance.js", Vec::new(), "the TypeScript conformance services")
+    }
+
     fn hypercorn(module: &str, env: Vec<(String, String)>, what: &'static str) -> Self {
         let dir = Self::examples().join("python");
         let hypercorn = dir.join(".venv/bin/hypercorn");

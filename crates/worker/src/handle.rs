@@ -104,9 +104,28 @@ pub struct PartitionSnapshot {
     pub failure: Option<String>,
 }
 
+/// What the leader's invoker knows about an invocation it runs or retries: the in-memory part
+/// of `sys_invocation_state` (what the log holds is in the invocation status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptInfo {
+    /// An attempt is running now.
+    pub in_flight: bool,
+    /// Failed attempts since the journal last grew.
+    pub retry_count: u32,
+    pub last_start_at: Option<u64>,
+    /// When the next attempt starts, while backing off.
+    pub next_retry_at: Option<u64>,
+    pub deployment_id: Option<restate_types::DeploymentId>,
+    /// The SDK the deployment reported.
+    pub server: Option<String>,
+    /// Code and message of the last failed attempt.
+    pub last_failure: Option<(u16, String)>,
+}
+
 #[derive(Clone, Default)]
 pub struct PartitionState {
     inner: Arc<Mutex<PartitionSnapshot>>,
+    attempts: Arc<Mutex<HashMap<InvocationId, AttemptInfo>>>,
 }
 
 impl PartitionState {
@@ -126,6 +145,29 @@ impl PartitionState {
     pub fn snapshot(&self) -> PartitionSnapshot {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    pub(crate) fn attempt(&self, id: InvocationId, change: impl FnOnce(&mut AttemptInfo)) {
+        if let Ok(mut attempts) = self.attempts.lock() {
+            change(attempts.entry(id).or_default());
+        }
+    }
+
+    pub(crate) fn forget_attempt(&self, id: &InvocationId) {
+        if let Ok(mut attempts) = self.attempts.lock() {
+            attempts.remove(id);
+        }
+    }
+
+    pub(crate) fn clear_attempts(&self) {
+        if let Ok(mut attempts) = self.attempts.lock() {
+            attempts.clear();
+        }
+    }
+
+    /// The invocations the leader runs or retries now (empty on a follower).
+    pub fn attempts(&self) -> HashMap<InvocationId, AttemptInfo> {
+        self.attempts.lock().map(|a| a.clone()).unwrap_or_default()
+    }
 }
 
 /// One partition, as the ingress sees it; cheap to clone.
@@ -136,7 +178,7 @@ pub struct PartitionHandle {
     pub(crate) applied: Arc<tokio::sync::watch::Sender<Lsn>>,
     pub(crate) appender: Appender,
     /// Read-only: `output` looks results up without going through the log.
-    store: restate_partition_store::PartitionStore,
+    pub(crate) store: restate_partition_store::PartitionStore,
     waiters: Waiters,
     pub state: PartitionState,
 }
@@ -404,6 +446,11 @@ impl WorkerHandle {
 
     pub fn settings(&self) -> &crate::WorkerSettings {
         &self.settings
+    }
+
+    /// Every partition of this node, with the partition keys each owns.
+    pub fn partition_handles(&self) -> impl Iterator<Item = (&std::ops::RangeInclusive<u64>, &PartitionHandle)> {
+        self.partitions.iter().map(|(range, handle)| (range, handle))
     }
 
     pub fn partitions(&self) -> Vec<PartitionSnapshot> {

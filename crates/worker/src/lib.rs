@@ -5,6 +5,7 @@
 mod appender;
 mod awaiting;
 mod handle;
+pub mod introspect;
 mod invocation;
 mod metrics;
 pub mod model;
@@ -25,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use handle::{
-    Managed, Management, Output, PartitionHandle, PartitionSnapshot, Restarted, SubmitError, Terminated, WorkerHandle,
-    WorkerSlot,
+    AttemptInfo, Managed, Management, Output, PartitionHandle, PartitionSnapshot, Restarted, SubmitError, Terminated,
+    WorkerHandle, WorkerSlot,
 };
 pub use invocation::invocation_id_of;
 pub use metrics::WorkerMetrics;

@@ -34,6 +34,24 @@ impl InvocationTarget {
     }
 }
 
+impl std::fmt::Display for InvocationTarget {
+    /// `service/handler`, or `service/key/handler` for objects and workflows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}/{}/{}", self.service, key, self.handler),
+            None => write!(f, "{}/{}", self.service, self.handler),
+        }
+    }
+}
+
+/// The invocation whose call or send created another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub id: InvocationId,
+    /// Its target, as `service[/key]/handler`.
+    pub target: String,
+}
+
 /// Who waits for the result of an invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseSink {
@@ -60,7 +78,23 @@ pub enum InboxEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvocationResult {
     Success(Vec<u8>),
-    Failure { code: u16, message: String },
+    /// `metadata`: the key/value pairs a terminal error carried (protocol V6+).
+    Failure {
+        code: u16,
+        message: String,
+        metadata: Vec<(String, String)>,
+    },
+}
+
+impl InvocationResult {
+    /// A failure without metadata.
+    pub fn failure(code: u16, message: impl Into<String>) -> Self {
+        Self::Failure {
+            code,
+            message: message.into(),
+            metadata: Vec::new(),
+        }
+    }
 }
 
 /// What a signal (an awakeable's completion, or `SendSignal` of another invocation) carries.
@@ -94,6 +128,8 @@ pub struct InvokeRequest {
     pub retention: Retention,
     /// The ended invocation an operator restarted as this one.
     pub restarted_from: Option<InvocationId>,
+    /// The invocation that called or sent it (`None`: the ingress, or a restart).
+    pub invoked_by: Option<Caller>,
     /// An ingress request waiting to learn whether this created the invocation (a send).
     pub submit_notification: Option<u128>,
 }
@@ -166,6 +202,7 @@ pub struct InvocationStatus {
     pub retention: Retention,
     /// Where it came from when an operator restarted an ended invocation as new.
     pub restarted_from: Option<InvocationId>,
+    pub invoked_by: Option<Caller>,
 }
 
 /// A workflow's durable promise: its result once completed, and who waits for it meanwhile.

@@ -381,6 +381,7 @@ impl Processor {
                     running.cancel.cancel();
                 }
                 self.retries.remove(&id);
+                self.handle.state.forget_attempt(&id);
             }
             Action::RegisterTimer { wake_up, seq } => {
                 self.timers.insert((wake_up, seq));
@@ -414,8 +415,9 @@ impl Processor {
                 match report.outcome {
                     AttemptOutcome::Ended | AttemptOutcome::Suspended => {
                         self.retries.remove(&id);
+                        self.handle.state.forget_attempt(&id);
                     }
-                    AttemptOutcome::Cancelled => {}
+                    AttemptOutcome::Cancelled => self.handle.state.forget_attempt(&id),
                     AttemptOutcome::Failed(error) => {
                         self.attempt_failed(id, error, report.last_lsn, report.made_progress)
                     }
@@ -499,6 +501,7 @@ impl Processor {
         self.shuffle = None;
         self.pending_retries.clear();
         self.retries.clear();
+        self.handle.state.clear_attempts();
         self.publish_state();
     }
 
@@ -574,6 +577,13 @@ impl Processor {
             }
             ErrorBehavior::Retry => {
                 let delay = error.retry_after.unwrap_or_else(|| policy.delay(attempts));
+                let next_retry_at = now_ms() + delay.as_millis() as u64;
+                self.handle.state.attempt(id, |info| {
+                    info.in_flight = false;
+                    info.retry_count = attempts;
+                    info.next_retry_at = Some(next_retry_at);
+                    info.last_failure = Some((error.code, error.message.clone()));
+                });
                 let control = self.control_tx.clone();
                 let cancel = self.leader_cancel.clone();
                 tokio::spawn(async move {
@@ -687,6 +697,15 @@ impl Processor {
             cancel,
         };
         self.ctx.metrics.attempt("started");
+        let (deployment_id, server) = (prepared.deployment_id, prepared.server.clone());
+        self.handle.state.attempt(id, |info| {
+            info.in_flight = true;
+            info.retry_count = attempts;
+            info.last_start_at = Some(now_ms());
+            info.next_retry_at = None;
+            info.deployment_id = Some(deployment_id);
+            info.server = server;
+        });
         tokio::spawn(driver.run(attempt, notify_rx));
     }
 
@@ -748,6 +767,9 @@ fn random_seed(id: &InvocationId) -> u64 {
 
 /// What an attempt needs from the schema and settings.
 pub(crate) struct PreparedAttempt {
+    pub deployment_id: restate_types::DeploymentId,
+    /// The SDK the deployment reported (shown as an attempt's server).
+    pub server: Option<String>,
     pub deployment: AttemptDeployment,
     pub version: ServiceProtocolVersion,
     pub pin: Option<Effect>,

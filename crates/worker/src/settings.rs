@@ -224,6 +224,8 @@ impl WorkerSettings {
             attempt_deployment.request_response = true;
         }
         Ok(PreparedAttempt {
+            deployment_id: deployment.id,
+            server: deployment.sdk_version.clone(),
             deployment: attempt_deployment,
             version,
             pin,

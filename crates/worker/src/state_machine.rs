@@ -15,7 +15,7 @@ use restate_types::metadata::Lsn;
 use restate_types::{AwakeableId, InvocationId};
 
 use crate::model::{
-    InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, PromiseState,
+    Caller, InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, PromiseState,
     ResponseSink, SignalResult, Timer,
 };
 use crate::wal::{Command, Effect, Envelope, OutboxMessage, ResolvedCall};
@@ -138,6 +138,27 @@ pub enum Action {
 }
 
 pub type ApplyResult<T> = Result<T, PartitionStoreError>;
+
+/// An SDK's failure as the invocation's result (codes outside u16 become 500).
+pub(crate) fn failure_of(failure: proto::Failure) -> InvocationResult {
+    InvocationResult::Failure {
+        code: u16::try_from(failure.code).unwrap_or(500),
+        message: failure.message,
+        metadata: failure.metadata.into_iter().map(|m| (m.key, m.value)).collect(),
+    }
+}
+
+/// A failed result as the protocol's failure, metadata included.
+pub(crate) fn proto_failure(code: u16, message: String, metadata: Vec<(String, String)>) -> proto::Failure {
+    proto::Failure {
+        code: u32::from(code),
+        message,
+        metadata: metadata
+            .into_iter()
+            .map(|(key, value)| proto::FailureMetadata { key, value })
+            .collect(),
+    }
+}
 
 /// The state machine of one partition.
 pub struct StateMachine {
@@ -353,10 +374,7 @@ impl StateMachine {
             };
             if request.target.handler_type == HandlerType::Workflow {
                 // A workflow runs once per key: a second call is refused, a send finds it.
-                let refused = InvocationResult::Failure {
-                    code: 409,
-                    message: "the workflow method was already invoked".into(),
-                };
+                let refused = InvocationResult::failure(409, "the workflow method was already invoked");
                 return self.answer(txn, id, &sink, refused, now, actions);
             }
             // The same invocation again (an idempotency key, a retried delivery): it answers
@@ -397,6 +415,7 @@ impl StateMachine {
             idempotency_key: request.idempotency_key,
             retention: request.retention,
             restarted_from: request.restarted_from,
+            invoked_by: request.invoked_by,
         };
         match request.execution_time {
             Some(at) if at > now => {
@@ -507,10 +526,10 @@ impl StateMachine {
                 txn.put(status_key(&id), &status);
             }
             Effect::End => {
-                let result = status.output.clone().unwrap_or(InvocationResult::Failure {
-                    code: 571,
-                    message: "the handler ended without an output".into(),
-                });
+                let result = status
+                    .output
+                    .clone()
+                    .unwrap_or(InvocationResult::failure(571, "the handler ended without an output"));
                 self.complete(txn, id, status, result, now, actions)?;
             }
             Effect::AttemptFailed { attempt, code, message } => {
@@ -529,14 +548,7 @@ impl StateMachine {
             }
             Effect::Fail { code, message } => {
                 actions.push(Action::Abort(id));
-                self.complete(
-                    txn,
-                    id,
-                    status,
-                    InvocationResult::Failure { code, message },
-                    now,
-                    actions,
-                )?;
+                self.complete(txn, id, status, InvocationResult::failure(code, message), now, actions)?;
             }
         }
         Ok(())
@@ -576,10 +588,7 @@ impl StateMachine {
                         Some(proto::output_command_message::Result::Value(value)) => {
                             InvocationResult::Success(value.content.to_vec())
                         }
-                        Some(proto::output_command_message::Result::Failure(failure)) => InvocationResult::Failure {
-                            code: u16::try_from(failure.code).unwrap_or(500),
-                            message: failure.message,
-                        },
+                        Some(proto::output_command_message::Result::Failure(failure)) => failure_of(failure),
                         None => InvocationResult::Success(Vec::new()),
                     });
                 }
@@ -697,6 +706,10 @@ impl StateMachine {
                         idempotency_key: call.idempotency_key,
                         retention: call.retention,
                         restarted_from: None,
+                        invoked_by: Some(Caller {
+                            id,
+                            target: status.target.to_string(),
+                        }),
                         submit_notification: None,
                     };
                     self.route(
@@ -722,6 +735,10 @@ impl StateMachine {
                         idempotency_key: call.idempotency_key,
                         retention: call.retention,
                         restarted_from: None,
+                        invoked_by: Some(Caller {
+                            id,
+                            target: status.target.to_string(),
+                        }),
                         submit_notification: None,
                     };
                     self.route(

@@ -9,10 +9,7 @@ use crate::model::{InboxEntry, InvocationTarget};
 
 /// The failure a caller sees when the invocation it attaches to does not exist (any more).
 fn not_found() -> InvocationResult {
-    InvocationResult::Failure {
-        code: 404,
-        message: "invocation not found".into(),
-    }
+    InvocationResult::failure(404, "invocation not found")
 }
 
 /// The invocation an `AttachInvocation`/`GetInvocationOutput` names: by id, by idempotency key
@@ -244,6 +241,7 @@ impl StateMachine {
                 journal: status.retention.journal.max(status.retention.completion),
             },
             restarted_from: Some(id),
+            invoked_by: None,
             submit_notification: None,
         };
         self.invoke(txn, request, now, actions)
@@ -362,18 +360,17 @@ fn apply_state_patch(
 
 /// The notification completing an `AttachInvocation` (`wait`) or a `GetInvocationOutput`.
 fn output_note(completion_id: u32, wait: bool, result: Option<InvocationResult>) -> Note {
-    let failure = |code: u16, message: String| proto::Failure {
-        code: u32::from(code),
-        message,
-        metadata: Vec::new(),
-    };
     if wait {
         use proto::attach_invocation_completion_notification_message::Result;
         let result = match result.unwrap_or_else(not_found) {
             InvocationResult::Success(value) => Result::Value(proto::Value {
                 content: Bytes::from(value),
             }),
-            InvocationResult::Failure { code, message } => Result::Failure(failure(code, message)),
+            InvocationResult::Failure {
+                code,
+                message,
+                metadata,
+            } => Result::Failure(proto_failure(code, message, metadata)),
         };
         let message = proto::AttachInvocationCompletionNotificationMessage {
             completion_id,
@@ -391,7 +388,11 @@ fn output_note(completion_id: u32, wait: bool, result: Option<InvocationResult>)
         Some(InvocationResult::Success(value)) => Result::Value(proto::Value {
             content: Bytes::from(value),
         }),
-        Some(InvocationResult::Failure { code, message }) => Result::Failure(failure(code, message)),
+        Some(InvocationResult::Failure {
+            code,
+            message,
+            metadata,
+        }) => Result::Failure(proto_failure(code, message, metadata)),
     };
     let message = proto::GetInvocationOutputCompletionNotificationMessage {
         completion_id,

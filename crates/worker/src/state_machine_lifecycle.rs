@@ -53,10 +53,7 @@ impl StateMachine {
             return Ok(());
         };
         let reason = if kill { "killed" } else { "canceled" };
-        let failure = InvocationResult::Failure {
-            code: 409,
-            message: reason.to_owned(),
-        };
+        let failure = InvocationResult::failure(409, reason);
         match status.phase.clone() {
             Phase::Completed { .. } => Ok(()),
             Phase::Scheduled => self.complete(txn, id, status, failure, now, actions),
@@ -167,6 +164,11 @@ impl StateMachine {
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
+        if signal == CANCEL_SIGNAL {
+            // A cancel from another handler (its SDK forwarding one, or `ctx.invocation(id)
+            // .cancel()`) is a cancel like the admin API's: one that has not started ends.
+            return self.terminate(txn, id, false, now, actions);
+        }
         if txn.contains(&signal_key(&id, signal))? {
             return Ok(());
         }
@@ -207,13 +209,11 @@ impl StateMachine {
                     content: Bytes::from(value),
                 })
             }
-            InvocationResult::Failure { code, message } => {
-                proto::call_completion_notification_message::Result::Failure(proto::Failure {
-                    code: u32::from(code),
-                    message,
-                    metadata: Vec::new(),
-                })
-            }
+            InvocationResult::Failure {
+                code,
+                message,
+                metadata,
+            } => proto::call_completion_notification_message::Result::Failure(proto_failure(code, message, metadata)),
         };
         let notification = proto::CallCompletionNotificationMessage {
             completion_id,

@@ -10,11 +10,11 @@ fn promise_note(completion_id: u32, result: InvocationResult) -> Note {
         InvocationResult::Success(value) => Result::Value(proto::Value {
             content: Bytes::from(value),
         }),
-        InvocationResult::Failure { code, message } => Result::Failure(proto::Failure {
-            code: u32::from(code),
+        InvocationResult::Failure {
+            code,
             message,
-            metadata: Vec::new(),
-        }),
+            metadata,
+        } => Result::Failure(proto_failure(code, message, metadata)),
     };
     let message = proto::GetPromiseCompletionNotificationMessage {
         completion_id,
@@ -77,11 +77,11 @@ impl StateMachine {
                 Some(InvocationResult::Success(value)) => Result::Value(proto::Value {
                     content: Bytes::from(value),
                 }),
-                Some(InvocationResult::Failure { code, message }) => Result::Failure(proto::Failure {
-                    code: u32::from(code),
+                Some(InvocationResult::Failure {
+                    code,
                     message,
-                    metadata: Vec::new(),
-                }),
+                    metadata,
+                }) => Result::Failure(proto_failure(code, message, metadata)),
             };
             let message = proto::PeekPromiseCompletionNotificationMessage {
                 completion_id: peek.result_completion_id,
@@ -125,10 +125,7 @@ impl StateMachine {
             } else {
                 let result = match complete.completion {
                     Some(Completion::CompletionValue(value)) => InvocationResult::Success(value.content.to_vec()),
-                    Some(Completion::CompletionFailure(failure)) => InvocationResult::Failure {
-                        code: u16::try_from(failure.code).unwrap_or(500),
-                        message: failure.message,
-                    },
+                    Some(Completion::CompletionFailure(failure)) => failure_of(failure),
                     None => InvocationResult::Success(Vec::new()),
                 };
                 let listeners = std::mem::take(&mut promise.listeners);

@@ -67,6 +67,7 @@ fn invoke(id: InvocationId, target: InvocationTarget, sink: u128) -> Envelope {
             idempotency_key: None,
             retention: Retention::default(),
             restarted_from: None,
+            invoked_by: None,
             submit_notification: None,
         })),
     )
@@ -410,10 +411,7 @@ fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
     assert!(actions.contains(&Action::IngressResponse {
         request_id: 2,
         id: b,
-        result: InvocationResult::Failure {
-            code: 409,
-            message: "canceled".into()
-        },
+        result: InvocationResult::failure(409, "canceled"),
     }));
     let mut more = Vec::new();
     let mut txn = store.txn();

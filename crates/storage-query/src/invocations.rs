@@ -1,0 +1,286 @@
+//! `sys_invocation_status` (what the log says about each invocation), `sys_invocation_state`
+//! (what the leader's invoker knows about the ones it runs or retries) and `sys_invocation`
+//! (both, with the status operators see: pending, scheduled, ready, running, backing-off,
+//! suspended, paused, completed).
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result;
+use restate_types::manifest::ServiceType;
+use restate_types::{DeploymentId, InvocationId};
+use restate_worker::AttemptInfo;
+use restate_worker::model::{InvocationResult, InvocationStatus, Phase};
+
+use crate::pushdown::Pushdown;
+use crate::rows::{Rows, duration, list_u32, schema, timestamp};
+use crate::table::{Source, SysTable, storage};
+
+/// The columns of `sys_invocation_status`, after `partition_key` and `id`.
+fn status_columns() -> Vec<(&'static str, DataType)> {
+    let s = || DataType::Utf8;
+    vec![
+        ("status", s()),
+        ("completion_result", s()),
+        ("completion_failure", s()),
+        ("target", s()),
+        ("target_service_name", s()),
+        ("target_service_key", s()),
+        ("target_handler_name", s()),
+        ("target_service_ty", s()),
+        ("idempotency_key", s()),
+        ("invoked_by", s()),
+        ("invoked_by_service_name", s()),
+        ("invoked_by_id", s()),
+        ("invoked_by_target", s()),
+        ("restarted_from", s()),
+        ("pinned_deployment_id", s()),
+        ("pinned_service_protocol_version", DataType::UInt32),
+        ("trace_id", s()),
+        ("journal_size", DataType::UInt32),
+        ("journal_commands_size", DataType::UInt32),
+        ("created_at", timestamp()),
+        ("modified_at", timestamp()),
+        ("scheduled_start_at", timestamp()),
+        ("completed_at", timestamp()),
+        ("completion_retention", duration()),
+        ("journal_retention", duration()),
+        ("suspended_waiting_for_completions", list_u32()),
+        ("suspended_waiting_for_signals", list_u32()),
+    ]
+}
+
+/// The columns of `sys_invocation_state`, after `partition_key` and `id`.
+fn state_columns() -> Vec<(&'static str, DataType)> {
+    let s = || DataType::Utf8;
+    vec![
+        ("in_flight", DataType::Boolean),
+        ("retry_count", DataType::UInt64),
+        ("last_start_at", timestamp()),
+        ("next_retry_at", timestamp()),
+        ("last_attempt_deployment_id", s()),
+        ("last_attempt_server", s()),
+        ("last_failure", s()),
+        ("last_failure_error_code", s()),
+        ("last_failure_related_entry_index", DataType::UInt64),
+        ("last_failure_related_entry_name", s()),
+        ("last_failure_related_entry_type", s()),
+        ("last_failure_related_command_index", DataType::UInt64),
+        ("last_failure_related_command_name", s()),
+        ("last_failure_related_command_type", s()),
+    ]
+}
+
+fn with_keys(columns: Vec<(&'static str, DataType)>) -> SchemaRef {
+    let mut all = vec![("partition_key", DataType::UInt64), ("id", DataType::Utf8)];
+    all.extend(columns);
+    schema(&all)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InvocationTable {
+    /// `sys_invocation_status`
+    Status,
+    /// `sys_invocation_state`
+    State,
+    /// `sys_invocation`: status and state, with the derived status.
+    Joined,
+}
+
+impl SysTable for InvocationTable {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Self::Status => with_keys(status_columns()),
+            Self::State => with_keys(state_columns()),
+            Self::Joined => {
+                let mut columns = status_columns();
+                columns.extend(state_columns());
+                with_keys(columns)
+            }
+        }
+    }
+
+    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch> {
+        let mut rows = Rows::new(self.schema());
+        for (id, status, attempt) in read_invocations(source, pushdown)? {
+            let state = attempt_state(&status, attempt.as_ref());
+            if *self == Self::State && state.is_none() {
+                continue;
+            }
+            rows.u64(Some(id.partition_key)).str(Some(&id.to_string()));
+            if *self != Self::State {
+                let derived = (*self == Self::Joined).then(|| derived_status(&status, state.as_ref()));
+                push_status(&mut rows, &status, derived);
+            }
+            if *self != Self::Status {
+                push_state(&mut rows, state.as_ref());
+            }
+            rows.end_row();
+        }
+        rows.finish()
+    }
+}
+
+type InvocationRow = (InvocationId, InvocationStatus, Option<AttemptInfo>);
+
+/// Statuses of the invocations the filters allow: by id (a lookup in the owning partition),
+/// else every status of every partition.
+fn read_invocations(source: &Source, pushdown: &Pushdown) -> Result<Vec<InvocationRow>> {
+    let mut found = Vec::new();
+    if let Some(ids) = pushdown.values("id") {
+        // Ids that do not parse match no row.
+        for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
+            for partition in source.partitions(Some(&[id.partition_key])) {
+                if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
+                    let attempt = partition.state.attempts().remove(&id);
+                    found.push((id, status, attempt));
+                }
+            }
+        }
+        return Ok(found);
+    }
+    let service = pushdown.single("target_service_name");
+    for partition in source.partitions(None) {
+        let mut attempts = partition.state.attempts();
+        for (id, status) in partition.invocation_statuses().map_err(storage)? {
+            if service.is_some_and(|s| s != status.target.service) {
+                continue;
+            }
+            let attempt = attempts.remove(&id);
+            found.push((id, status, attempt));
+        }
+    }
+    Ok(found)
+}
+
+/// What `sys_invocation_state` shows: the invoker's view while the leader runs or retries the
+/// invocation, else the last failure the log recorded (e.g. after a restart, or while paused).
+fn attempt_state(status: &InvocationStatus, attempt: Option<&AttemptInfo>) -> Option<AttemptInfo> {
+    if let Some(attempt) = attempt {
+        return Some(attempt.clone());
+    }
+    if matches!(status.phase, Phase::Completed { .. }) {
+        return None;
+    }
+    let failure = status.last_failure.as_ref()?;
+    Some(AttemptInfo {
+        in_flight: false,
+        retry_count: failure.attempt,
+        last_start_at: None,
+        next_retry_at: None,
+        deployment_id: status.pinned.map(|p| DeploymentId(p.deployment_id)),
+        server: None,
+        last_failure: Some((failure.code, failure.message.clone())),
+    })
+}
+
+/// The status operators see (`sys_invocation.status`).
+fn derived_status(status: &InvocationStatus, state: Option<&AttemptInfo>) -> &'static str {
+    match &status.phase {
+        Phase::Inboxed { .. } => "pending",
+        Phase::Scheduled => "scheduled",
+        Phase::Suspended { .. } => "suspended",
+        Phase::Paused => "paused",
+        Phase::Completed { .. } => "completed",
+        Phase::Invoked => match state {
+            Some(state) if state.in_flight => "running",
+            Some(state) if state.retry_count > 0 => "backing-off",
+            _ => "ready",
+        },
+    }
+}
+
+fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Scheduled => "scheduled",
+        Phase::Inboxed { .. } => "inboxed",
+        Phase::Invoked => "invoked",
+        Phase::Suspended { .. } => "suspended",
+        Phase::Paused => "paused",
+        Phase::Completed { .. } => "completed",
+    }
+}
+
+pub(crate) fn service_type_name(ty: ServiceType) -> &'static str {
+    match ty {
+        ServiceType::Service => "service",
+        ServiceType::VirtualObject => "virtual_object",
+        ServiceType::Workflow => "workflow",
+    }
+}
+
+fn push_status(rows: &mut Rows, status: &InvocationStatus, derived: Option<&'static str>) {
+    let target = &status.target;
+    let (result, failure) = match (&status.phase, &status.output) {
+        (Phase::Completed { .. }, Some(InvocationResult::Success(_))) => (Some("success"), None),
+        (Phase::Completed { .. }, Some(InvocationResult::Failure { code, message, .. })) => {
+            (Some("failure"), Some(format!("[{code}] {message}")))
+        }
+        _ => (None, None),
+    };
+    let invoked_by = match (&status.invoked_by, &status.restarted_from) {
+        (Some(_), _) => "service",
+        (None, Some(_)) => "restart_as_new",
+        (None, None) => "ingress",
+    };
+    let caller_service = status
+        .invoked_by
+        .as_ref()
+        .and_then(|c| c.target.split('/').next().map(str::to_owned));
+    let completed_at = match status.phase {
+        Phase::Completed { at } => Some(at),
+        _ => None,
+    };
+    let modified_at = completed_at.unwrap_or(status.journal_modified_at);
+    let (waiting_completions, waiting_signals) = match &status.phase {
+        Phase::Suspended {
+            completions, signals, ..
+        } => (Some(completions.as_slice()), Some(signals.as_slice())),
+        _ => (None, None),
+    };
+    let pinned = status.pinned;
+    rows.str(Some(derived.unwrap_or_else(|| phase_name(&status.phase))))
+        .str(result)
+        .str(failure.as_deref())
+        .str(Some(&target.to_string()))
+        .str(Some(&target.service))
+        .str(target.key.as_deref())
+        .str(Some(&target.handler))
+        .str(Some(service_type_name(target.service_type)))
+        .str(status.idempotency_key.as_deref())
+        .str(Some(invoked_by))
+        .str(caller_service.as_deref())
+        .str(status.invoked_by.as_ref().map(|c| c.id.to_string()).as_deref())
+        .str(status.invoked_by.as_ref().map(|c| c.target.as_str()))
+        .str(status.restarted_from.map(|id| id.to_string()).as_deref())
+        .str(pinned.map(|p| DeploymentId(p.deployment_id).to_string()).as_deref())
+        .u32(pinned.map(|p| p.protocol_version))
+        .str(None)
+        .u32(Some(status.journal_length))
+        .u32(Some(status.commands))
+        .timestamp(Some(status.created_at))
+        .timestamp(Some(modified_at))
+        .timestamp(status.execution_time)
+        .timestamp(completed_at)
+        .duration(Some(status.retention.completion))
+        .duration(Some(status.retention.journal))
+        .list_u32(waiting_completions)
+        .list_u32(waiting_signals);
+}
+
+fn push_state(rows: &mut Rows, state: Option<&AttemptInfo>) {
+    let failure = state.and_then(|s| s.last_failure.as_ref());
+    rows.bool(state.map(|s| s.in_flight))
+        .u64(state.map(|s| u64::from(s.retry_count)))
+        .timestamp(state.and_then(|s| s.last_start_at))
+        .timestamp(state.and_then(|s| s.next_retry_at))
+        .str(state.and_then(|s| s.deployment_id).map(|d| d.to_string()).as_deref())
+        .str(state.and_then(|s| s.server.as_deref()))
+        .str(failure.map(|(_, message)| message.as_str()))
+        .str(failure.map(|(code, _)| code.to_string()).as_deref())
+        .u64(None)
+        .str(None)
+        .str(None)
+        .u64(None)
+        .str(None)
+        .str(None);
+}

@@ -1,0 +1,217 @@
+//! `sys_journal`: the journal of an invocation, one row per command or notification.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result;
+use prost::Message as _;
+use restate_service_protocol::{MessageType, proto};
+use restate_types::InvocationId;
+use restate_worker::introspect::JournalRow;
+use serde_json::json;
+
+use crate::pushdown::Pushdown;
+use crate::rows::{Rows, schema, timestamp};
+use crate::table::{Source, SysTable, storage};
+
+/// The completion id a command is completed with (`result_completion_id`, field 11 of every
+/// command that has one).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResultCompletionProbe {
+    #[prost(uint32, tag = "11")]
+    result_completion_id: u32,
+}
+
+/// The completion id a completion notification carries (field 1 of all of them).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CompletionIdProbe {
+    #[prost(uint32, tag = "1")]
+    completion_id: u32,
+}
+
+/// The `name` of a command (field 12 of every command).
+#[derive(Clone, PartialEq, prost::Message)]
+struct NameProbe {
+    #[prost(string, tag = "12")]
+    name: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct JournalTable;
+
+impl SysTable for JournalTable {
+    fn schema(&self) -> SchemaRef {
+        let s = || DataType::Utf8;
+        schema(&[
+            ("partition_key", DataType::UInt64),
+            ("id", s()),
+            ("index", DataType::UInt32),
+            ("entry_type", s()),
+            ("name", s()),
+            ("completed", DataType::Boolean),
+            ("invoked_id", s()),
+            ("invoked_target", s()),
+            ("sleep_wakeup_at", timestamp()),
+            ("promise_name", s()),
+            ("raw", DataType::LargeBinary),
+            ("version", DataType::UInt32),
+            ("entry_json", s()),
+            ("appended_at", timestamp()),
+        ])
+    }
+
+    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch> {
+        let mut rows = Rows::new(self.schema());
+        let journals: Vec<(InvocationId, Vec<JournalRow>)> = match pushdown.values("id") {
+            Some(ids) => {
+                let mut journals = Vec::new();
+                for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
+                    for partition in source.partitions(Some(&[id.partition_key])) {
+                        journals.push((id, partition.journal(&id).map_err(storage)?));
+                    }
+                }
+                journals
+            }
+            None => {
+                let mut journals = Vec::new();
+                for partition in source.partitions(None) {
+                    for (id, _) in partition.invocation_statuses().map_err(storage)? {
+                        journals.push((id, partition.journal(&id).map_err(storage)?));
+                    }
+                }
+                journals
+            }
+        };
+        for (id, journal) in journals {
+            push_journal(&mut rows, &id, &journal);
+        }
+        rows.finish()
+    }
+}
+
+fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
+    // Which completion ids arrived, and the callee ids calls were given.
+    let mut completed = std::collections::HashSet::new();
+    let mut callees: HashMap<u32, String> = HashMap::new();
+    for entry in journal {
+        let ty = MessageType::from_code(entry.message_type);
+        if ty.kind() == restate_service_protocol::MessageKind::Notification
+            && ty != MessageType::SignalNotification
+            && let Ok(probe) = CompletionIdProbe::decode(entry.payload.clone())
+        {
+            completed.insert(probe.completion_id);
+            if ty == MessageType::CallInvocationIdCompletionNotification
+                && let Ok(note) = proto::CallInvocationIdCompletionNotificationMessage::decode(entry.payload.clone())
+            {
+                callees.insert(note.completion_id, note.invocation_id);
+            }
+        }
+    }
+    let id_text = id.to_string();
+    for entry in journal {
+        let ty = MessageType::from_code(entry.message_type);
+        let is_command = ty.is_command();
+        let name = if is_command {
+            NameProbe::decode(entry.payload.clone())
+                .map(|p| p.name)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let completion = ResultCompletionProbe::decode(entry.payload.clone())
+            .ok()
+            .map(|p| p.result_completion_id)
+            .filter(|id| *id != 0 || ty == MessageType::SleepCommand);
+        let is_completed = match (is_command, completion) {
+            (true, Some(completion)) => completed.contains(&completion),
+            _ => true,
+        };
+        let (mut invoked_id, mut invoked_target, mut sleep_until, mut promise) = (None, None, None, None);
+        let detail =
+            match ty {
+                MessageType::SleepCommand => proto::SleepCommandMessage::decode(entry.payload.clone()).ok().map(|m| {
+                    sleep_until = Some(m.wake_up_time);
+                    json!({"wake_up_time": m.wake_up_time, "completion_id": m.result_completion_id, "name": m.name})
+                }),
+                MessageType::CallCommand => proto::CallCommandMessage::decode(entry.payload.clone()).ok().map(|m| {
+                    invoked_id = callees.get(&m.invocation_id_notification_idx).cloned();
+                    invoked_target = Some(target_text(&m.service_name, &m.key, &m.handler_name));
+                    json!({
+                        "service_name": m.service_name, "handler_name": m.handler_name, "key": m.key,
+                        "invocation_id_completion_id": m.invocation_id_notification_idx,
+                        "result_completion_id": m.result_completion_id, "name": m.name,
+                    })
+                }),
+                MessageType::OneWayCallCommand => proto::OneWayCallCommandMessage::decode(entry.payload.clone())
+                    .ok()
+                    .map(|m| {
+                        invoked_id = callees.get(&m.invocation_id_notification_idx).cloned();
+                        invoked_target = Some(target_text(&m.service_name, &m.key, &m.handler_name));
+                        json!({
+                            "service_name": m.service_name, "handler_name": m.handler_name, "key": m.key,
+                            "invoke_time": m.invoke_time,
+                            "invocation_id_completion_id": m.invocation_id_notification_idx, "name": m.name,
+                        })
+                    }),
+                MessageType::GetPromiseCommand => proto::GetPromiseCommandMessage::decode(entry.payload.clone())
+                    .ok()
+                    .map(|m| {
+                        promise = Some(m.key.clone());
+                        json!({"key": m.key, "completion_id": m.result_completion_id, "name": m.name})
+                    }),
+                MessageType::PeekPromiseCommand => proto::PeekPromiseCommandMessage::decode(entry.payload.clone())
+                    .ok()
+                    .map(|m| {
+                        promise = Some(m.key.clone());
+                        json!({"key": m.key, "completion_id": m.result_completion_id, "name": m.name})
+                    }),
+                MessageType::CompletePromiseCommand => {
+                    proto::CompletePromiseCommandMessage::decode(entry.payload.clone())
+                        .ok()
+                        .map(|m| {
+                            promise = Some(m.key.clone());
+                            json!({"key": m.key, "completion_id": m.result_completion_id, "name": m.name})
+                        })
+                }
+                _ => None,
+            };
+        let kind = if is_command { "Command" } else { "Notification" };
+        let short = short_name(ty);
+        let entry_json = json!({ kind: { short: detail.unwrap_or_else(|| json!({})) } }).to_string();
+        rows.u64(Some(id.partition_key))
+            .str(Some(&id_text))
+            .u32(Some(entry.index))
+            .str(Some(&format!("{kind}: {short}")))
+            .str(Some(&name))
+            .bool(Some(is_completed))
+            .str(invoked_id.as_deref())
+            .str(invoked_target.as_deref())
+            .timestamp(sleep_until)
+            .str(promise.as_deref())
+            .binary(Some(&entry.payload))
+            .u32(Some(2))
+            .str(Some(&entry_json))
+            .timestamp(None);
+        rows.end_row();
+    }
+}
+
+fn target_text(service: &str, key: &str, handler: &str) -> String {
+    match key {
+        "" => format!("{service}/{handler}"),
+        key => format!("{service}/{key}/{handler}"),
+    }
+}
+
+/// `SleepCommand` → `Sleep`, `SleepCompletionNotification` → `Sleep`, `SignalNotification` →
+/// `Signal`.
+fn short_name(ty: MessageType) -> &'static str {
+    let name = ty.name();
+    for suffix in ["Command", "CompletionNotification", "Notification"] {
+        if let Some(short) = name.strip_suffix(suffix) {
+            return short;
+        }
+    }
+    name
+}

@@ -1,0 +1,110 @@
+//! One DataFusion table over the partitions of this node: a scan reads the rows the filters
+//! allow (see [`Pushdown`]) off the async runtime, then DataFusion filters, joins and sorts.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use restate_worker::{PartitionHandle, WorkerHandle, WorkerSlot};
+
+use crate::pushdown::Pushdown;
+
+/// What a table is made of: its columns and how to read its rows.
+pub(crate) trait SysTable: Debug + Send + Sync + 'static {
+    fn schema(&self) -> SchemaRef;
+    /// Reads the rows, restricted by `pushdown` where the table can use it. Blocking.
+    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch>;
+}
+
+/// Where tables read from: the partitions of this node's worker, and its schema registry.
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub worker: WorkerHandle,
+}
+
+impl Source {
+    /// The partitions owning these partition keys, or all of them.
+    pub(crate) fn partitions(&self, keys: Option<&[u64]>) -> Vec<PartitionHandle> {
+        self.worker
+            .partition_handles()
+            .filter(|(range, _)| keys.is_none_or(|keys| keys.iter().any(|k| range.contains(k))))
+            .map(|(_, handle)| handle.clone())
+            .collect()
+    }
+}
+
+/// Storage errors surface as query errors (500), not as SQL errors.
+pub(crate) fn storage(error: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::External(format!("reading the partition store: {error}").into())
+}
+
+pub(crate) struct Provider {
+    table: Arc<dyn SysTable>,
+    schema: SchemaRef,
+    worker: WorkerSlot,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("table", &self.table).finish()
+    }
+}
+
+impl Provider {
+    pub(crate) fn new(table: Arc<dyn SysTable>, worker: WorkerSlot) -> Self {
+        Self {
+            schema: table.schema(),
+            table,
+            worker,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for Provider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used to narrow the read; DataFusion applies every filter again on what was read.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(worker) = self.worker.get().cloned() else {
+            return Err(DataFusionError::External(
+                "this node runs no worker, so it has no partitions to query; ask a node with the worker role".into(),
+            ));
+        };
+        let pushdown = Pushdown::from_filters(filters);
+        let table = self.table.clone();
+        let source = Source { worker };
+        let batch = tokio::task::spawn_blocking(move || table.read(&source, &pushdown))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
