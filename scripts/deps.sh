@@ -4,7 +4,8 @@
 #   build: protoc + google/protobuf/*.proto (our protos and etcd-client's), libclang (RocksDB bindings)
 #   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test),
 #          moto (DynamoDB/S3 tests, from PyPI), the TypeScript SDK of examples/typescript (npm),
-#          the Python SDK of examples/python (PyPI, in its own venv) and cargo-nextest
+#          the restate CLI of tests/cli (npm), the Python SDK of examples/python (PyPI, in its
+#          own venv) and cargo-nextest
 # Run from the repository root (scripts/run.sh and scripts/test.sh do).
 # Needs root (or sudo) for apt-get when a package is missing.
 set -euo pipefail
@@ -55,6 +56,11 @@ if [ "$what" = test ]; then
   if [ ! -d examples/typescript/node_modules/@restatedev/restate-sdk ]; then
     echo "installing the TypeScript SDK for examples/typescript (npm)" >&2
     npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
+  fi
+  # The real `restate` CLI (tests/cluster/cli.rs drives it against our node).
+  if [ ! -x tests/cli/node_modules/.bin/restate ]; then
+    echo "installing the restate CLI for tests/cli (npm)" >&2
+    npm ci --prefix tests/cli --no-audit --no-fund --loglevel=error
   fi
   # The example Python service (the SDK tests run it), in a venv of its own.
   if ! examples/python/.venv/bin/python -c 'import restate, hypercorn' 2>/dev/null; then

@@ -80,6 +80,21 @@ impl Client {
             .await
     }
 
+    /// `POST /query` as JSON: the rows.
+    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Value>> {
+        let response = self
+            .http
+            .post(format!("{}query", self.admin))
+            .header("accept", "application/json")
+            .json(&serde_json::json!({ "query": sql }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "query answered {status}: {body}");
+        Ok(body["rows"].as_array().cloned().unwrap_or_default())
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

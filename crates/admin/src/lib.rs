@@ -8,6 +8,7 @@ mod invocations;
 mod logs;
 mod metadata_api;
 mod migration;
+mod query;
 mod service_state;
 mod storage_state;
 
@@ -34,7 +35,23 @@ pub fn router(
     metadata: MetadataClient,
     worker: restate_worker::WorkerSlot,
 ) -> Router {
-    let versioned = |version| versioned_router(health.clone(), view.clone(), metadata.clone(), worker.clone(), version);
+    let engine = match restate_storage_query::QueryEngine::new(worker.clone()) {
+        Ok(engine) => Some(engine),
+        Err(failure) => {
+            tracing::error!("the query engine could not start its runtime; /query answers 503: {failure}");
+            None
+        }
+    };
+    let versioned = |version| {
+        versioned_router(
+            health.clone(),
+            view.clone(),
+            metadata.clone(),
+            worker.clone(),
+            engine.clone(),
+            version,
+        )
+    };
     Router::new()
         .merge(versioned(ApiVersion::Unknown))
         .nest("/v2", versioned(ApiVersion::V2))
@@ -52,6 +69,7 @@ fn versioned_router(
     view: ClusterView,
     metadata: MetadataClient,
     worker: restate_worker::WorkerSlot,
+    engine: Option<restate_storage_query::QueryEngine>,
     version: ApiVersion,
 ) -> Router {
     Router::new()
@@ -72,6 +90,11 @@ fn versioned_router(
         .route("/version", get(version_information))
         .merge(deployments::router(metadata, version))
         .merge(invocations::router(worker))
+        .merge(
+            Router::new()
+                .route("/query", axum::routing::post(query::query))
+                .with_state(engine),
+        )
 }
 
 async fn version_information() -> impl IntoResponse {

@@ -110,6 +110,20 @@ async fn non_determinism_paused() -> anyhow::Result<()> {
     assert_eq!(failed_attempts(node, id), 3, "{}", node.log());
     let output = client.ingress_get(&format!("restate/invocation/{id}/output")).await?;
     assert_eq!(output.status, 470, "{}", output.body);
+    // The admin API shows it paused, with the mismatch as its last failure.
+    let rows = client
+        .query(&format!(
+            "SELECT status, retry_count, last_failure, last_failure_error_code FROM sys_invocation WHERE id = '{id}'"
+        ))
+        .await?;
+    let row = rows.first().cloned().unwrap_or_default();
+    assert_eq!(row["status"], json!("paused"), "{rows:?}");
+    assert_eq!(row["retry_count"], json!(3), "{rows:?}");
+    assert_eq!(row["last_failure_error_code"], json!("570"), "{rows:?}");
+    assert!(
+        row["last_failure"].as_str().unwrap_or_default().contains("mismatch"),
+        "{rows:?}"
+    );
 
     // A resume starts another attempt, which mismatches again.
     let resumed = client.admin_patch(&format!("invocations/{id}/resume")).await?;
