@@ -23,7 +23,7 @@ use restate_metadata_store::MetadataClient;
 use restate_types::{ClusterView, NodeHealth};
 
 /// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployment registration (POST/GET /deployments, GET /deployments/{id}), forced removal (DELETE /deployments/{id}?force=true), GET /services[/{service}[/handlers[/{handler}]]] and PATCH /services/{service} (also under /v2, /v3, /v4): PATCH /invocations/{id}/cancel|kill|pause|resume|purge: other invocation operations, query, subscriptions, PATCH/PUT of deployments, graceful deployment removal and service state are not implemented yet and answer HTTP 501";
+pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployments, services (GET, PATCH, POST /services/{service}/state), invocations (PATCH /invocations/{id}/cancel|kill|pause|resume|purge|purge-journal|restart-as-new) and POST /query (also under /v2, /v3, /v4); subscriptions, PATCH/PUT of deployments, graceful deployment removal and /services/{service}/openapi are not implemented yet and answer HTTP 501";
 
 /// The admin API versions served; the `restate` CLI picks the highest common one.
 const MIN_ADMIN_API_VERSION: u32 = 2;
