@@ -2,7 +2,7 @@
 # Installs what building (`scripts/deps.sh build`) or building and testing (`scripts/deps.sh
 # test`) needs on a Debian machine, skipping whatever is already there:
 #   build: protoc + google/protobuf/*.proto (our protos and etcd-client's), libclang (RocksDB bindings)
-#   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test),
+#   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test), psql,
 #          moto (DynamoDB/S3 tests, from PyPI), the TypeScript SDK of examples/typescript (npm),
 #          the restate CLI of tests/cli (npm), the Python SDK of examples/python (PyPI, in its
 #          own venv) and cargo-nextest
@@ -26,6 +26,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 packages=(protobuf-compiler libprotobuf-dev libclang-dev clang)
 if [ "$what" = test ]; then
   packages+=(etcd-server etcd-client nftables)
+  # psql, for the PostgreSQL endpoint of the query engine.
+  command -v psql >/dev/null || packages+=(postgresql-client)
 fi
 missing=()
 for package in "${packages[@]}"; do

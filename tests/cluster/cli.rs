@@ -62,8 +62,6 @@ async fn the_restate_cli_works_against_our_node() -> anyhow::Result<()> {
     let node = start_node(&dir, &[]).await?;
     let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
     let client = Client::new(&node);
-    let registered = client.register(json!({"uri": service.uri})).await?;
-    let deployment = registered["id"].as_str().unwrap_or_default().to_owned();
     let admin = client.admin.clone();
     let home = dir.path().join("cli-home");
     std::fs::create_dir_all(&home)?;
@@ -78,6 +76,21 @@ async fn the_restate_cli_works_against_our_node() -> anyhow::Result<()> {
         }
         text
     };
+
+    // Registration through the CLI (a dry run and the diff it shows, then the real one).
+    expect(
+        cli.run(&["deployments", "register", "--yes", &service.uri]).await?,
+        &["Counter", "Greeter"],
+    );
+    let deployments = client
+        .request(reqwest::Method::GET, &format!("{admin}deployments"), None)
+        .await?
+        .json();
+    let deployment = deployments["deployments"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(deployment.starts_with("dp_"), "{deployments}");
 
     for key in ["k1", "k2", "k3"] {
         client.call(&format!("Counter/{key}/add"), json!(5)).await?;
@@ -104,6 +117,18 @@ async fn the_restate_cli_works_against_our_node() -> anyhow::Result<()> {
     expect(
         cli.run(&["services", "describe", "Counter"]).await?,
         &["add", "VirtualObject"],
+    );
+    expect(
+        cli.run(&["deployments", "describe", &deployment]).await?,
+        &[&deployment, "Counter", "Greeter"],
+    );
+    expect(
+        cli.run(&["services", "config", "view", "Counter"]).await?,
+        &[
+            "Idempotent requests retention:  1d",
+            "Journal retention:  1d",
+            "Retry Policy",
+        ],
     );
 
     let list = expect(

@@ -171,3 +171,50 @@ async fn sql_introspection_shows_invocations_state_and_journals() -> anyhow::Res
     assert_eq!(greeted.json(), json!("Hello still!"));
     Ok(())
 }
+
+/// `[admin.query-engine] pgsql-bind-address`: `psql` reads the same tables.
+#[tokio::test]
+async fn psql_queries_the_tables_over_the_postgresql_protocol() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let port = restate_cluster_tests::servers::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let node = start_node(&dir, &[("RESTATE_ADMIN__QUERY_ENGINE__PGSQL_BIND_ADDRESS", &address)]).await?;
+    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    client.call("Counter/pg/add", json!(3)).await?;
+
+    let psql = |sql: &'static str| {
+        let port = port.to_string();
+        async move {
+            let output = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                tokio::process::Command::new("psql")
+                    .args(["-h", "127.0.0.1", "-p", &port, "-U", "restate", "-d", "restate"])
+                    .args(["-X", "-A", "-t", "-F", "|", "-c", sql])
+                    .env("PGCONNECT_TIMEOUT", "10")
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await??;
+            anyhow::Ok((
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ))
+        }
+    };
+    let (ok, out, err) =
+        psql("SELECT target, status, completion_result FROM sys_invocation WHERE target_service_name = 'Counter'")
+            .await?;
+    assert!(ok, "psql failed: {err}");
+    assert_eq!(out.trim(), "Counter/pg/add|completed|success", "{out}{err}");
+    let (ok, out, err) = psql("SELECT key, value, value_utf8 FROM state WHERE service_key = 'pg'").await?;
+    assert!(ok, "psql failed: {err}");
+    assert_eq!(out.trim(), "total|\\x33|3", "{out}{err}");
+    let (ok, _, err) = psql("SELECT * FROM nowhere").await?;
+    assert!(!ok && err.contains("nowhere"), "{err}");
+    let (ok, _, err) = psql("DROP TABLE state").await?;
+    assert!(!ok && err.contains("ERROR"), "{err}");
+    Ok(())
+}

@@ -8,7 +8,23 @@ mod invocations;
 mod logs;
 mod metadata_api;
 mod migration;
+mod pgsql;
 mod query;
+
+pub use pgsql::serve_pgsql;
+pub use restate_storage_query::QueryEngine;
+
+/// The SQL engine of this node over its worker's partitions; `None` (logged) when its runtime
+/// cannot start, in which case `/query` answers 503.
+pub fn query_engine(worker: restate_worker::WorkerSlot) -> Option<QueryEngine> {
+    match QueryEngine::new(worker) {
+        Ok(engine) => Some(engine),
+        Err(failure) => {
+            tracing::error!("the query engine could not start its runtime; /query answers 503: {failure}");
+            None
+        }
+    }
+}
 mod service_state;
 mod storage_state;
 
@@ -34,14 +50,8 @@ pub fn router(
     view: ClusterView,
     metadata: MetadataClient,
     worker: restate_worker::WorkerSlot,
+    engine: Option<restate_storage_query::QueryEngine>,
 ) -> Router {
-    let engine = match restate_storage_query::QueryEngine::new(worker.clone()) {
-        Ok(engine) => Some(engine),
-        Err(failure) => {
-            tracing::error!("the query engine could not start its runtime; /query answers 503: {failure}");
-            None
-        }
-    };
     let versioned = |version| {
         versioned_router(
             health.clone(),

@@ -24,6 +24,40 @@ const MAX_QUERY_BYTES: usize = 256 * 1024;
 #[derive(Debug, Deserialize)]
 pub(crate) struct QueryRequest {
     query: String,
+    /// At most this many rows are answered (the stream ends cleanly after them); for callers
+    /// that want to bound a query whose size they do not know. Not part of Restate's API.
+    row_limit: Option<usize>,
+}
+
+/// The batches of a started query: the first one (already read), then the rest, cut at the
+/// row limit.
+struct Batches {
+    stream: QueryStream,
+    first: Option<RecordBatch>,
+    remaining: Option<usize>,
+}
+
+impl Batches {
+    async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        if self.remaining == Some(0) {
+            return None;
+        }
+        let batch = match self.first.take() {
+            Some(batch) => batch,
+            None => match self.stream.next().await? {
+                Ok(batch) => batch,
+                Err(failure) => return Some(Err(failure)),
+            },
+        };
+        Some(Ok(match &mut self.remaining {
+            Some(remaining) => {
+                let rows = batch.num_rows().min(*remaining);
+                *remaining -= rows;
+                batch.slice(0, rows)
+            }
+            None => batch,
+        }))
+    }
 }
 
 pub(crate) async fn query(
@@ -70,10 +104,16 @@ pub(crate) async fn query(
         None => None,
     };
     let json = headers.get(header::ACCEPT).is_some_and(|a| a == "application/json");
+    let schema = stream.schema.clone();
+    let batches = Batches {
+        stream,
+        first,
+        remaining: request.row_limit,
+    };
     if json {
-        json_response(stream, first)
+        json_response(batches)
     } else {
-        arrow_response(stream, first)
+        arrow_response(schema, batches)
     }
 }
 
@@ -100,22 +140,18 @@ fn json_rows(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     Ok(rows.join(&b","[..]))
 }
 
-fn json_response(mut stream: QueryStream, first: Option<RecordBatch>) -> Response {
+fn json_response(mut batches: Batches) -> Response {
     let body = async_stream(move |tx| async move {
         let _ = tx.send(Ok(b"{\"rows\":[".to_vec())).await;
         let mut wrote_rows = false;
-        let mut next = first;
         loop {
-            let batch = match next.take() {
-                Some(batch) => batch,
-                None => match stream.next().await {
-                    Some(Ok(batch)) => batch,
-                    Some(Err(failure)) => {
-                        let _ = tx.send(Err(std::io::Error::other(failure.to_string()))).await;
-                        return;
-                    }
-                    None => break,
-                },
+            let batch = match batches.next().await {
+                Some(Ok(batch)) => batch,
+                Some(Err(failure)) => {
+                    let _ = tx.send(Err(std::io::Error::other(failure.to_string()))).await;
+                    return;
+                }
+                None => break,
             };
             if batch.num_rows() == 0 {
                 continue;
@@ -147,8 +183,7 @@ fn json_response(mut stream: QueryStream, first: Option<RecordBatch>) -> Respons
         .into_response()
 }
 
-fn arrow_response(mut stream: QueryStream, first: Option<RecordBatch>) -> Response {
-    let schema = stream.schema.clone();
+fn arrow_response(schema: restate_storage_query::arrow::datatypes::SchemaRef, mut batches: Batches) -> Response {
     let body = async_stream(move |tx| async move {
         let mut writer = match StreamWriter::try_new(Vec::new(), &schema) {
             Ok(writer) => writer,
@@ -157,18 +192,14 @@ fn arrow_response(mut stream: QueryStream, first: Option<RecordBatch>) -> Respon
                 return;
             }
         };
-        let mut next = first;
         loop {
-            let batch = match next.take() {
-                Some(batch) => batch,
-                None => match stream.next().await {
-                    Some(Ok(batch)) => batch,
-                    Some(Err(failure)) => {
-                        let _ = tx.send(Err(std::io::Error::other(failure.to_string()))).await;
-                        return;
-                    }
-                    None => break,
-                },
+            let batch = match batches.next().await {
+                Some(Ok(batch)) => batch,
+                Some(Err(failure)) => {
+                    let _ = tx.send(Err(std::io::Error::other(failure.to_string()))).await;
+                    return;
+                }
+                None => break,
             };
             if let Err(failure) = writer.write(&batch) {
                 let _ = tx.send(Err(std::io::Error::other(failure.to_string()))).await;

@@ -84,17 +84,6 @@ pub(crate) fn map_legacy_keys(table: &mut Table, source: &str) -> Vec<String> {
         );
     }
 
-    if take_key(table, &["admin", "query-engine"], "pgsql-bind-address").is_some() {
-        warn(
-            "[admin.query-engine] pgsql-bind-address",
-            "the PostgreSQL endpoint was removed; SQL goes through the admin API on `[admin] bind-address` (ignored)",
-        );
-        if section_mut(table, &["admin", "query-engine"]).is_some_and(|t| t.is_empty())
-            && let Some(admin) = section_mut(table, &["admin"])
-        {
-            admin.remove("query-engine");
-        }
-    }
     warnings
 }
 
@@ -144,17 +133,14 @@ mod tests {
             default-log-replication = 2
             [admin]
             advertised-admin-endpoint = "http://a:9070/"
-            [admin.query-engine]
-            pgsql-bind-address = "0.0.0.0:9071"
             "#,
         );
-        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("`default-replication`")));
         assert_eq!(table["default-replication"].as_integer(), Some(2));
         assert!(table["metadata-server"].as_table().unwrap().is_empty());
         let admin = table["admin"].as_table().unwrap();
         assert_eq!(admin["advertised-address"].as_str(), Some("http://a:9070/"));
-        assert!(!admin.contains_key("query-engine"));
     }
 
     #[test]

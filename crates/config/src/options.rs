@@ -418,6 +418,7 @@ pub struct AdminOptions {
     #[serde(with = "bind_address")]
     pub bind_address: SocketAddr,
     pub advertised_address: Option<AdvertisedAddress>,
+    pub query_engine: QueryEngineOptions,
 }
 
 impl Default for AdminOptions {
@@ -425,8 +426,18 @@ impl Default for AdminOptions {
         Self {
             bind_address: SocketAddr::from(([0u16; 8], DEFAULT_ADMIN_PORT)),
             advertised_address: None,
+            query_engine: QueryEngineOptions::default(),
         }
     }
+}
+
+/// `[admin.query-engine]`: the SQL introspection of `POST /query`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct QueryEngineOptions {
+    /// Also serve the SQL over the PostgreSQL wire protocol here (for `psql` and BI tools).
+    /// Off unless set; it has no authentication, so bind it to a private address.
+    pub pgsql_bind_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use crate::metrics::NodeMetrics;
 use crate::node_ctl::NodeCtlHandler;
 use crate::node_dir::{NodeDir, NodeDirError};
 use crate::roles::{
-    HttpRole, LogServerRole, MetadataServerRole, RoleService, UnimplementedRole, WorkerRole, stop_task,
+    Companion, HttpRole, LogServerRole, MetadataServerRole, RoleService, UnimplementedRole, WorkerRole, stop_task,
 };
 
 /// Time the fabric gets to close its connections at the very end of a shutdown.
@@ -64,6 +64,8 @@ pub struct Node {
 struct RoleListeners {
     admin: Option<TcpListener>,
     ingress: Option<TcpListener>,
+    /// `[admin.query-engine] pgsql-bind-address`, when set on an admin node.
+    pgsql: Option<TcpListener>,
 }
 
 impl Node {
@@ -128,6 +130,15 @@ impl Node {
             ingress: match config.has_role(Role::HttpIngress) {
                 true => Some(restate_net::bind(config.ingress.bind_address, "ingress.bind-address").await?),
                 false => None,
+            },
+            pgsql: match (
+                config.has_role(Role::Admin),
+                config.admin.query_engine.pgsql_bind_address,
+            ) {
+                (true, Some(address)) => {
+                    Some(restate_net::bind(address, "admin.query-engine.pgsql-bind-address").await?)
+                }
+                _ => None,
             },
         };
 
@@ -394,6 +405,7 @@ fn spawn_log_watchdog(
 
 fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners) -> Box<dyn RoleService> {
     let health = &ctx.health;
+    let mut companion: Option<Companion> = None;
     let http = match role {
         Role::HttpIngress => listeners.ingress.take().map(|listener| {
             let limit = ctx
@@ -414,6 +426,15 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
             )
         }),
         Role::Admin => listeners.admin.take().map(|listener| {
+            let engine = restate_admin::query_engine(ctx.worker.clone());
+            if let (Some(pgsql), Some(engine)) = (listeners.pgsql.take(), engine.clone()) {
+                companion = Some(Box::new(move |shutdown| {
+                    if let Ok(address) = pgsql.local_addr() {
+                        tracing::info!(%address, "serving SQL over the PostgreSQL wire protocol");
+                    }
+                    tokio::spawn(restate_admin::serve_pgsql(pgsql, engine, shutdown))
+                }) as Companion);
+            }
             (
                 listener,
                 restate_admin::router(
@@ -421,6 +442,7 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
                     ctx.view.clone(),
                     ctx.metadata.clone(),
                     ctx.worker.clone(),
+                    engine,
                 ),
                 restate_admin::LIMITATION,
             )
@@ -428,7 +450,7 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
         _ => None,
     };
     if let Some((listener, router, limitation)) = http {
-        return Box::new(HttpRole::new(role, listener, router, limitation));
+        return Box::new(HttpRole::new(role, listener, router, limitation, companion));
     }
     if role == Role::LogServer
         && let Some(server) = &ctx.log_server

@@ -24,22 +24,36 @@ pub(crate) trait RoleService: Send {
 }
 
 /// A role whose work is an HTTP API on its own listener (admin, ingress).
+/// Another server an HTTP role runs beside its router (the admin role's PostgreSQL endpoint):
+/// started with the role, stopped by its shutdown token.
+pub(crate) type Companion = Box<dyn FnOnce(CancellationToken) -> JoinHandle<std::io::Result<()>> + Send + Sync>;
+
 pub(crate) struct HttpRole {
     role: Role,
     limitation: &'static str,
     pending: Option<(TcpListener, Router)>,
+    companion: Option<Companion>,
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    companion_server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl HttpRole {
-    pub(crate) fn new(role: Role, listener: TcpListener, router: Router, limitation: &'static str) -> Self {
+    pub(crate) fn new(
+        role: Role,
+        listener: TcpListener,
+        router: Router,
+        limitation: &'static str,
+        companion: Option<Companion>,
+    ) -> Self {
         Self {
             role,
             limitation,
             pending: Some((listener, router)),
+            companion,
             shutdown: CancellationToken::new(),
             server: None,
+            companion_server: None,
         }
     }
 }
@@ -64,6 +78,9 @@ impl RoleService for HttpRole {
                 self.shutdown.clone(),
             )));
         }
+        if let Some(companion) = self.companion.take() {
+            self.companion_server = Some(companion(self.shutdown.clone()));
+        }
         Ok(())
     }
 
@@ -74,6 +91,9 @@ impl RoleService for HttpRole {
     async fn stop(&mut self, grace: Duration) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
+            stop_task(self.role, server, grace).await;
+        }
+        if let Some(server) = self.companion_server.take() {
             stop_task(self.role, server, grace).await;
         }
     }

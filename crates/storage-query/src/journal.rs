@@ -192,7 +192,7 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
             .binary(Some(&entry.payload))
             .u32(Some(2))
             .str(Some(&entry_json))
-            .timestamp(None);
+            .timestamp(entry.appended_at);
         rows.end_row();
     }
 }

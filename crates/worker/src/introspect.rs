@@ -8,7 +8,7 @@ use restate_types::InvocationId;
 
 use crate::handle::PartitionHandle;
 use crate::model::{InboxEntry, InvocationStatus, PromiseState};
-use crate::state_machine::{decode_entry, journal_prefix, status_key};
+use crate::state_machine::{decode_entry, entry_appended_at, journal_prefix, status_key};
 
 /// One entry of an object's or workflow's state.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct JournalRow {
     pub index: u32,
     pub message_type: u16,
     pub payload: Bytes,
+    /// When it was appended (ms since the epoch).
+    pub appended_at: Option<u64>,
 }
 
 /// Which (service, key) rows a scan reads: all, one service, or one key of one service.
@@ -130,6 +132,7 @@ impl PartitionHandle {
                 index,
                 message_type,
                 payload,
+                appended_at: entry_appended_at(&value),
             });
         }
         Ok(rows)

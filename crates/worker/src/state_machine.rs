@@ -231,16 +231,27 @@ pub fn outbox_key(seq: u64) -> Key {
 }
 
 /// A stored journal entry: type code (big-endian) then the protobuf payload.
-pub fn encode_entry(message_type: u16, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(2 + payload.len());
+/// A journal entry as stored: its message type, when it was appended (ms, the record's
+/// timestamp: shown as `appended_at`), then the protocol payload.
+pub fn encode_entry(message_type: u16, appended_at: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(ENTRY_HEADER + payload.len());
     bytes.extend_from_slice(&message_type.to_be_bytes());
+    bytes.extend_from_slice(&appended_at.to_be_bytes());
     bytes.extend_from_slice(payload);
     bytes
 }
 
+const ENTRY_HEADER: usize = 2 + 8;
+
+/// The message type and payload of a stored journal entry.
 pub fn decode_entry(bytes: &[u8]) -> Option<(u16, Bytes)> {
     let ty = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
-    Some((ty, Bytes::copy_from_slice(&bytes[2..])))
+    Some((ty, Bytes::copy_from_slice(bytes.get(ENTRY_HEADER..)?)))
+}
+
+/// When a stored journal entry was appended (ms since the epoch).
+pub fn entry_appended_at(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(2..ENTRY_HEADER)?.try_into().ok()?))
 }
 
 /// The applied LSN as stored.
@@ -398,7 +409,7 @@ impl StateMachine {
         };
         txn.put_raw(
             journal_key(&id, 0),
-            encode_entry(MessageType::InputCommand.code(), &input.encode_to_vec()),
+            encode_entry(MessageType::InputCommand.code(), now, &input.encode_to_vec()),
         );
         let mut status = InvocationStatus {
             target: request.target,
@@ -569,7 +580,7 @@ impl StateMachine {
     ) -> ApplyResult<()> {
         let ty = MessageType::from_code(message_type);
         let index = status.journal_length;
-        txn.put_raw(journal_key(&id, index), encode_entry(message_type, &payload));
+        txn.put_raw(journal_key(&id, index), encode_entry(message_type, now, &payload));
         status.journal_length += 1;
         status.journal_modified_at = now;
         if ty.is_command() {
@@ -842,7 +853,7 @@ impl StateMachine {
             signal,
         } = note;
         let index = status.journal_length;
-        txn.put_raw(journal_key(&id, index), encode_entry(ty.code(), &payload));
+        txn.put_raw(journal_key(&id, index), encode_entry(ty.code(), now, &payload));
         status.journal_length += 1;
         status.journal_modified_at = now;
         if let Some(completion_id) = completion_id {
