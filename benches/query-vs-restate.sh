@@ -34,8 +34,11 @@ source benches/lib.sh
 source benches/servers.sh
 
 sql() { # admin port, query: the JSON rows
-  curl -fsS "http://127.0.0.1:$1/query" -H 'accept: application/json' --json "$(python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1]}))' "$2")"
+  curl -fsS "http://127.0.0.1:$1/query" -H 'accept: application/json' --json "$(body "$2")"
 }
+body() { python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1]}))' "$1"; }
+# Only curl is timed: the request body is encoded beforehand.
+post() { curl -fsS "http://127.0.0.1:$1/query" -H 'accept: application/json' --json "@$2"; }
 count() { sql "$1" "SELECT count(*) AS n FROM sys_invocation_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'; }
 # Median wall time in ms of running a command RUNS times.
 median_ms() {
@@ -82,9 +85,12 @@ measure() { # label, launcher
   echo "-- measuring" >&2
   export RESTATE_ADMIN_URL="http://127.0.0.1:$admin"
   median_ms "$cli" invocations list > "$out/cli_list_ms"
-  median_ms sql "$admin" "SELECT id, target, status, created_at FROM sys_invocation WHERE id = '$id'" > "$out/by_id_ms"
-  median_ms sql "$admin" "SELECT key, value FROM state WHERE service_name = 'Counter' AND service_key = 'key-7'" > "$out/state_key_ms"
-  median_ms sql "$admin" "SELECT count(*) FROM sys_invocation_status" > "$out/count_ms"
+  body "SELECT id, target, status, created_at FROM sys_invocation WHERE id = '$id'" > "$out/by_id.json"
+  body "SELECT key, value FROM state WHERE service_name = 'Counter' AND service_key = 'key-7'" > "$out/state_key.json"
+  body "SELECT count(*) FROM sys_invocation_status" > "$out/count.json"
+  median_ms post "$admin" "$out/by_id.json" > "$out/by_id_ms"
+  median_ms post "$admin" "$out/state_key.json" > "$out/state_key_ms"
+  median_ms post "$admin" "$out/count.json" > "$out/count_ms"
   status_kb "$pid" VmRSS > "$out/rss_kb"
   stop "$pid"
   stop "$service_pid"

@@ -13,7 +13,7 @@ use restate_worker::model::{InvocationResult, InvocationStatus, Phase};
 
 use crate::pushdown::Pushdown;
 use crate::rows::{Rows, duration, list_u32, schema, timestamp};
-use crate::table::{Source, SysTable, storage};
+use crate::table::{Scan, Source, SysTable, storage};
 
 /// The columns of `sys_invocation_status`, after `partition_key` and `id`.
 fn status_columns() -> Vec<(&'static str, DataType)> {
@@ -99,14 +99,17 @@ impl SysTable for InvocationTable {
         }
     }
 
-    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch> {
-        let mut rows = Rows::new(self.schema());
-        for (id, status, attempt) in read_invocations(source, pushdown)? {
+    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
+        let mut rows = Rows::new(self.schema(), scan.projection());
+        for (id, status, attempt) in read_invocations(source, &scan.pushdown)? {
+            if scan.full(rows.len()) {
+                break;
+            }
             let state = attempt_state(&status, attempt.as_ref());
             if *self == Self::State && state.is_none() {
                 continue;
             }
-            rows.u64(Some(id.partition_key)).str(Some(&id.to_string()));
+            rows.u64(Some(id.partition_key)).str_with(|| Some(id.to_string()));
             if *self != Self::State {
                 let derived = (*self == Self::Joined).then(|| derived_status(&status, state.as_ref()));
                 push_status(&mut rows, &status, derived);
@@ -241,7 +244,7 @@ fn push_status(rows: &mut Rows, status: &InvocationStatus, derived: Option<&'sta
     rows.str(Some(derived.unwrap_or_else(|| phase_name(&status.phase))))
         .str(result)
         .str(failure.as_deref())
-        .str(Some(&target.to_string()))
+        .str_with(|| Some(target.to_string()))
         .str(Some(&target.service))
         .str(target.key.as_deref())
         .str(Some(&target.handler))
@@ -249,10 +252,10 @@ fn push_status(rows: &mut Rows, status: &InvocationStatus, derived: Option<&'sta
         .str(status.idempotency_key.as_deref())
         .str(Some(invoked_by))
         .str(caller_service.as_deref())
-        .str(status.invoked_by.as_ref().map(|c| c.id.to_string()).as_deref())
+        .str_with(|| status.invoked_by.as_ref().map(|c| c.id.to_string()))
         .str(status.invoked_by.as_ref().map(|c| c.target.as_str()))
-        .str(status.restarted_from.map(|id| id.to_string()).as_deref())
-        .str(pinned.map(|p| DeploymentId(p.deployment_id).to_string()).as_deref())
+        .str_with(|| status.restarted_from.map(|id| id.to_string()))
+        .str_with(|| pinned.map(|p| DeploymentId(p.deployment_id).to_string()))
         .u32(pinned.map(|p| p.protocol_version))
         .str(None)
         .u32(Some(status.journal_length))
@@ -273,7 +276,7 @@ fn push_state(rows: &mut Rows, state: Option<&AttemptInfo>) {
         .u64(state.map(|s| u64::from(s.retry_count)))
         .timestamp(state.and_then(|s| s.last_start_at))
         .timestamp(state.and_then(|s| s.next_retry_at))
-        .str(state.and_then(|s| s.deployment_id).map(|d| d.to_string()).as_deref())
+        .str_with(|| state.and_then(|s| s.deployment_id).map(|d| d.to_string()))
         .str(state.and_then(|s| s.server.as_deref()))
         .str(failure.map(|(_, message)| message.as_str()))
         .str(failure.map(|(code, _)| code.to_string()).as_deref())

@@ -11,9 +11,8 @@ use restate_types::InvocationId;
 use restate_worker::introspect::JournalRow;
 use serde_json::json;
 
-use crate::pushdown::Pushdown;
 use crate::rows::{Rows, schema, timestamp};
-use crate::table::{Source, SysTable, storage};
+use crate::table::{Scan, Source, SysTable, storage};
 
 /// The completion id a command is completed with (`result_completion_id`, field 11 of every
 /// command that has one).
@@ -61,9 +60,9 @@ impl SysTable for JournalTable {
         ])
     }
 
-    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch> {
-        let mut rows = Rows::new(self.schema());
-        let journals: Vec<(InvocationId, Vec<JournalRow>)> = match pushdown.values("id") {
+    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
+        let mut rows = Rows::new(self.schema(), scan.projection());
+        let journals: Vec<(InvocationId, Vec<JournalRow>)> = match scan.pushdown.values("id") {
             Some(ids) => {
                 let mut journals = Vec::new();
                 for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
@@ -84,6 +83,9 @@ impl SysTable for JournalTable {
             }
         };
         for (id, journal) in journals {
+            if scan.full(rows.len()) {
+                break;
+            }
             push_journal(&mut rows, &id, &journal);
         }
         rows.finish()

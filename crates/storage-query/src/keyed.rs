@@ -12,7 +12,7 @@ use restate_worker::model::{InboxEntry, InvocationResult};
 
 use crate::pushdown::Pushdown;
 use crate::rows::{Rows, schema, timestamp};
-use crate::table::{Source, SysTable, storage};
+use crate::table::{Scan, Source, SysTable, storage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyedTable {
@@ -66,9 +66,9 @@ impl SysTable for KeyedTable {
         schema(&columns)
     }
 
-    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch> {
-        let mut rows = Rows::new(self.schema());
-        let (partitions, scope) = scope(source, pushdown);
+    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
+        let mut rows = Rows::new(self.schema(), scan.projection());
+        let (partitions, scope) = scope(source, &scan.pushdown);
         for partition in partitions {
             match self {
                 Self::State => {

@@ -5,9 +5,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 
 use crate::invocations::service_type_name;
-use crate::pushdown::Pushdown;
 use crate::rows::{Rows, schema, timestamp};
-use crate::table::{Source, SysTable};
+use crate::table::{Scan, Source, SysTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RegistryTable {
@@ -37,9 +36,9 @@ impl SysTable for RegistryTable {
         }
     }
 
-    fn read(&self, source: &Source, _pushdown: &Pushdown) -> Result<RecordBatch> {
+    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
         let registry = source.worker.schema().get();
-        let mut rows = Rows::new(self.schema());
+        let mut rows = Rows::new(self.schema(), scan.projection());
         match self {
             Self::Service => {
                 for (deployment, service) in registry.active_services() {

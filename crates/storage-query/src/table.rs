@@ -20,8 +20,28 @@ use crate::pushdown::Pushdown;
 /// What a table is made of: its columns and how to read its rows.
 pub(crate) trait SysTable: Debug + Send + Sync + 'static {
     fn schema(&self) -> SchemaRef;
-    /// Reads the rows, restricted by `pushdown` where the table can use it. Blocking.
-    fn read(&self, source: &Source, pushdown: &Pushdown) -> Result<RecordBatch>;
+    /// Reads the rows, restricted by `pushdown` where the table can use it, building only the
+    /// `projection`'s columns (in its order) and stopping after `limit` rows. Blocking.
+    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch>;
+}
+
+/// What a scan asks of a table.
+pub(crate) struct Scan {
+    pub pushdown: Pushdown,
+    pub projection: Option<Vec<usize>>,
+    /// Set only when DataFusion applies no filter after the scan, so stopping early is exact.
+    pub limit: Option<usize>,
+}
+
+impl Scan {
+    pub(crate) fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
+    /// Whether `rows` already reach the limit.
+    pub(crate) fn full(&self, rows: usize) -> bool {
+        self.limit.is_some_and(|limit| rows >= limit)
+    }
 }
 
 /// Where tables read from: the partitions of this node's worker, and its schema registry.
@@ -88,23 +108,25 @@ impl TableProvider for Provider {
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let Some(worker) = self.worker.get().cloned() else {
             return Err(DataFusionError::External(
                 "this node runs no worker, so it has no partitions to query; ask a node with the worker role".into(),
             ));
         };
-        let pushdown = Pushdown::from_filters(filters);
+        let scan = Scan {
+            pushdown: Pushdown::from_filters(filters),
+            projection: projection.cloned(),
+            // With inexact filters DataFusion filters what the scan returns: no early stop.
+            limit: limit.filter(|_| filters.is_empty()),
+        };
         let table = self.table.clone();
         let source = Source { worker };
-        let batch = tokio::task::spawn_blocking(move || table.read(&source, &pushdown))
+        let batch = tokio::task::spawn_blocking(move || table.read(&source, &scan))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        let schema = batch.schema();
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
     }
 }
