@@ -8,8 +8,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use restate_types::manifest::ServiceType;
 use restate_types::{DeploymentId, InvocationId};
-use restate_worker::AttemptInfo;
 use restate_worker::model::{InvocationResult, InvocationStatus, Phase};
+use restate_worker::{AttemptInfo, PartitionHandle};
 
 use crate::pushdown::Pushdown;
 use crate::rows::{Rows, duration, list_u32, schema, timestamp};
@@ -100,8 +100,46 @@ impl SysTable for InvocationTable {
     }
 
     fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
+        self.rows_of(read_invocations(source, &scan.pushdown)?, scan)
+    }
+
+    /// A scan of every partition is split over [`SCAN_THREADS`] threads, each reading,
+    /// decoding and building the rows of its share of the partitions.
+    fn read_parallel(&self, source: &Source, scan: &Scan) -> Result<Vec<RecordBatch>> {
+        if scan.pushdown.values("id").is_some() {
+            return self.read(source, scan).map(|batch| vec![batch]);
+        }
+        let partitions = source.partitions_filtered(&scan.pushdown);
+        let share = partitions.len().div_ceil(SCAN_THREADS).max(1);
+        std::thread::scope(|threads| {
+            let readers: Vec<_> = partitions
+                .chunks(share)
+                .map(|chunk| {
+                    threads.spawn(move || {
+                        let mut found = Vec::new();
+                        for partition in chunk {
+                            statuses_of(partition, &scan.pushdown, &mut found)?;
+                        }
+                        self.rows_of(found, scan)
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                .map(|reader| reader.join().unwrap_or_else(|_| Err(storage("a scan thread panicked"))))
+                .collect()
+        })
+    }
+}
+
+/// Threads a full scan of the invocation tables uses (the node's CPUs are shared with the
+/// partition processors, so not more).
+const SCAN_THREADS: usize = 2;
+
+impl InvocationTable {
+    fn rows_of(&self, invocations: Vec<InvocationRow>, scan: &Scan) -> Result<RecordBatch> {
         let mut rows = Rows::new(self.schema(), scan.projection());
-        for (id, status, attempt) in read_invocations(source, &scan.pushdown)? {
+        for (id, status, attempt) in invocations {
             if scan.full(rows.len()) {
                 break;
             }
@@ -141,18 +179,24 @@ fn read_invocations(source: &Source, pushdown: &Pushdown) -> Result<Vec<Invocati
         }
         return Ok(found);
     }
-    let service = pushdown.single("target_service_name");
-    for partition in source.partitions(None) {
-        let mut attempts = partition.state.attempts();
-        for (id, status) in partition.invocation_statuses().map_err(storage)? {
-            if service.is_some_and(|s| s != status.target.service) {
-                continue;
-            }
-            let attempt = attempts.remove(&id);
-            found.push((id, status, attempt));
-        }
+    for partition in source.partitions_filtered(pushdown) {
+        statuses_of(&partition, pushdown, &mut found)?;
     }
     Ok(found)
+}
+
+/// Every status of one partition that a `target_service_name` filter allows.
+fn statuses_of(partition: &PartitionHandle, pushdown: &Pushdown, found: &mut Vec<InvocationRow>) -> Result<()> {
+    let service = pushdown.single("target_service_name");
+    let mut attempts = partition.state.attempts();
+    for (id, status) in partition.invocation_statuses().map_err(storage)? {
+        if service.is_some_and(|s| s != status.target.service) {
+            continue;
+        }
+        let attempt = attempts.remove(&id);
+        found.push((id, status, attempt));
+    }
+    Ok(())
 }
 
 /// What `sys_invocation_state` shows: the invoker's view while the leader runs or retries the

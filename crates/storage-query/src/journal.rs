@@ -74,7 +74,7 @@ impl SysTable for JournalTable {
             }
             None => {
                 let mut journals = Vec::new();
-                for partition in source.partitions(None) {
+                for partition in source.partitions_filtered(&scan.pushdown) {
                     for (id, _) in partition.invocation_statuses().map_err(storage)? {
                         journals.push((id, partition.journal(&id).map_err(storage)?));
                     }

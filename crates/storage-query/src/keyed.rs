@@ -28,7 +28,7 @@ fn scope<'a>(source: &Source, pushdown: &'a Pushdown) -> (Vec<PartitionHandle>, 
     let key = pushdown.single("service_key");
     let partitions = match key {
         Some(key) => source.partitions(Some(&[partition_key_of(key.as_bytes())])),
-        None => source.partitions(None),
+        None => source.partitions_filtered(pushdown),
     };
     let scope = KeyScope {
         service,

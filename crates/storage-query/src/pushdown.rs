@@ -89,6 +89,8 @@ fn column_of(expr: &Expr) -> Option<String> {
 
 fn literal_of(expr: &Expr) -> Option<String> {
     match expr {
+        Expr::Literal(ScalarValue::UInt64(Some(value)), _) => Some(value.to_string()),
+        Expr::Literal(ScalarValue::Int64(Some(value)), _) => Some(value.to_string()),
         Expr::Literal(ScalarValue::Utf8(Some(value)) | ScalarValue::Utf8View(Some(value)), _) => Some(value.clone()),
         Expr::Literal(ScalarValue::LargeUtf8(Some(value)), _) => Some(value.clone()),
         Expr::Cast(cast) => literal_of(&cast.expr),

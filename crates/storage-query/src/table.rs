@@ -23,6 +23,12 @@ pub(crate) trait SysTable: Debug + Send + Sync + 'static {
     /// Reads the rows, restricted by `pushdown` where the table can use it, building only the
     /// `projection`'s columns (in its order) and stopping after `limit` rows. Blocking.
     fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch>;
+
+    /// [`Self::read`], possibly as several batches read in parallel (DataFusion runs each as
+    /// a partition of the scan).
+    fn read_parallel(&self, source: &Source, scan: &Scan) -> Result<Vec<RecordBatch>> {
+        self.read(source, scan).map(|batch| vec![batch])
+    }
 }
 
 /// What a scan asks of a table.
@@ -58,6 +64,14 @@ impl Source {
             .filter(|(range, _)| keys.is_none_or(|keys| keys.iter().any(|k| range.contains(k))))
             .map(|(_, handle)| handle.clone())
             .collect()
+    }
+
+    /// The partitions a `partition_key = …` / `IN (…)` filter allows (all without one).
+    pub(crate) fn partitions_filtered(&self, pushdown: &Pushdown) -> Vec<PartitionHandle> {
+        let keys: Option<Vec<u64>> = pushdown
+            .values("partition_key")
+            .map(|values| values.iter().filter_map(|v| v.parse().ok()).collect());
+        self.partitions(keys.as_deref())
     }
 }
 
@@ -123,10 +137,17 @@ impl TableProvider for Provider {
         };
         let table = self.table.clone();
         let source = Source { worker };
-        let batch = tokio::task::spawn_blocking(move || table.read(&source, &scan))
+        let batches = tokio::task::spawn_blocking(move || table.read_parallel(&source, &scan))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        let schema = batch.schema();
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
+        let schema = match batches.first() {
+            Some(batch) => batch.schema(),
+            None => match projection {
+                Some(projection) => Arc::new(self.schema.project(projection)?),
+                None => self.schema.clone(),
+            },
+        };
+        let partitions: Vec<Vec<RecordBatch>> = batches.into_iter().map(|batch| vec![batch]).collect();
+        Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
     }
 }
