@@ -185,12 +185,16 @@ fn read_invocations(source: &Source, pushdown: &Pushdown) -> Result<Vec<Invocati
     Ok(found)
 }
 
-/// Every status of one partition that a `target_service_name` filter allows.
+/// Every status of one partition that a `target_service_name` filter allows (and, with
+/// `status != 'completed'`, only unfinished ones: `completed` means the same in every table).
 fn statuses_of(partition: &PartitionHandle, pushdown: &Pushdown, found: &mut Vec<InvocationRow>) -> Result<()> {
     let service = pushdown.single("target_service_name");
+    let skip_completed = pushdown.excludes("status", "completed");
     let mut attempts = partition.state.attempts();
     for (id, status) in partition.invocation_statuses().map_err(storage)? {
-        if service.is_some_and(|s| s != status.target.service) {
+        if service.is_some_and(|s| s != status.target.service)
+            || (skip_completed && matches!(status.phase, Phase::Completed { .. }))
+        {
             continue;
         }
         let attempt = attempts.remove(&id);

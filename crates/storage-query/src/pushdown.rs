@@ -12,6 +12,8 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Pushdown {
     values: HashMap<String, Vec<String>>,
+    /// For each column, values a row may not have (from `column != 'x'`).
+    excluded: HashMap<String, Vec<String>>,
 }
 
 impl Pushdown {
@@ -39,6 +41,16 @@ impl Pushdown {
                         },
                     };
                     self.restrict(column, vec![value]);
+                }
+                Operator::NotEq => {
+                    let (column, value) = match (column_of(left), literal_of(right)) {
+                        (Some(column), Some(value)) => (column, value),
+                        _ => match (column_of(right), literal_of(left)) {
+                            (Some(column), Some(value)) => (column, value),
+                            _ => return,
+                        },
+                    };
+                    self.excluded.entry(column).or_default().push(value);
                 }
                 _ => {}
             },
@@ -68,6 +80,13 @@ impl Pushdown {
     /// The values `column` is restricted to, if the filters restrict it.
     pub(crate) fn values(&self, column: &str) -> Option<&[String]> {
         self.values.get(column).map(Vec::as_slice)
+    }
+
+    /// Whether the filters rule out rows whose `column` is `value`.
+    pub(crate) fn excludes(&self, column: &str, value: &str) -> bool {
+        self.excluded
+            .get(column)
+            .is_some_and(|values| values.iter().any(|v| v == value))
     }
 
     /// The single value `column` is restricted to.
@@ -118,7 +137,9 @@ mod tests {
         assert_eq!(pushdown.single("service_name"), Some("counter"));
         assert_eq!(pushdown.single("service_key"), Some("b"));
         assert_eq!(pushdown.values("id"), Some(&["inv_2".to_owned()][..]));
-        assert_eq!(pushdown.values("status"), None, "inequalities read everything");
+        assert_eq!(pushdown.values("status"), None, "inequalities restrict no value");
+        assert!(pushdown.excludes("status", "completed"));
+        assert!(!pushdown.excludes("status", "running"));
     }
 
     #[test]
