@@ -6,22 +6,7 @@ use restate_cluster_tests::TestDir;
 use restate_cluster_tests::servers::SdkService;
 use serde_json::json;
 
-use crate::invocations::{Answer, Client, START_TIMEOUT, side_effects, start_node};
-
-async fn post_with_key(client: &Client, path: &str, key: &str, body: serde_json::Value) -> anyhow::Result<Answer> {
-    let response = client
-        .http()
-        .post(format!("{}{path}", client.ingress))
-        .header("idempotency-key", key)
-        .json(&body)
-        .send()
-        .await?;
-    Ok(Answer {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.text().await?,
-    })
-}
+use crate::invocations::{Client, START_TIMEOUT, side_effects, start_node};
 
 #[tokio::test]
 async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
@@ -33,8 +18,8 @@ async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
     client.register(json!({"uri": service.uri})).await?;
 
     // The same key twice: one execution, the same id and answer.
-    let first = post_with_key(&client, "Runner/sideEffect", "ik-1", json!("once")).await?;
-    let second = post_with_key(&client, "Runner/sideEffect", "ik-1", json!("once")).await?;
+    let first = client.call_keyed("Runner/sideEffect", "ik-1", json!("once")).await?;
+    let second = client.call_keyed("Runner/sideEffect", "ik-1", json!("once")).await?;
     assert_eq!(
         (first.status, first.body.as_str()),
         (200, "\"ran once\""),
@@ -46,8 +31,8 @@ async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
     assert_eq!(side_effects(&effects).get("once"), Some(&1));
 
     // Sends: accepted once, then previously accepted with the same id.
-    let sent = post_with_key(&client, "Sleeper/sleep/send", "ik-2", json!(1500)).await?;
-    let again = post_with_key(&client, "Sleeper/sleep/send", "ik-2", json!(1500)).await?;
+    let sent = client.call_keyed("Sleeper/sleep/send", "ik-2", json!(1500)).await?;
+    let again = client.call_keyed("Sleeper/sleep/send", "ik-2", json!(1500)).await?;
     assert_eq!(sent.json()["status"], json!("Accepted"), "{}", sent.body);
     assert_eq!(again.json()["status"], json!("PreviouslyAccepted"), "{}", again.body);
     let id = sent.json()["invocationId"].as_str().unwrap_or_default().to_owned();
@@ -95,7 +80,7 @@ async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
     node.restart();
     node.wait_alive(START_TIMEOUT).await?;
     let client = Client::new(&node);
-    let after = post_with_key(&client, "Runner/sideEffect", "ik-1", json!("once")).await?;
+    let after = client.call_keyed("Runner/sideEffect", "ik-1", json!("once")).await?;
     assert_eq!(after.body, first.body);
     assert_eq!(side_effects(&effects).get("once"), Some(&1));
 
@@ -111,13 +96,9 @@ async fn idempotency_keys_attach_output_and_retention() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     for round in 0.. {
         // The ingress picks the new retention up within its schema refresh.
-        let short = post_with_key(
-            &client,
-            "Runner/sideEffect",
-            &format!("ik-short-{round}"),
-            json!("short"),
-        )
-        .await?;
+        let short = client
+            .call_keyed("Runner/sideEffect", &format!("ik-short-{round}"), json!("short"))
+            .await?;
         assert_eq!(short.status, 200, "{}", short.body);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let id = short.header("x-restate-id").unwrap_or_default().to_owned();

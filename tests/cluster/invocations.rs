@@ -68,6 +68,22 @@ impl Client {
             .await
     }
 
+    /// POST to the ingress with an `idempotency-key` header.
+    pub async fn call_keyed(&self, path: &str, key: &str, body: Value) -> anyhow::Result<Answer> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.ingress))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await?;
+        Ok(Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await?,
+        })
+    }
+
     /// `GET` on the ingress, e.g. `ingress_get("restate/invocation/{id}/output")`.
     pub async fn ingress_get(&self, path: &str) -> anyhow::Result<Answer> {
         self.request(reqwest::Method::GET, &format!("{}{path}", self.ingress), None)

@@ -44,18 +44,7 @@ async fn setup(env: &[(&str, &str)]) -> anyhow::Result<Setup> {
 /// POST with an `idempotency-key` (upstream makes every call idempotent, so a retried request
 /// never runs twice).
 async fn call_keyed(client: &Client, path: &str, key: &str, body: Value) -> anyhow::Result<Answer> {
-    let response = client
-        .http()
-        .post(format!("{}{path}", client.ingress))
-        .header("idempotency-key", key)
-        .json(&body)
-        .send()
-        .await?;
-    Ok(Answer {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.text().await?,
-    })
+    client.call_keyed(path, key, body).await
 }
 
 /// `{path}/send` with an idempotency key: the new invocation's id.
