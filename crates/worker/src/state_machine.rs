@@ -29,64 +29,6 @@ pub mod fsm {
     pub const NEXT_OUTBOX_SEQ: u8 = 4;
 }
 
-/// A notification to append: its type, payload and the completion id it resolves.
-struct Note {
-    ty: MessageType,
-    payload: Vec<u8>,
-    completion_id: Option<u32>,
-    signal: Option<proto::signal_notification_message::SignalId>,
-}
-
-impl Note {
-    /// The callee's id, for the `invocation_id_notification_idx` of a call or send.
-    fn call_id(completion_id: u32, call: &ResolvedCall) -> Self {
-        let message = proto::CallInvocationIdCompletionNotificationMessage {
-            completion_id,
-            invocation_id: call.callee.to_string(),
-        };
-        Self::new(
-            MessageType::CallInvocationIdCompletionNotification,
-            &message,
-            completion_id,
-        )
-    }
-
-    fn new(ty: MessageType, message: &impl prost::Message, completion_id: u32) -> Self {
-        Self {
-            ty,
-            payload: message.encode_to_vec(),
-            completion_id: Some(completion_id),
-            signal: None,
-        }
-    }
-
-    /// A signal by index (`SignalId::Idx`) or by name.
-    fn signal(signal: proto::signal_notification_message::SignalId, result: SignalResult) -> Self {
-        use proto::signal_notification_message::Result;
-        let result = match result {
-            SignalResult::Void => Result::Void(proto::Void {}),
-            SignalResult::Value(value) => Result::Value(proto::Value {
-                content: Bytes::from(value),
-            }),
-            SignalResult::Failure { code, message } => Result::Failure(proto::Failure {
-                code: u32::from(code),
-                message,
-                metadata: Vec::new(),
-            }),
-        };
-        let message = proto::SignalNotificationMessage {
-            signal_id: Some(signal.clone()),
-            result: Some(result),
-        };
-        Self {
-            ty: MessageType::SignalNotification,
-            payload: message.encode_to_vec(),
-            completion_id: None,
-            signal: Some(signal),
-        }
-    }
-}
-
 /// What the leader does after a record is applied (followers ignore all of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -138,27 +80,6 @@ pub enum Action {
 }
 
 pub type ApplyResult<T> = Result<T, PartitionStoreError>;
-
-/// An SDK's failure as the invocation's result (codes outside u16 become 500).
-pub(crate) fn failure_of(failure: proto::Failure) -> InvocationResult {
-    InvocationResult::Failure {
-        code: u16::try_from(failure.code).unwrap_or(500),
-        message: failure.message,
-        metadata: failure.metadata.into_iter().map(|m| (m.key, m.value)).collect(),
-    }
-}
-
-/// A failed result as the protocol's failure, metadata included.
-pub(crate) fn proto_failure(code: u16, message: String, metadata: Vec<(String, String)>) -> proto::Failure {
-    proto::Failure {
-        code: u32::from(code),
-        message,
-        metadata: metadata
-            .into_iter()
-            .map(|(key, value)| proto::FailureMetadata { key, value })
-            .collect(),
-    }
-}
 
 /// The state machine of one partition.
 pub struct StateMachine {
@@ -924,6 +845,9 @@ impl StateMachine {
     }
 }
 
+#[path = "state_machine_note.rs"]
+mod note;
+use note::{Note, failure_of, proto_failure};
 #[path = "state_machine_invocations.rs"]
 mod invocations;
 #[path = "state_machine_lifecycle.rs"]
