@@ -225,6 +225,29 @@ pub(crate) async fn concurrent_counter_adds(node: &TestNode, client: &Client) ->
     Ok(())
 }
 
+/// One node with `examples/typescript/scenarios.js` registered. Fields drop in order: the
+/// service stops before the node, the directory goes last.
+pub(crate) struct ScenarioNode {
+    pub client: Client,
+    pub _service: SdkService,
+    pub _node: TestNode,
+    pub _dir: TestDir,
+}
+
+pub(crate) async fn scenario_node(env: &[(&str, &str)]) -> anyhow::Result<ScenarioNode> {
+    let dir = TestDir::new();
+    let node = start_node(&dir, env).await?;
+    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    Ok(ScenarioNode {
+        client,
+        _service: service,
+        _node: node,
+        _dir: dir,
+    })
+}
+
 pub(crate) async fn start_node(dir: &TestDir, env: &[(&str, &str)]) -> anyhow::Result<TestNode> {
     let mut spec = NodeSpec::new("node-1").config_file(example_config("single-node.toml"));
     for (key, value) in env {

@@ -2,19 +2,14 @@
 //! invocations (output by id, restart as new, purge-journal, purge), and state edits
 //! (`POST /services/{s}/state`) take effect between two handlers.
 
-use restate_cluster_tests::TestDir;
-use restate_cluster_tests::servers::SdkService;
 use serde_json::json;
 
-use crate::invocations::{Client, start_node};
+use crate::invocations::scenario_node;
 
 #[tokio::test]
 async fn ended_invocations_are_kept_restarted_as_new_and_purged() -> anyhow::Result<()> {
-    let dir = TestDir::new();
-    let node = start_node(&dir, &[]).await?;
-    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let setup = scenario_node(&[]).await?;
+    let client = &setup.client;
 
     // A plain call, no idempotency key: kept for the journal retention (1 day by default).
     let greeted = client.call("Greeter/greet", json!("Sam")).await?;
@@ -89,11 +84,8 @@ async fn ended_invocations_are_kept_restarted_as_new_and_purged() -> anyhow::Res
 
 #[tokio::test]
 async fn journal_retention_zero_forgets_ended_invocations() -> anyhow::Result<()> {
-    let dir = TestDir::new();
-    let node = start_node(&dir, &[("RESTATE_DEFAULT_JOURNAL_RETENTION", "0s")]).await?;
-    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let setup = scenario_node(&[("RESTATE_DEFAULT_JOURNAL_RETENTION", "0s")]).await?;
+    let client = &setup.client;
     let greeted = client.call("Greeter/greet", json!("Sam")).await?;
     let id = greeted.header("x-restate-id").unwrap_or_default().to_owned();
     let output = client.ingress_get(&format!("restate/invocation/{id}/output")).await?;
@@ -103,11 +95,8 @@ async fn journal_retention_zero_forgets_ended_invocations() -> anyhow::Result<()
 
 #[tokio::test]
 async fn state_edits_replace_an_objects_state() -> anyhow::Result<()> {
-    let dir = TestDir::new();
-    let node = start_node(&dir, &[]).await?;
-    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let setup = scenario_node(&[]).await?;
+    let client = &setup.client;
     let state_url = format!("{}services/Counter/state", client.admin);
     let edit = |body: serde_json::Value| client.request(reqwest::Method::POST, &state_url, Some(body));
 

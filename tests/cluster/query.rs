@@ -1,19 +1,14 @@
 //! `POST /query` on a real node: the introspection tables hold what the invocations did, JSON
 //! and Arrow answers, and bad SQL gets a 400 that says why while the node keeps serving.
 
-use restate_cluster_tests::TestDir;
-use restate_cluster_tests::servers::SdkService;
 use serde_json::json;
 
-use crate::invocations::{Client, start_node};
+use crate::invocations::scenario_node;
 
 #[tokio::test]
 async fn sql_introspection_shows_invocations_state_and_journals() -> anyhow::Result<()> {
-    let dir = TestDir::new();
-    let node = start_node(&dir, &[]).await?;
-    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let setup = scenario_node(&[]).await?;
+    let client = &setup.client;
 
     let added = client.call("Counter/alice/add", json!(7)).await?;
     let add_id = added.header("x-restate-id").unwrap_or_default().to_owned();
@@ -175,13 +170,10 @@ async fn sql_introspection_shows_invocations_state_and_journals() -> anyhow::Res
 /// `[admin.query-engine] pgsql-bind-address`: `psql` reads the same tables.
 #[tokio::test]
 async fn psql_queries_the_tables_over_the_postgresql_protocol() -> anyhow::Result<()> {
-    let dir = TestDir::new();
     let port = restate_cluster_tests::servers::free_port();
     let address = format!("127.0.0.1:{port}");
-    let node = start_node(&dir, &[("RESTATE_ADMIN__QUERY_ENGINE__PGSQL_BIND_ADDRESS", &address)]).await?;
-    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let setup = scenario_node(&[("RESTATE_ADMIN__QUERY_ENGINE__PGSQL_BIND_ADDRESS", &address)]).await?;
+    let client = &setup.client;
     client.call("Counter/pg/add", json!(3)).await?;
 
     let psql = |sql: &'static str| {

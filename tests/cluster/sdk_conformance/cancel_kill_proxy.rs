@@ -31,7 +31,9 @@ async fn cancel_blocked(client: &Client, operation: &str, from: CancelFrom) -> a
         }
         CancelFrom::Context => {
             let request = proxy_request("ConfCancelRunner", Some(key.as_str()), "startTest", &json!(operation));
-            let sent = call_keyed(client, "ConfProxy/oneWayCall", &format!("start-{key}"), request).await?;
+            let sent = client
+                .call_keyed("ConfProxy/oneWayCall", &format!("start-{key}"), request)
+                .await?;
             anyhow::ensure!(sent.status == 200, "oneWayCall answered {}: {}", sent.status, sent.body);
             sent.json().as_str().unwrap_or_default().to_owned()
         }
@@ -44,13 +46,13 @@ async fn cancel_blocked(client: &Client, operation: &str, from: CancelFrom) -> a
         move || async move { anyhow::Ok(client.post_empty(holder).await?.json() == json!(true)) },
     )
     .await?;
-    let unlocked = call_keyed(
-        client,
-        &format!("ConfAwakeableHolder/{key}/unlock"),
-        &format!("unlock-{key}"),
-        json!("cancel"),
-    )
-    .await?;
+    let unlocked = client
+        .call_keyed(
+            &format!("ConfAwakeableHolder/{key}/unlock"),
+            &format!("unlock-{key}"),
+            json!("cancel"),
+        )
+        .await?;
     anyhow::ensure!(
         unlocked.status == 200,
         "unlock answered {}: {}",
@@ -145,13 +147,9 @@ async fn kill_invocation() -> anyhow::Result<()> {
         anyhow::Ok(client.post_empty("ConfAwakeableHolder/tree/hasAwakeable").await?.json() == json!(true))
     })
     .await?;
-    let unlocked = call_keyed(
-        client,
-        "ConfAwakeableHolder/tree/unlock",
-        "unlock-tree",
-        json!("cancel"),
-    )
-    .await?;
+    let unlocked = client
+        .call_keyed("ConfAwakeableHolder/tree/unlock", "unlock-tree", json!("cancel"))
+        .await?;
     assert_eq!(unlocked.status, 200, "{}", unlocked.body);
 
     // The singleton now waits for a call to itself, queued behind its own lock. Kill the root.
@@ -198,12 +196,12 @@ async fn proxy_and_fan_out() -> anyhow::Result<()> {
 
     // regularCall: the callee's answer comes back byte for byte.
     let request = proxy_request("ConfUtils", None, "uppercaseEcho", &json!("ping"));
-    let called = call_keyed(client, "ConfProxy/call", "regular", request).await?;
+    let called = client.call_keyed("ConfProxy/call", "regular", request).await?;
     assert_eq!(unbytes(&called), json!("PING"), "{}\n{}", called.body, s.node.log());
 
     // oneWayCall.
     let request = proxy_request("ConfCounter", Some("one-way"), "add", &json!(1));
-    let sent = call_keyed(client, "ConfProxy/oneWayCall", "one-way", request).await?;
+    let sent = client.call_keyed("ConfProxy/oneWayCall", "one-way", request).await?;
     assert_eq!(sent.status, 200, "{}", sent.body);
     client
         .eventually("ConfCounter/one-way/get", json!(null), json!(1))
@@ -259,7 +257,9 @@ async fn proxy_and_fan_out() -> anyhow::Result<()> {
     for i in 0..10 {
         let mut request = proxy_request("ConfCounter", Some("delayed"), "add", &json!(1));
         request["delayMillis"] = json!(delay.as_millis() as u64);
-        let sent = call_keyed(client, "ConfProxy/oneWayCall", &format!("delayed-{i}"), request).await?;
+        let sent = client
+            .call_keyed("ConfProxy/oneWayCall", &format!("delayed-{i}"), request)
+            .await?;
         assert_eq!(sent.status, 200, "{}", sent.body);
     }
     if started.elapsed() < delay / 2 {
@@ -283,7 +283,9 @@ async fn proxy_and_fan_out() -> anyhow::Result<()> {
             })
         })
         .collect();
-    let fanned = call_keyed(client, "ConfProxy/manyCalls", "fan-out", json!(calls)).await?;
+    let fanned = client
+        .call_keyed("ConfProxy/manyCalls", "fan-out", json!(calls))
+        .await?;
     assert_eq!(fanned.status, 200, "{}", fanned.body);
     // The 10 calls have answered, so at least 10 adds ran; the sends follow.
     let now = client

@@ -37,22 +37,22 @@ async fn non_determinism() -> anyhow::Result<()> {
     let client = &s.client;
     for handler in NON_DETERMINISTIC {
         // The counter exists before (upstream adds 1 first).
-        let added = call_keyed(
-            client,
-            &format!("ConfCounter/{handler}/add"),
-            &format!("pre-{handler}"),
-            json!(1),
-        )
-        .await?;
+        let added = client
+            .call_keyed(
+                &format!("ConfCounter/{handler}/add"),
+                &format!("pre-{handler}"),
+                json!(1),
+            )
+            .await?;
         assert_eq!(added.status, 200, "{}", added.body);
 
-        let failed = call_keyed(
-            client,
-            &format!("ConfNonDeterministic/{handler}/{handler}"),
-            &format!("nd-{handler}"),
-            json!(null),
-        )
-        .await?;
+        let failed = client
+            .call_keyed(
+                &format!("ConfNonDeterministic/{handler}/{handler}"),
+                &format!("nd-{handler}"),
+                json!(null),
+            )
+            .await?;
         assert_eq!(failed.status, 570, "{handler}: {}\n{}", failed.body, s.node.log());
         assert_failed(&failed, "mismatch");
 
@@ -92,7 +92,9 @@ async fn non_determinism_paused() -> anyhow::Result<()> {
     let client = &s.client;
     let node = &s.node;
     let handler = "setDifferentKey";
-    let added = call_keyed(client, &format!("ConfCounter/{handler}/add"), "pre", json!(1)).await?;
+    let added = client
+        .call_keyed(&format!("ConfCounter/{handler}/add"), "pre", json!(1))
+        .await?;
     assert_eq!(added.status, 200, "{}", added.body);
     let id = send_keyed(
         client,
@@ -178,15 +180,15 @@ async fn call_ordering() -> anyhow::Result<()> {
                 })
             })
             .collect();
-        let answered = call_keyed(&s.client, "ConfProxy/manyCalls", &format!("order-{n}"), json!(calls)).await?;
+        let answered = s
+            .client
+            .call_keyed("ConfProxy/manyCalls", &format!("order-{n}"), json!(calls))
+            .await?;
         assert_eq!(answered.status, 200, "{}\n{}", answered.body, s.node.log());
-        let cleared = call_keyed(
-            &s.client,
-            &format!("ConfList/{list}/clear"),
-            &format!("clear-{n}"),
-            json!(null),
-        )
-        .await?;
+        let cleared = s
+            .client
+            .call_keyed(&format!("ConfList/{list}/clear"), &format!("clear-{n}"), json!(null))
+            .await?;
         assert_eq!(cleared.json(), json!(["0", "1", "2"]), "{ordering:?}: {}", cleared.body);
     }
     Ok(())
@@ -211,23 +213,23 @@ async fn combinator_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
     let combine = |key: &str| format!("ConfCombinators/{key}/combine");
 
     // awakeableOrTimeoutUsingAwaitAny: nobody completes the awakeable, the timer wins.
-    let raced = call_keyed(
-        client,
-        &combine("race"),
-        "race",
-        json!({"mode": "race", "of": [{"awakeable": "awk1"}, {"sleep": 100}]}),
-    )
-    .await?;
+    let raced = client
+        .call_keyed(
+            &combine("race"),
+            "race",
+            json!({"mode": "race", "of": [{"awakeable": "awk1"}, {"sleep": 100}]}),
+        )
+        .await?;
     assert_eq!(raced.json(), json!("sleep"), "{}\n{}", raced.body, s.node.log());
 
     // awakeableOrTimeoutUsingAwakeableTimeoutCommand.
-    let timed_out = call_keyed(
-        client,
-        "ConfCombinators/timeout/awakeableOrTimeout",
-        "timeout",
-        json!({"name": "should-timeout-awk", "timeoutMillis": 100}),
-    )
-    .await?;
+    let timed_out = client
+        .call_keyed(
+            "ConfCombinators/timeout/awakeableOrTimeout",
+            "timeout",
+            json!({"name": "should-timeout-awk", "timeoutMillis": 100}),
+        )
+        .await?;
     assert_failed(&timed_out, "await-timeout");
 
     // firstSuccessfulCompletedAwakeable: failing runs and a rejected awakeable are skipped.
@@ -240,7 +242,9 @@ async fn combinator_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
                 {"awakeable": "awk1"}, {"runFails": "run1"},
                 {"awakeable": "awk2"}, {"runFails": "run2"},
             ]);
-            call_keyed(&client, &path, "first", json!({"mode": "any", "of": of})).await
+            client
+                .call_keyed(&path, "first", json!({"mode": "any", "of": of}))
+                .await
         })
     };
     wait_until("awakeable awk2 is created", move || async move {
@@ -275,13 +279,13 @@ async fn combinator_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
     assert_eq!(first.json(), json!("awk1-result"), "{}", first.body);
 
     // mixedRunWinsRaceAgainstSignal: a run beats a signal nobody sends.
-    let won = call_keyed(
-        client,
-        &combine("mixed-race"),
-        "mixed-race",
-        json!({"mode": "race", "of": [{"signal": "sig"}, {"runReturns": "runval"}]}),
-    )
-    .await?;
+    let won = client
+        .call_keyed(
+            &combine("mixed-race"),
+            "mixed-race",
+            json!({"mode": "race", "of": [{"signal": "sig"}, {"runReturns": "runval"}]}),
+        )
+        .await?;
     assert_eq!(won.json(), json!("runval"), "{}", won.body);
 
     // all / allSettled / any over runs and timers (the signal-free forms of upstream's cases).
@@ -302,16 +306,16 @@ async fn combinator_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
             json!("sleep"),
         ),
     ] {
-        let answer = call_keyed(client, &combine(key), key, request).await?;
+        let answer = client.call_keyed(&combine(key), key, request).await?;
         assert_eq!(answer.json(), expected, "{key}: {}", answer.body);
     }
-    let all_failed = call_keyed(
-        client,
-        &combine("none"),
-        "none",
-        json!({"mode": "any", "of": [{"runFails": "x"}, {"runFails": "y"}]}),
-    )
-    .await?;
+    let all_failed = client
+        .call_keyed(
+            &combine("none"),
+            "none",
+            json!({"mode": "any", "of": [{"runFails": "x"}, {"runFails": "y"}]}),
+        )
+        .await?;
     assert_failed(&all_failed, "all failed: x|y");
     Ok(())
 }
@@ -383,7 +387,7 @@ async fn combinators_with_named_signals() -> anyhow::Result<()> {
         let id = send_keyed(client, &format!("ConfCombinators/{key}/combine"), key, request).await?;
         for (name, outcome) in signals {
             let (path, body) = signal(id.as_str(), name, outcome);
-            let sent = call_keyed(client, path, &format!("{key}-{name}"), body).await?;
+            let sent = client.call_keyed(path, &format!("{key}-{name}"), body).await?;
             assert_eq!(sent.status, 200, "{key}/{name}: {}", sent.body);
         }
         let attached = client.ingress_get(&format!("restate/invocation/{id}/attach")).await?;

@@ -41,15 +41,9 @@ async fn setup(env: &[(&str, &str)]) -> anyhow::Result<Setup> {
     })
 }
 
-/// POST with an `idempotency-key` (upstream makes every call idempotent, so a retried request
-/// never runs twice).
-async fn call_keyed(client: &Client, path: &str, key: &str, body: Value) -> anyhow::Result<Answer> {
-    client.call_keyed(path, key, body).await
-}
-
 /// `{path}/send` with an idempotency key: the new invocation's id.
 async fn send_keyed(client: &Client, path: &str, key: &str, body: Value) -> anyhow::Result<String> {
-    let answer = call_keyed(client, &format!("{path}/send"), key, body).await?;
+    let answer = client.call_keyed(&format!("{path}/send"), key, body).await?;
     anyhow::ensure!(
         answer.status == 202,
         "{path}/send answered {}: {}",

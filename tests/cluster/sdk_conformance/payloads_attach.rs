@@ -100,7 +100,9 @@ async fn attach_and_output() -> anyhow::Result<()> {
     let s = setup(&[]).await?;
     let client = &s.client;
     let id = send_keyed(client, "ConfBlocker/b1/run", "my-ik", json!(null)).await?;
-    let again = call_keyed(client, "ConfBlocker/b1/run/send", "my-ik", json!(null)).await?;
+    let again = client
+        .call_keyed("ConfBlocker/b1/run/send", "my-ik", json!(null))
+        .await?;
     assert_eq!(
         (again.json()["status"].clone(), again.json()["invocationId"].clone()),
         (json!("PreviouslyAccepted"), json!(id)),
@@ -122,13 +124,9 @@ async fn attach_and_output() -> anyhow::Result<()> {
         anyhow::Ok(client.post_empty("ConfBlocker/b1/getAwakeable").await?.json() != json!(""))
     })
     .await?;
-    let resolved = call_keyed(
-        client,
-        "ConfBlocker/b1/resolveAwakeable",
-        "resolve-b1",
-        json!("response"),
-    )
-    .await?;
+    let resolved = client
+        .call_keyed("ConfBlocker/b1/resolveAwakeable", "resolve-b1", json!("response"))
+        .await?;
     assert_eq!(resolved.status, 200, "{}", resolved.body);
 
     let attached = attach.await??;

@@ -20,7 +20,7 @@ async fn state_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
     let client = &s.client;
 
     // add: each answer has the value before and after.
-    let first = call_keyed(client, "ConfCounter/adds/add", "add-1", json!(1)).await?;
+    let first = client.call_keyed("ConfCounter/adds/add", "add-1", json!(1)).await?;
     assert_eq!(
         (first.status, first.json()),
         (200, json!({"oldValue": 0, "newValue": 1})),
@@ -28,17 +28,19 @@ async fn state_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
         first.body,
         s.node.log()
     );
-    let second = call_keyed(client, "ConfCounter/adds/add", "add-2", json!(2)).await?;
+    let second = client.call_keyed("ConfCounter/adds/add", "add-2", json!(2)).await?;
     assert_eq!(second.json(), json!({"oldValue": 1, "newValue": 3}), "{}", second.body);
     // The same idempotency key again: the first answer, no third add.
-    let again = call_keyed(client, "ConfCounter/adds/add", "add-2", json!(2)).await?;
+    let again = client.call_keyed("ConfCounter/adds/add", "add-2", json!(2)).await?;
     assert_eq!(again.json(), second.json(), "{}", again.body);
     assert_eq!(client.post_empty("ConfCounter/adds/get").await?.json(), json!(3));
 
     // proxyOneWayAdd: three one-way adds through a proxy service.
     for i in 0..3 {
         let request = proxy_request("ConfCounter", Some("proxied"), "add", &json!(1));
-        let sent = call_keyed(client, "ConfProxy/oneWayCall", &format!("proxy-add-{i}"), request).await?;
+        let sent = client
+            .call_keyed("ConfProxy/oneWayCall", &format!("proxy-add-{i}"), request)
+            .await?;
         assert_eq!(sent.status, 200, "{}", sent.body);
         assert!(
             sent.json().as_str().is_some_and(|id| id.starts_with("inv_")),
@@ -56,20 +58,22 @@ async fn state_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
         ("map", "my-key-1", "my-value-1"),
         ("map1", "my-key-2", "my-value-2"),
     ] {
-        let set = call_keyed(
-            client,
-            &format!("ConfMap/{map}/set"),
-            &format!("set-{map}-{key}"),
-            json!({"key": key, "value": value}),
-        )
-        .await?;
+        let set = client
+            .call_keyed(
+                &format!("ConfMap/{map}/set"),
+                &format!("set-{map}-{key}"),
+                json!({"key": key, "value": value}),
+            )
+            .await?;
         assert_eq!(set.status, 200, "{}", set.body);
     }
     assert_eq!(
         client.post_empty("ConfMap/map/keys").await?.json(),
         json!(["my-key-0", "my-key-1"])
     );
-    let cleared = call_keyed(client, "ConfMap/map/clearAll", "clear-map", json!(null)).await?;
+    let cleared = client
+        .call_keyed("ConfMap/map/clearAll", "clear-map", json!(null))
+        .await?;
     let mut removed: Vec<String> = cleared
         .json()
         .as_array()
@@ -90,7 +94,9 @@ async fn state_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
     );
 
     // Clearing one entry.
-    let reset = call_keyed(client, "ConfCounter/adds/reset", "reset-adds", json!(null)).await?;
+    let reset = client
+        .call_keyed("ConfCounter/adds/reset", "reset-adds", json!(null))
+        .await?;
     assert_eq!(reset.status, 200, "{}", reset.body);
     assert_eq!(client.post_empty("ConfCounter/adds/get").await?.json(), json!(0));
     Ok(())
@@ -114,7 +120,10 @@ async fn sleep_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
 
     // One short timer: the answer comes no sooner than it fires.
     let started = Instant::now();
-    let slept = call_keyed(&s.client, "ConfSleep/one/sleep", "sleep-one", json!(10)).await?;
+    let slept = s
+        .client
+        .call_keyed("ConfSleep/one/sleep", "sleep-one", json!(10))
+        .await?;
     assert_eq!(slept.json(), json!("slept"), "{}\n{}", slept.body, s.node.log());
     assert!(started.elapsed() >= Duration::from_millis(10));
 
@@ -125,13 +134,13 @@ async fn sleep_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
             let client = Client::new(&s.node);
             let timers: Vec<u64> = (0..20).map(|_| rand::random_range(10..=50)).collect();
             invocations.spawn(async move {
-                call_keyed(
-                    &client,
-                    &format!("ConfSleep/many-{i}/sleepMany"),
-                    &format!("many-{i}"),
-                    json!(timers),
-                )
-                .await
+                client
+                    .call_keyed(
+                        &format!("ConfSleep/many-{i}/sleepMany"),
+                        &format!("many-{i}"),
+                        json!(timers),
+                    )
+                    .await
             });
         }
         while let Some(joined) = invocations.join_next().await {
@@ -161,24 +170,24 @@ async fn user_errors() -> anyhow::Result<()> {
 
     // A terminal error, several times in a row (the deployment stays usable after each).
     for round in 0..3 {
-        let failed = call_keyed(
-            client,
-            &format!("ConfFailing/fail-{round}/terminallyFailingCall"),
-            &format!("fail-{round}"),
-            json!({"errorMessage": "my error"}),
-        )
-        .await?;
+        let failed = client
+            .call_keyed(
+                &format!("ConfFailing/fail-{round}/terminallyFailingCall"),
+                &format!("fail-{round}"),
+                json!({"errorMessage": "my error"}),
+            )
+            .await?;
         assert_failed(&failed, "my error");
         assert_eq!(failed.json()["source"], json!("invocation"), "{}", failed.body);
     }
     // Its code becomes the ingress's status.
-    let coded = call_keyed(
-        client,
-        "ConfFailing/coded/terminallyFailingCall",
-        "coded",
-        json!({"errorMessage": "unprocessable", "code": 422}),
-    )
-    .await?;
+    let coded = client
+        .call_keyed(
+            "ConfFailing/coded/terminallyFailingCall",
+            "coded",
+            json!({"errorMessage": "unprocessable", "code": 422}),
+        )
+        .await?;
     assert_eq!(
         (coded.status, coded.json()["code"].clone()),
         (422, json!(422)),
@@ -187,34 +196,30 @@ async fn user_errors() -> anyhow::Result<()> {
     );
 
     // A callee's terminal error fails the caller with the same message (and code).
-    let propagated = call_keyed(
-        client,
-        "ConfFailing/caller/callTerminallyFailingCall",
-        "propagated",
-        json!({"errorMessage": "propagated error", "code": 418}),
-    )
-    .await?;
+    let propagated = client
+        .call_keyed(
+            "ConfFailing/caller/callTerminallyFailingCall",
+            "propagated",
+            json!({"errorMessage": "propagated error", "code": 418}),
+        )
+        .await?;
     assert_failed(&propagated, "propagated error");
     assert_eq!(propagated.status, 418, "{}", propagated.body);
 
     // A terminal error thrown inside ctx.run.
-    let side_effect = call_keyed(
-        client,
-        "ConfFailing/run/terminallyFailingSideEffect",
-        "side-effect",
-        json!({"errorMessage": "failed side effect"}),
-    )
-    .await?;
+    let side_effect = client
+        .call_keyed(
+            "ConfFailing/run/terminallyFailingSideEffect",
+            "side-effect",
+            json!({"errorMessage": "failed side effect"}),
+        )
+        .await?;
     assert_failed(&side_effect, "failed side effect");
 
     // setStateThenFailShouldPersistState: the state written before the failure is kept.
-    let failed = call_keyed(
-        client,
-        "ConfCounter/my-failure-counter/addThenFail",
-        "add-then-fail",
-        json!(1),
-    )
-    .await?;
+    let failed = client
+        .call_keyed("ConfCounter/my-failure-counter/addThenFail", "add-then-fail", json!(1))
+        .await?;
     assert_failed(&failed, "my-failure-counter");
     assert_eq!(
         client.post_empty("ConfCounter/my-failure-counter/get").await?.json(),
@@ -222,13 +227,13 @@ async fn user_errors() -> anyhow::Result<()> {
     );
 
     // invocationWithEventualSuccess: retried after 3 retryable failures, answers attempt 4.
-    let eventual = call_keyed(
-        client,
-        "ConfFailing/eventual/failingCallWithEventualSuccess",
-        "eventual",
-        json!(null),
-    )
-    .await?;
+    let eventual = client
+        .call_keyed(
+            "ConfFailing/eventual/failingCallWithEventualSuccess",
+            "eventual",
+            json!(null),
+        )
+        .await?;
     assert_eq!(
         (eventual.status, eventual.json()),
         (200, json!(4)),
@@ -250,13 +255,14 @@ async fn user_errors_with_metadata() -> anyhow::Result<()> {
         ("terminallyFailingSideEffect", "failed side effect with metadata"),
     ] {
         for round in 0..3 {
-            let failed = call_keyed(
-                &s.client,
-                &format!("ConfFailing/meta-{round}/{handler}"),
-                &format!("meta-{handler}-{round}"),
-                json!({"errorMessage": text, "metadata": metadata}),
-            )
-            .await?;
+            let failed = s
+                .client
+                .call_keyed(
+                    &format!("ConfFailing/meta-{round}/{handler}"),
+                    &format!("meta-{handler}-{round}"),
+                    json!({"errorMessage": text, "metadata": metadata}),
+                )
+                .await?;
             assert_failed(&failed, text);
             assert_eq!(failed.json()["metadata"], metadata, "{handler}: {}", failed.body);
         }
