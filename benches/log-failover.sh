@@ -26,8 +26,8 @@ source benches/lib.sh
 # node the writers append through, $3: index of the node to kill, $4: label.
 scenario() {
   start_restate_cluster RESTATE_DEFAULT_REPLICATION=2 RESTATE_BIFROST__DEFAULT_PROVIDER=replicated
-  "$bin/restate-bench" log --address "${addresses[$1]}" --log-id 7 --duration 0s --concurrency 1 > /dev/null
-  "$bin/restate-bench" log --address "${addresses[$2]}" --log-id 7 --duration 6s \
+  "$bin/restate-bench" log --address "${addresses[$1]}" --log-id 1007 --duration 0s --concurrency 1 > /dev/null
+  "$bin/restate-bench" log --address "${addresses[$2]}" --log-id 1007 --duration 6s \
     --concurrency "$concurrency" > "$work/bench.out" &
   local bench=$!
   sleep 2

@@ -325,7 +325,7 @@ async fn appends_wait_for_enough_log_servers_and_say_why() -> anyhow::Result<()>
         .env("RESTATE_BIFROST__APPEND_TIMEOUT", "2s");
     let mut node = TestNode::start(dir.path(), spec, Ports::free());
     node.wait_alive(START_TIMEOUT).await?;
-    let error = logs::append(&node.fabric_url(), 1, vec![b"r".to_vec()])
+    let error = logs::append(&node.fabric_url(), 1001, vec![b"r".to_vec()])
         .await
         .expect_err("replication 2 cannot be met by one log-server");
     assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");

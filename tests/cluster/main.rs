@@ -16,6 +16,7 @@ mod metadata;
 mod migration;
 mod operations;
 mod operator;
+mod poison;
 mod query;
 mod sdk_conformance;
 mod sdk_rust;

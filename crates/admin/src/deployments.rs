@@ -165,9 +165,10 @@ impl From<DiscoveryError> for ApiError {
         let message = error.to_string();
         match &error {
             DiscoveryError::BadUri { .. } => Self::invalid_field("uri", message),
-            DiscoveryError::Unreachable { .. } | DiscoveryError::Status { .. } | DiscoveryError::ContentType { .. } => {
-                Self::coded(StatusCode::INTERNAL_SERVER_ERROR, "META0003", message)
-            }
+            DiscoveryError::Unreachable { .. }
+            | DiscoveryError::Status { .. }
+            | DiscoveryError::ContentType { .. }
+            | DiscoveryError::TooLarge { .. } => Self::coded(StatusCode::INTERNAL_SERVER_ERROR, "META0003", message),
             DiscoveryError::Manifest { error, .. } => match error {
                 ManifestError::ProtocolRange { .. } => {
                     Self::coded(StatusCode::INTERNAL_SERVER_ERROR, "META0012", message)
@@ -418,6 +419,9 @@ struct ServiceRevision {
     revision: u32,
 }
 
+/// What the admin API shows in place of a deployment's additional header values.
+const REDACTED: &str = "<redacted>";
+
 /// A deployment as listed (`S` = `ServiceRevision`) or detailed (`S` = `ServiceMetadata`).
 #[derive(Debug, Serialize)]
 struct DeploymentResponse<S> {
@@ -444,7 +448,13 @@ fn deployment_response<S>(deployment: &Deployment, service: impl Fn(&DeploymentS
             restate_types::manifest::ProtocolMode::RequestResponse => "RequestResponse",
         },
         http_version: deployment.http_version.as_str(),
-        additional_headers: deployment.additional_headers.clone(),
+        // Names only: the values are often credentials, and reading the deployment list must
+        // not hand them out.
+        additional_headers: deployment
+            .additional_headers
+            .keys()
+            .map(|name| (name.clone(), REDACTED.to_owned()))
+            .collect(),
         created_at: deployment.created_at.clone(),
         min_protocol_version: deployment.min_protocol_version,
         max_protocol_version: deployment.max_protocol_version,

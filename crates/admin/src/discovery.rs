@@ -13,6 +13,8 @@ use restate_types::manifest::{EndpointManifest, ManifestError, ManifestVersion, 
 const ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A manifest larger than this is refused (the body is read only this far).
+const MAX_MANIFEST_BYTES: usize = 16 << 20;
 
 /// Where and how to discover a deployment.
 #[derive(Debug, Clone)]
@@ -53,8 +55,11 @@ pub enum DiscoveryError {
         reason: String,
         use_http_11: bool,
     },
-    #[error("the deployment at {url} answered {status} to discovery, not a Restate manifest: {body}")]
-    Status { url: String, status: u16, body: String },
+    /// The body is not part of the message: it would let the admin API probe any address.
+    #[error("the deployment at {url} answered {status} to discovery, not a Restate manifest")]
+    Status { url: String, status: u16 },
+    #[error("the manifest of {url} is larger than {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge { url: String },
     #[error(
         "the deployment at {url} answered with content type `{content_type}`, not a Restate endpoint manifest \
          (application/vnd.restate.endpointmanifest.v1..v4+json): is it a Restate SDK endpoint?"
@@ -94,9 +99,12 @@ pub fn endpoint_url(uri: &str, path: &str) -> Result<String, DiscoveryError> {
 }
 
 fn client(request: &DiscoveryRequest) -> Result<reqwest::Client, DiscoveryError> {
+    // Redirects are not followed: the registered URI is the one invocations will use, and a
+    // redirect would let a registration reach an address nobody registered.
     let builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none());
     let builder = match (request.use_http_11, request.uri.starts_with("http://")) {
         (true, _) => builder.http1_only(),
         (false, true) => builder.http2_prior_knowledge(),
@@ -114,12 +122,15 @@ fn retryable(status: u16) -> bool {
 
 /// Discovers the deployment and checks its manifest.
 pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, DiscoveryError> {
-    let url = endpoint_url(&request.uri, "discover")?;
+    let (url, shown) = (
+        endpoint_url(&request.uri, "discover")?,
+        without_query(&endpoint_url(&request.uri, "discover")?),
+    );
     let client = client(request)?;
     // A network or body error: the deployment may answer on the next attempt.
-    let unreachable = |error: &reqwest::Error| DiscoveryError::Unreachable {
-        url: url.clone(),
-        reason: error_chain(error),
+    let unreachable = |error: reqwest::Error| DiscoveryError::Unreachable {
+        url: shown.clone(),
+        reason: error_chain(&error.without_url()),
         use_http_11: request.use_http_11,
     };
     let mut last = None;
@@ -136,7 +147,7 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
         let response = match call.send().await {
             Ok(response) => response,
             Err(error) => {
-                last = Some(unreachable(&error));
+                last = Some(unreachable(error));
                 continue;
             }
         };
@@ -153,18 +164,10 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
                 .map(str::to_owned)
         };
         let (content_type, sdk_version) = (header("content-type"), header("x-restate-server"));
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => {
-                last = Some(unreachable(&error));
-                continue;
-            }
-        };
         if !(200..300).contains(&status) {
             let error = DiscoveryError::Status {
-                url: url.clone(),
+                url: shown.clone(),
                 status,
-                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
             };
             if retryable(status) {
                 last = Some(error);
@@ -172,14 +175,34 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
             }
             return Err(error);
         }
+        let mut response = response;
+        let mut body = Vec::new();
+        let mut broken = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_MANIFEST_BYTES => {
+                    return Err(DiscoveryError::TooLarge { url: shown });
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(error) => {
+                    broken = Some(unreachable(error));
+                    break;
+                }
+            }
+        }
+        if let Some(error) = broken {
+            last = Some(error);
+            continue;
+        }
         let content_type = content_type.unwrap_or_default();
         let manifest_version =
             ManifestVersion::from_content_type(&content_type).ok_or_else(|| DiscoveryError::ContentType {
-                url: url.clone(),
+                url: shown.clone(),
                 content_type: content_type.clone(),
             })?;
         let refused = |error| DiscoveryError::Manifest {
-            url: url.clone(),
+            url: shown.clone(),
             error,
         };
         let manifest = EndpointManifest::from_json(&body).map_err(refused)?;
@@ -193,10 +216,18 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
         });
     }
     Err(last.unwrap_or_else(|| DiscoveryError::Unreachable {
-        url,
+        url: shown,
         reason: "no attempt was made".into(),
         use_http_11: request.use_http_11,
     }))
+}
+
+/// A URL as errors show it: its query may hold a credential, so it is left out.
+fn without_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((before, _)) => format!("{before}?…"),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ pub(crate) struct LogArgs {
     /// Bytes per record.
     #[arg(long, default_value_t = 128)]
     record_size: usize,
-    #[arg(long, default_value_t = 0)]
+    /// A log of its own: the partitions' logs (0 up to their number) refuse appends from outside.
+    #[arg(long, default_value_t = 1000)]
     log_id: u32,
     /// Give every record an identity, read the whole log back afterwards and print the counts
     /// of acknowledged, lost, duplicated and out-of-order records as the last line (JSON);

@@ -480,6 +480,17 @@ impl Bifrost {
         Ok((entries, tail))
     }
 
+    /// Whether `log_id` is a partition's log (partition `n` writes log `n`).
+    pub async fn is_partition_log(&self, log_id: u32) -> Result<bool, BifrostError> {
+        let table = self
+            .inner
+            .metadata
+            .get_json::<restate_types::metadata::PartitionTable>(restate_types::metadata::PARTITION_TABLE_KEY)
+            .await
+            .map_err(|e| BifrostError::Unavailable(format!("cannot read the partition table: {e}")))?;
+        Ok(table.is_some_and(|(_, table)| table.partitions.iter().any(|p| u32::from(p.id) == log_id)))
+    }
+
     /// The next LSN to be written.
     pub async fn find_tail(&self, log_id: u32) -> Result<Lsn, BifrostError> {
         let chain = self.chain(log_id, false).await?;

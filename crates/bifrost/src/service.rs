@@ -89,8 +89,20 @@ impl BifrostSvc for BifrostService {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let request = request.into_inner();
         let count = request.payloads.len() as u64;
-        let first = self
-            .bifrost()?
+        let bifrost = self.bifrost()?;
+        // A partition's log holds only what its processors propose: a record from outside
+        // could stop the partition (it cannot be applied) or change its state behind its back.
+        match bifrost.is_partition_log(request.log_id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(Status::permission_denied(format!(
+                    "log {} is the log of partition {}: only its partition processors append to it",
+                    request.log_id, request.log_id
+                )));
+            }
+            Err(error) => return Err(error_to_status(error)),
+        }
+        let first = bifrost
             .append(request.log_id, request.payloads)
             .await
             .map_err(error_to_status)?;

@@ -432,12 +432,31 @@ impl Default for AdminOptions {
 }
 
 /// `[admin.query-engine]`: the SQL introspection of `POST /query`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct QueryEngineOptions {
     /// Also serve the SQL over the PostgreSQL wire protocol here (for `psql` and BI tools).
     /// Off unless set; it has no authentication, so bind it to a private address.
     pub pgsql_bind_address: Option<SocketAddr>,
+    /// Memory all running queries may hold for sorts, joins and aggregations together; a
+    /// query that needs more fails, naming this key.
+    pub memory_size: ByteSize,
+    /// A query still running after this long is stopped with an error.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Queries running at once; more are refused (429) until one ends.
+    pub concurrent_queries_limit: usize,
+}
+
+impl Default for QueryEngineOptions {
+    fn default() -> Self {
+        Self {
+            pgsql_bind_address: None,
+            memory_size: ByteSize(1 << 30),
+            query_timeout: Duration::from_secs(60),
+            concurrent_queries_limit: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -449,6 +468,9 @@ pub struct IngressOptions {
     pub advertised_address: Option<AdvertisedAddress>,
     /// Largest request body accepted (default: `networking.message-size-limit`).
     pub request_size_limit: Option<ByteSize>,
+    /// Requests handled at once; more are answered 429 with `Retry-After` instead of
+    /// queueing in memory.
+    pub concurrent_api_requests_limit: usize,
 }
 
 impl Default for IngressOptions {
@@ -457,6 +479,7 @@ impl Default for IngressOptions {
             bind_address: SocketAddr::from(([0u16; 8], DEFAULT_INGRESS_PORT)),
             advertised_address: None,
             request_size_limit: None,
+            concurrent_api_requests_limit: 10_000,
         }
     }
 }
@@ -467,6 +490,9 @@ pub struct WorkerOptions {
     /// How often a partition leader deletes completed invocations whose retention expired.
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
+    /// Timers a partition leader keeps in memory (the earliest due); later ones are read
+    /// from the store as these fire.
+    pub num_timers_in_memory_limit: usize,
     pub invoker: InvokerOptions,
     pub snapshots: SnapshotsOptions,
 }
@@ -475,6 +501,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
             cleanup_interval: Duration::from_secs(3600),
+            num_timers_in_memory_limit: 4096,
             invoker: InvokerOptions::default(),
             snapshots: SnapshotsOptions::default(),
         }

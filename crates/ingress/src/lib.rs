@@ -6,6 +6,7 @@
 
 mod paths;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -17,8 +18,9 @@ use axum::routing::get;
 use bytes::Bytes;
 use restate_types::InvocationId;
 use restate_types::manifest::{HandlerManifest, HandlerType, ServiceType};
-use restate_worker::WorkerHandle;
 use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
+use restate_worker::{SubmitError, WorkerHandle};
+use tokio::sync::Semaphore;
 
 use crate::paths::{IngressPath, parse_path};
 
@@ -28,6 +30,9 @@ pub use restate_worker::WorkerSlot;
 struct Ingress {
     worker: WorkerSlot,
     request_size_limit: usize,
+    /// One permit per request being handled (`ingress.concurrent-api-requests-limit`).
+    in_flight: Arc<Semaphore>,
+    limit: usize,
 }
 
 /// The longest `delay` of a send (execution times must stay representable).
@@ -38,10 +43,18 @@ const DROPPED_HEADERS: [&str; 4] = ["connection", "host", "idempotency-key", "id
 
 /// The ingress: `/health` (the node's health, as on every port), `/restate/health` (the
 /// services), and every other path is an invocation.
-pub fn router(node_health: restate_types::NodeHealth, worker: WorkerSlot, request_size_limit: usize) -> Router {
+pub fn router(
+    node_health: restate_types::NodeHealth,
+    worker: WorkerSlot,
+    request_size_limit: usize,
+    concurrent_requests_limit: usize,
+) -> Router {
+    let limit = concurrent_requests_limit.max(1);
     let state = Ingress {
         worker,
         request_size_limit,
+        in_flight: Arc::new(Semaphore::new(limit)),
+        limit,
     };
     Router::new()
         .route("/health", get(move || async move { axum::Json(node_health.to_json()) }))
@@ -96,7 +109,36 @@ fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// An error that invites the client to try again in a second (`Retry-After`).
+fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response = ingress_error(status, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// How the ingress answers a request the partition did not complete: a retry is invited only
+/// when sending it again cannot run it twice.
+fn submit_error(error: SubmitError) -> Response {
+    match error {
+        SubmitError::Unknown { .. } => ingress_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        SubmitError::Evicted => retry_later(StatusCode::TOO_MANY_REQUESTS, error.to_string()),
+        _ => retry_later(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
 async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
+    // Shed load instead of queueing requests (and their bodies) in memory.
+    let Ok(_permit) = ingress.in_flight.clone().try_acquire_owned() else {
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the ingress is handling {} requests, its limit (`ingress.concurrent-api-requests-limit`); retry later",
+                ingress.limit
+            ),
+        );
+    };
     let (parts, body) = request.into_parts();
     let path_and_query = parts
         .uri
@@ -308,34 +350,34 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
                 )
                     .into_response()
             }
-            Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            Err(error) => submit_error(error),
         };
     }
     match partition.call(request).await {
         Ok((id, result)) => result_response(&id, Some(handler_manifest), result),
-        Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Err(error) => submit_error(error),
     }
 }
 
 /// An invocation's result as the ingress answers it: the output with the handler's content
 /// type, or the failure with its code (`source: invocation`).
-fn result_response(id: &InvocationId, handler: Option<&HandlerManifest>, result: InvocationResult) -> Response {
-    match result {
-        InvocationResult::Success(output) => success(id, handler, output),
+fn result_response(id: &InvocationId, handler: Option<&HandlerManifest>, result: Arc<InvocationResult>) -> Response {
+    match &*result {
+        InvocationResult::Success(_) => success(id, handler, result),
         InvocationResult::Failure {
             code,
             message,
             metadata,
         } => {
-            let status = StatusCode::from_u16(code)
+            let status = StatusCode::from_u16(*code)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut body = serde_json::json!({"code": code, "message": message, "source": "invocation"});
             if !metadata.is_empty() {
                 body["metadata"] = metadata
-                    .into_iter()
-                    .map(|(key, value)| (key, serde_json::Value::String(value)))
+                    .iter()
+                    .map(|(key, value)| (key.clone(), serde_json::Value::String(value.clone())))
                     .collect::<serde_json::Map<_, _>>()
                     .into();
             }
@@ -468,17 +510,17 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, wo
         return match partition.attach(id).await {
             Ok(Some(result)) => result_response(&id, handler, result),
             Ok(None) => not_found(),
-            Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            Err(error) => submit_error(error),
         };
     }
-    match partition.output(&id) {
-        Ok(restate_worker::Output::Completed(result)) => result_response(&id, handler, result),
+    match partition.output(&id).await {
+        Ok(restate_worker::Output::Completed(result)) => result_response(&id, handler, Arc::new(result)),
         Ok(restate_worker::Output::NotFound) => not_found(),
         Ok(restate_worker::Output::NotReady) => ingress_error(
             StatusCode::from_u16(470).unwrap_or(StatusCode::CONFLICT),
             "the invocation exists but has not completed yet",
         ),
-        Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Err(error) => submit_error(error),
     }
 }
 
@@ -537,20 +579,35 @@ async fn complete_awakeable(
     };
     match partition.signal(target, awakeable.signal_index, result).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(error) => ingress_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Err(error) => submit_error(error),
+    }
+}
+
+/// The output of a successful invocation, shared by every request that waited for it (a large
+/// output is not copied per waiter).
+struct SharedOutput(Arc<InvocationResult>);
+
+impl AsRef<[u8]> for SharedOutput {
+    fn as_ref(&self) -> &[u8] {
+        match &*self.0 {
+            InvocationResult::Success(output) => output,
+            InvocationResult::Failure { .. } => &[],
+        }
     }
 }
 
 /// A successful call: the output bytes with the content type the handler's output rules give.
-fn success(id: &InvocationId, handler: Option<&HandlerManifest>, output: Vec<u8>) -> Response {
+fn success(id: &InvocationId, handler: Option<&HandlerManifest>, result: Arc<InvocationResult>) -> Response {
+    let output = SharedOutput(result);
+    let empty = output.as_ref().is_empty();
     let content_type = match handler.and_then(|h| h.output.as_ref()) {
-        None => (!output.is_empty()).then_some("application/json".to_owned()),
+        None => (!empty).then_some("application/json".to_owned()),
         Some(rules) => rules
             .content_type
             .clone()
-            .filter(|_| !output.is_empty() || rules.set_content_type_if_empty.unwrap_or(false)),
+            .filter(|_| !empty || rules.set_content_type_if_empty.unwrap_or(false)),
     };
-    let mut response = Response::new(Body::from(Bytes::from(output)));
+    let mut response = Response::new(Body::from(Bytes::from_owner(output)));
     let headers = response.headers_mut();
     let (name, value) = id_header(id);
     headers.insert(name, value);

@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::codes;
 use crate::http::{InvokerClient, encode_component, endpoint_url};
 
+/// Bytes of a deployment's error answer kept for the attempt's failure (it is logged, stored in
+/// the log and shown to operators).
+const MAX_ERROR_BODY: usize = 4096;
+
 /// How long the end of the response may take after the terminal message.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -159,6 +163,22 @@ pub async fn run_attempt(
     }
 }
 
+/// The start of a response body as text, reading no more than `limit` bytes of it.
+async fn bounded_text(mut response: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            _ => break,
+        }
+    }
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    if body.len() >= limit {
+        text.push_str(" …(cut)");
+    }
+    text
+}
+
 fn start_message(attempt: &Attempt) -> Message {
     let (state_map, partial_state) = match &attempt.state {
         Some(state) => (
@@ -260,7 +280,7 @@ async fn exchange(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
+        let text = bounded_text(response, MAX_ERROR_BODY).await;
         let mut error = AttemptError::new(
             status.as_u16(),
             format!("the deployment answered {status}: {}", text.trim()),

@@ -55,6 +55,11 @@ impl NodeMetrics {
             "Invocation attempts run on this node, by outcome (started, failed)",
             worker.attempts.clone(),
         );
+        registry.register(
+            "partition_failed",
+            "1 while a partition of this node cannot apply its log (restatectl status shows why)",
+            worker.partitions_failed.clone(),
+        );
         let role_ready = Family::<RoleLabels, Gauge>::default();
         registry.register("role_ready", "1 when the role is ready to serve", role_ready.clone());
         Self {

@@ -274,6 +274,9 @@ impl Node {
             let service = build_role(role, &ctx, &mut listeners);
             node.start_role(service).await?;
         }
+        if ctx.config.has_role(Role::Worker) {
+            node.background.push(spawn_worker_health(ctx.clone()));
+        }
         let detail = match ctx.config.metadata_migration_mode {
             true => "metadata migration mode: only the admin and metadata-server roles run",
             false => "",
@@ -403,6 +406,20 @@ fn spawn_log_watchdog(
     })
 }
 
+/// Keeps the worker role's health current (partitions led, failed ones) for `/health`,
+/// `restatectl` and the node's status.
+fn spawn_worker_health(ctx: Arc<NodeContext>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(worker) = ctx.worker.get() {
+                let (status, detail) = crate::roles::worker_health(worker);
+                ctx.health.set_role(Role::Worker, status, detail);
+            }
+        }
+    })
+}
+
 fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners) -> Box<dyn RoleService> {
     let health = &ctx.health;
     let mut companion: Option<Companion> = None;
@@ -421,6 +438,7 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
                     health.clone(),
                     ctx.worker.clone(),
                     usize::try_from(limit).unwrap_or(usize::MAX),
+                    ctx.config.ingress.concurrent_api_requests_limit,
                 ),
                 "",
             )

@@ -34,6 +34,8 @@ impl NodeCtlSvc for NodeCtlHandler {
                     is_leader: p.is_leader,
                     leader_epoch: p.leader_epoch,
                     failure: p.failure,
+                    log_problem: p.log_problem,
+                    outbox_problem: p.outbox_problem,
                 })
                 .collect(),
             None => Vec::new(),

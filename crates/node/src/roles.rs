@@ -330,21 +330,7 @@ impl RoleService for WorkerRole {
 
     fn status(&self) -> (restate_types::RoleStatus, String) {
         match &self.worker {
-            Some(worker) => {
-                let partitions = worker.handle().partitions();
-                let leading = partitions.iter().filter(|p| p.is_leader).count();
-                let failed: Vec<String> = partitions
-                    .iter()
-                    .filter_map(|p| p.failure.as_ref().map(|f| format!("partition {}: {f}", p.partition_id)))
-                    .collect();
-                match failed.is_empty() {
-                    true => (
-                        restate_types::RoleStatus::Ready,
-                        format!("{} partitions, {leading} led here", partitions.len()),
-                    ),
-                    false => (restate_types::RoleStatus::Failed, failed.join("; ")),
-                }
-            }
+            Some(worker) => worker_health(&worker.handle()),
             None => (restate_types::RoleStatus::StartingUp, String::new()),
         }
     }
@@ -353,5 +339,23 @@ impl RoleService for WorkerRole {
         if let Some(worker) = self.worker.take() {
             worker.stop().await;
         }
+    }
+}
+
+/// The worker role's health as it is now: failed partitions with their reasons, else how many
+/// partitions this node leads.
+pub(crate) fn worker_health(worker: &restate_worker::WorkerHandle) -> (restate_types::RoleStatus, String) {
+    let partitions = worker.partitions();
+    let leading = partitions.iter().filter(|p| p.is_leader).count();
+    let failed: Vec<String> = partitions
+        .iter()
+        .filter_map(|p| p.failure.as_ref().map(|f| format!("partition {}: {f}", p.partition_id)))
+        .collect();
+    match failed.is_empty() {
+        true => (
+            restate_types::RoleStatus::Ready,
+            format!("{} partitions, {leading} led here", partitions.len()),
+        ),
+        false => (restate_types::RoleStatus::Failed, failed.join("; ")),
     }
 }

@@ -28,6 +28,12 @@ pub enum TableKind {
     Dedup,
     /// Durable promises of workflows, per (service, key, name).
     Promise,
+    /// The invocations that run (phase `Invoked`), by id: what a new leader resumes, without
+    /// reading every retained invocation.
+    Invoked,
+    /// The timers of each invocation, per (invocation id, wake-up time, sequence number): what
+    /// to delete when it ends.
+    InvocationTimer,
 }
 
 impl TableKind {
@@ -44,6 +50,8 @@ impl TableKind {
             TableKind::Outbox => b"ob",
             TableKind::Dedup => b"de",
             TableKind::Promise => b"pr",
+            TableKind::Invoked => b"iv",
+            TableKind::InvocationTimer => b"it",
         }
     }
 }

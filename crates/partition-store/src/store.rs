@@ -135,6 +135,37 @@ impl PartitionStore {
         Ok(entries)
     }
 
+    /// Up to `limit` entries under `prefix` from the key `from` on (inclusive), in key order:
+    /// for walking a large table in bounded steps.
+    pub fn scan_from(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, PartitionStoreError> {
+        let handle = self.handle()?;
+        let start = if from < prefix { prefix } else { from };
+        let mut entries = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(handle, IteratorMode::From(start, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || entries.len() >= limit {
+                break;
+            }
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Runs `read` against one consistent view of the store (a RocksDB snapshot): a reader
+    /// that needs several keys to agree (an invocation's status and its journal) sees no
+    /// batch applied halfway.
+    pub fn read_consistent<R>(
+        &self,
+        read: impl FnOnce(&ConsistentRead<'_>) -> Result<R, PartitionStoreError>,
+    ) -> Result<R, PartitionStoreError> {
+        let handle = self.handle()?;
+        let snapshot = self.db.snapshot();
+        read(&ConsistentRead { snapshot, handle })
+    }
+
     /// Everything in the partition, for comparing two replicas byte for byte.
     pub fn dump(&self) -> Result<Vec<Entry>, PartitionStoreError> {
         self.scan_raw(&[])
@@ -146,6 +177,40 @@ impl PartitionStore {
             store: self,
             overlay: BTreeMap::new(),
         }
+    }
+}
+
+/// Reads from one snapshot of a partition's store (see [`PartitionStore::read_consistent`]).
+pub struct ConsistentRead<'a> {
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
+    handle: &'a rocksdb::ColumnFamily,
+}
+
+impl ConsistentRead<'_> {
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PartitionStoreError> {
+        Ok(self.snapshot.get_cf(self.handle, key)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, PartitionStoreError> {
+        self.get_raw(key.as_bytes())?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<Entry>, PartitionStoreError> {
+        let mut entries = Vec::new();
+        for item in self
+            .snapshot
+            .iterator_cf(self.handle, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
     }
 }
 
@@ -210,9 +275,38 @@ impl Txn<'_> {
         Ok(merged.into_iter().collect())
     }
 
-    /// The first entry under `prefix`, if any.
-    pub fn first_raw(&self, prefix: &[u8]) -> Result<Option<Entry>, PartitionStoreError> {
-        Ok(self.scan_raw(prefix)?.into_iter().next())
+    /// The first entry under `prefix` at or after the key `from`, as the transaction sees it.
+    /// Reads the store only up to the first key this transaction did not delete, so taking
+    /// the head of a long queue costs one entry, not the queue.
+    pub fn first_from(&self, prefix: &[u8], from: &[u8]) -> Result<Option<Entry>, PartitionStoreError> {
+        let start = if from < prefix { prefix } else { from };
+        let handle = self.store.handle()?;
+        let mut stored = None;
+        for item in self
+            .store
+            .db
+            .iterator_cf(handle, IteratorMode::From(start, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            match self.overlay.get(&*key) {
+                Some(None) => continue,
+                Some(Some(changed)) => stored = Some((key.to_vec(), changed.clone())),
+                None => stored = Some((key.to_vec(), value.to_vec())),
+            }
+            break;
+        }
+        let written = self
+            .overlay
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .find_map(|(key, value)| value.as_ref().map(|value| (key.clone(), value.clone())));
+        Ok(match (stored, written) {
+            (Some(stored), Some(written)) => Some(if written.0 < stored.0 { written } else { stored }),
+            (stored, written) => stored.or(written),
+        })
     }
 
     /// Deletes every entry under `prefix`.

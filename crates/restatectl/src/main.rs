@@ -58,6 +58,9 @@ enum Command {
     /// The replicated metadata store's servers.
     #[command(subcommand, name = "metadata-server", alias = "metadata-servers")]
     MetadataServer(commands::metadata_server::MetadataServerCommand),
+    /// The partitions: recovering one that cannot apply its log.
+    #[command(subcommand, alias = "partition")]
+    Partitions(commands::partitions::PartitionsCommand),
 }
 
 /// `restatectl … | head` closes stdout early: end quietly (exit 141, as if killed by SIGPIPE)
@@ -90,6 +93,7 @@ async fn main() -> ExitCode {
         Command::Config(command) => commands::config::run(command, &addresses).await,
         Command::Metadata(command) => commands::metadata::run(command, &addresses).await,
         Command::MetadataServer(command) => commands::metadata_server::run(command, &addresses).await,
+        Command::Partitions(command) => commands::partitions::run(command, &addresses).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,6 +72,9 @@ pub struct RawMessage {
     payload: Bytes,
 }
 
+/// Bytes reserved ahead of a partly received frame at most.
+const RESERVE_AHEAD: usize = 256 * 1024;
+
 impl RawMessage {
     /// Wraps an already encoded payload (e.g. a stored journal entry) for sending.
     pub fn new(ty: MessageType, flags: MessageFlags, payload: Bytes) -> Result<Self, EncodeError> {
@@ -295,8 +298,9 @@ impl Decoder {
         };
         let length = header.length() as usize;
         if self.buf.len() < length {
-            // Make room for the rest of the frame at once instead of growing chunk by chunk.
-            self.buf.reserve(length - self.buf.len());
+            // Make room for what is likely to arrive soon, not for all the header announces:
+            // a peer that announces 32 MiB and sends nothing must not cost 32 MiB.
+            self.buf.reserve((length - self.buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         self.pending = None;

@@ -191,11 +191,40 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
             .str(invoked_target.as_deref())
             .timestamp(sleep_until)
             .str(promise.as_deref())
-            .binary(Some(&entry.payload))
+            .binary(Some(&without_credentials(ty, &entry.payload)))
             .u32(Some(2))
             .str(Some(&entry_json))
             .timestamp(entry.appended_at);
         rows.end_row();
+    }
+}
+
+/// Request headers whose values are credentials: the journal keeps them for the handler, but
+/// SQL does not show them.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "x-api-key"];
+
+/// An entry's payload as SQL shows it: an input's credential headers have their values
+/// replaced.
+fn without_credentials(ty: MessageType, payload: &bytes::Bytes) -> bytes::Bytes {
+    if ty != MessageType::InputCommand {
+        return payload.clone();
+    }
+    let Ok(mut input) = proto::InputCommandMessage::decode(payload.clone()) else {
+        return payload.clone();
+    };
+    let mut redacted = false;
+    for header in &mut input.headers {
+        if CREDENTIAL_HEADERS
+            .iter()
+            .any(|name| header.key.eq_ignore_ascii_case(name))
+        {
+            header.value = "<redacted>".into();
+            redacted = true;
+        }
+    }
+    match redacted {
+        true => bytes::Bytes::from(input.encode_to_vec()),
+        false => payload.clone(),
     }
 }
 

@@ -323,6 +323,9 @@ pub struct AwakeableId {
 
 impl AwakeableId {
     pub const PREFIX: &'static str = "sign";
+    /// The lowest signal index of an awakeable: 1 is cancel and 2–16 are reserved, so an id
+    /// naming one of those would let whoever holds it signal the invocation in other ways.
+    pub const FIRST_SIGNAL_INDEX: u32 = 17;
 }
 
 impl fmt::Display for AwakeableId {
@@ -362,9 +365,16 @@ impl FromStr for AwakeableId {
             InvocationId::from_raw(&raw[..InvocationId::RAW_LEN]).ok_or_else(|| invalid("bad invocation id".into()))?;
         let mut index = [0u8; 4];
         index.copy_from_slice(&raw[InvocationId::RAW_LEN..]);
+        let signal_index = u32::from_be_bytes(index);
+        if signal_index < Self::FIRST_SIGNAL_INDEX {
+            return Err(invalid(format!(
+                "signal index {signal_index} is reserved; awakeables use {} and up",
+                Self::FIRST_SIGNAL_INDEX
+            )));
+        }
         Ok(Self {
             invocation,
-            signal_index: u32::from_be_bytes(index),
+            signal_index,
         })
     }
 }
@@ -433,6 +443,16 @@ mod tests {
         assert_eq!(text.parse::<AwakeableId>(), Ok(awakeable));
         // Padding is accepted on input.
         assert_eq!(format!("{text}==").parse::<AwakeableId>(), Ok(awakeable));
+        // Cancel (1) and the reserved indices are not awakeables.
+        for reserved in [0, 1, 5, 16] {
+            let text = AwakeableId {
+                invocation: id,
+                signal_index: reserved,
+            }
+            .to_string();
+            let error = text.parse::<AwakeableId>().unwrap_err();
+            assert!(error.to_string().contains("is reserved"), "{error}");
+        }
     }
 
     #[test]

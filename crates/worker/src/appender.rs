@@ -4,80 +4,137 @@
 //! Proposals are appended in the order they were made. After a failed append every later
 //! proposal is refused (not appended) until [`Appender::reset`]: an invocation's effects must
 //! never reach the log with a gap in the middle.
+//!
+//! The queue is bounded (in records and bytes): when the log cannot keep up, a proposal is
+//! refused at once instead of piling up in memory, and every append has a deadline.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use restate_bifrost::Bifrost;
+use restate_bifrost::{Bifrost, BifrostError};
 use restate_types::metadata::Lsn;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::wal::Envelope;
 
-/// Records appended at most at once.
+/// Records appended at most at once, and their bytes (a single larger record still goes).
 const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 8 << 20;
 
-pub type Proposal = oneshot::Receiver<Result<Lsn, String>>;
-type Queued = (Vec<u8>, oneshot::Sender<Result<Lsn, String>>);
+/// Records and bytes waiting for an append at most; beyond them proposals are refused.
+const MAX_QUEUED: usize = 16_384;
+const MAX_QUEUED_BYTES: usize = 128 << 20;
+
+/// Why a proposal did not become durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// It never reached the log: proposing it again cannot apply it twice.
+    #[error("{0}")]
+    Refused(String),
+    /// The append failed in a way that leaves open whether it landed.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+pub type Proposal = oneshot::Receiver<Result<Lsn, AppendError>>;
+
+struct Queued {
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<Lsn, AppendError>>,
+}
 
 #[derive(Clone)]
 pub struct Appender {
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: mpsc::Sender<Queued>,
+    queued_bytes: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
-    /// Signalled when an append fails, so the leader re-establishes itself.
-    failure: Arc<tokio::sync::Notify>,
+    /// Counts failed appends, so the leader re-establishes itself after one.
+    failures: watch::Sender<u64>,
     /// Proposals of leaders older than this epoch are refused (a deposed leader's stragglers).
     min_epoch: Arc<AtomicU64>,
 }
 
 impl Appender {
-    /// Starts the appending task of log `log_id`; it ends when every clone is dropped.
-    pub fn spawn(bifrost: Bifrost, log_id: u32) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+    /// Starts the appending task of log `log_id`; it ends when every clone is dropped. An
+    /// append that takes longer than `deadline` is reported as of unknown outcome.
+    pub fn spawn(bifrost: Bifrost, log_id: u32, deadline: Duration) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED);
         let failed = Arc::new(AtomicBool::new(false));
-        let failed_flag = failed.clone();
-        let failure = Arc::new(tokio::sync::Notify::new());
-        let failure_signal = failure.clone();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let failures = watch::channel(0u64).0;
+        let appender = Self {
+            tx,
+            queued_bytes: queued_bytes.clone(),
+            failed: failed.clone(),
+            failures: failures.clone(),
+            min_epoch: Arc::new(AtomicU64::new(0)),
+        };
         tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while let Some(first) = rx.recv().await {
+            let mut batch: Vec<Queued> = Vec::new();
+            let mut next: Option<Queued> = None;
+            loop {
+                let first = match next.take() {
+                    Some(first) => first,
+                    None => match rx.recv().await {
+                        Some(first) => first,
+                        None => return,
+                    },
+                };
+                let mut bytes = first.payload.len();
                 batch.push(first);
-                while batch.len() < MAX_BATCH {
+                while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(next) => batch.push(next),
+                        Ok(queued) if bytes + queued.payload.len() > MAX_BATCH_BYTES => {
+                            next = Some(queued);
+                            break;
+                        }
+                        Ok(queued) => {
+                            bytes += queued.payload.len();
+                            batch.push(queued);
+                        }
                         Err(_) => break,
                     }
                 }
-                if failed_flag.load(Ordering::Acquire) {
-                    for (_, reply) in batch.drain(..) {
-                        let _ = reply.send(Err("an earlier append to this partition's log failed".into()));
+                queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                if failed.load(Ordering::Acquire) {
+                    for queued in batch.drain(..) {
+                        let refused = AppendError::Refused("an earlier append to this partition's log failed".into());
+                        let _ = queued.reply.send(Err(refused));
                     }
                     continue;
                 }
-                let payloads = batch.iter().map(|(payload, _)| payload.clone()).collect();
-                match bifrost.append(log_id, payloads).await {
+                let payloads = batch.iter().map(|queued| queued.payload.clone()).collect();
+                let outcome = match tokio::time::timeout(deadline, bifrost.append(log_id, payloads)).await {
+                    Ok(Ok(first_lsn)) => Ok(first_lsn),
+                    // Bifrost returns these only when no try wrote anything.
+                    Ok(Err(BifrostError::NotAppended(reason))) => Err(AppendError::Refused(reason.to_string())),
+                    Ok(Err(BifrostError::Unavailable(reason) | BifrostError::Invalid(reason))) => {
+                        Err(AppendError::Refused(reason))
+                    }
+                    Ok(Err(error @ BifrostError::UnknownOutcome(_))) => Err(AppendError::Unknown(error.to_string())),
+                    Err(_) => Err(AppendError::Unknown(format!(
+                        "the append did not finish within {deadline:?}"
+                    ))),
+                };
+                match outcome {
                     Ok(first_lsn) => {
-                        for (i, (_, reply)) in batch.drain(..).enumerate() {
-                            let _ = reply.send(Ok(first_lsn + i as u64));
+                        for (i, queued) in batch.drain(..).enumerate() {
+                            let _ = queued.reply.send(Ok(first_lsn + i as u64));
                         }
                     }
                     Err(error) => {
                         tracing::error!(log_id, %error, "append to the partition log failed");
-                        failed_flag.store(true, Ordering::Release);
-                        failure_signal.notify_one();
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(error.to_string()));
+                        failed.store(true, Ordering::Release);
+                        failures.send_modify(|count| *count += 1);
+                        for queued in batch.drain(..) {
+                            let _ = queued.reply.send(Err(error.clone()));
                         }
                     }
                 }
             }
         });
-        Self {
-            tx,
-            failed,
-            failure,
-            min_epoch: Arc::new(AtomicU64::new(0)),
-        }
+        appender
     }
 
     /// Queues a record; the receiver yields its LSN once it is durable.
@@ -87,30 +144,48 @@ impl Appender {
             .leader_epoch
             .is_some_and(|epoch| epoch < self.min_epoch.load(Ordering::Acquire))
         {
-            let _ = reply.send(Err("proposed by a leader that was replaced".into()));
+            let _ = reply.send(Err(AppendError::Refused(
+                "proposed by a leader that was replaced".into(),
+            )));
             return receiver;
         }
-        if self.tx.send((envelope.encode(), reply)).is_err() {
-            // The task is gone; the dropped sender makes the receiver fail.
+        let payload = envelope.encode();
+        let size = payload.len();
+        // One record always fits in an empty queue, however large.
+        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if queued > 0 && queued + size > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            let _ = reply.send(Err(overloaded()));
+            return receiver;
+        }
+        if let Err(error) = self.tx.try_send(Queued { payload, reply }) {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            let (reason, queued) = match error {
+                mpsc::error::TrySendError::Full(queued) => (overloaded(), queued),
+                mpsc::error::TrySendError::Closed(queued) => {
+                    (AppendError::Refused("the partition's appender stopped".into()), queued)
+                }
+            };
+            let _ = queued.reply.send(Err(reason));
         }
         receiver
     }
 
-    /// Queues a record without waiting for it (its failure shows through [`Self::has_failed`]).
+    /// Queues a record without waiting for it (its failure shows through [`Self::failures`]).
     pub fn submit(&self, envelope: &Envelope) {
         drop(self.propose(envelope));
     }
 
     /// Queues a record and waits until it is durable.
-    pub async fn append(&self, envelope: &Envelope) -> Result<Lsn, String> {
+    pub async fn append(&self, envelope: &Envelope) -> Result<Lsn, AppendError> {
         self.propose(envelope)
             .await
-            .unwrap_or_else(|_| Err("the partition's appender stopped".into()))
+            .unwrap_or_else(|_| Err(AppendError::Unknown("the partition's appender stopped".into())))
     }
 
-    /// Resolves once an append failed (after this call).
-    pub async fn failed(&self) {
-        self.failure.notified().await;
+    /// The number of failed appends so far; changes with every failure.
+    pub fn failures(&self) -> watch::Receiver<u64> {
+        self.failures.subscribe()
     }
 
     /// Accepts proposals again, only from leaders of `epoch` or later (called when this
@@ -119,4 +194,8 @@ impl Appender {
         self.min_epoch.fetch_max(epoch, Ordering::AcqRel);
         self.failed.store(false, Ordering::Release);
     }
+}
+
+fn overloaded() -> AppendError {
+    AppendError::Refused("the partition's log is not keeping up with its proposals (its queue is full)".into())
 }

@@ -9,7 +9,9 @@ use restate_types::metadata::Lsn;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::appender::Appender;
+use restate_bifrost::Bifrost;
+
+use crate::appender::{AppendError, Appender};
 use crate::model::{InvocationResult, InvocationStatus, InvokeRequest, Phase, ResponseSink, SignalResult};
 use crate::schema_cache::SchemaCache;
 use crate::wal::{Command, Envelope, now_ms};
@@ -18,19 +20,41 @@ use crate::wal::{Command, Envelope, now_ms};
 pub enum SubmitError {
     #[error("partition {0} is not run on this node")]
     NoPartition(u16),
-    #[error("the invocation could not be stored in partition {partition}'s log: {reason}")]
-    Append { partition: u16, reason: String },
+    /// Nothing reached the log: sending the same request again cannot run it twice.
+    #[error("partition {partition} did not take the request: {reason}; retrying is safe")]
+    Refused { partition: u16, reason: String },
+    /// The append failed in a way that leaves open whether the request was stored.
+    #[error(
+        "it is unknown whether partition {partition} stored the request ({reason}); sending it again could run \
+         it twice unless it carries an idempotency key"
+    )]
+    Unknown { partition: u16, reason: String },
+    /// The partition cannot apply its log (see its `failure`).
+    #[error("partition {partition} is failed: {reason}")]
+    Failed { partition: u16, reason: String },
     #[error("partition {0} stopped before the invocation completed")]
     Stopped(u16),
+    /// Too many requests wait for this invocation; newer ones took this one's place.
+    #[error("too many requests wait for this invocation's result; attach again")]
+    Evicted,
+}
+
+impl SubmitError {
+    /// Whether the same request may be sent again without running anything twice.
+    pub fn retry_is_safe(&self) -> bool {
+        !matches!(self, SubmitError::Unknown { .. })
+    }
 }
 
 /// What a waiting ingress request learns.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Completed(InvocationId, InvocationResult),
+    Completed(InvocationId, Arc<InvocationResult>),
     NotFound,
     /// A send: whether it created the invocation.
     Submitted(bool),
+    /// Its place among the invocation's waiters was taken by a newer request.
+    Evicted,
 }
 
 /// How long a caller waits for its record to be applied before reporting the partition stopped.
@@ -101,7 +125,13 @@ pub struct PartitionSnapshot {
     pub applied_lsn: u64,
     pub is_leader: bool,
     pub leader_epoch: Option<u64>,
+    /// Why the partition cannot apply its log (it is held at a record, or its store fails);
+    /// while set, requests for it are refused at once.
     pub failure: Option<String>,
+    /// Why its log could not be read for a while (it keeps trying).
+    pub log_problem: Option<String>,
+    /// Why its leader cannot deliver the outbox on (messages stay until they can be).
+    pub outbox_problem: Option<String>,
 }
 
 /// What the leader's invoker knows about an invocation it runs or retries: the in-memory part
@@ -179,26 +209,49 @@ pub struct PartitionHandle {
     pub(crate) appender: Appender,
     /// Read-only: `output` looks results up without going through the log.
     pub(crate) store: restate_partition_store::PartitionStore,
+    pub(crate) bifrost: Bifrost,
     waiters: Waiters,
     pub state: PartitionState,
 }
 
-/// Removes a waiter whose caller went away (the HTTP client disconnected).
+/// Removes a waiter whose caller went away (the HTTP client disconnected), and takes its
+/// response sink off the invocation, so a client that polls `attach` with a timeout leaves
+/// nothing behind.
 struct WaiterGuard {
-    waiters: Waiters,
+    handle: PartitionHandle,
     request_id: u128,
+    /// The invocation that keeps this request as a response sink.
+    sink_of: Option<InvocationId>,
 }
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
-        if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.remove(&self.request_id);
+        let unanswered = self
+            .handle
+            .waiters
+            .lock()
+            .is_ok_and(|mut waiters| waiters.remove(&self.request_id).is_some());
+        if let (true, Some(id)) = (unanswered, self.sink_of)
+            && self.handle.state.snapshot().failure.is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let handle = self.handle.clone();
+            let request_id = self.request_id;
+            runtime.spawn(async move {
+                // Best effort: a sink that stays is answered into the void at the end.
+                let _ = handle.append(Command::Detach { id, request_id }).await;
+            });
         }
     }
 }
 
 impl PartitionHandle {
-    pub(crate) fn new(partition_id: u16, appender: Appender, store: restate_partition_store::PartitionStore) -> Self {
+    pub(crate) fn new(
+        partition_id: u16,
+        appender: Appender,
+        store: restate_partition_store::PartitionStore,
+        bifrost: Bifrost,
+    ) -> Self {
         let state = PartitionState::default();
         state.update(|s| s.partition_id = partition_id);
         Self {
@@ -206,6 +259,7 @@ impl PartitionHandle {
             applied: Arc::new(tokio::sync::watch::channel(0).0),
             appender,
             store,
+            bifrost,
             waiters: Arc::default(),
             state,
         }
@@ -219,29 +273,71 @@ impl PartitionHandle {
         }
     }
 
+    /// Refuses at once while the partition cannot apply its log.
+    fn check_healthy(&self) -> Result<(), SubmitError> {
+        match self.state.snapshot().failure {
+            Some(reason) => Err(SubmitError::Failed {
+                partition: self.partition_id,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Why a waiter got no answer: the partition failed, or stopped.
+    fn no_answer(&self) -> SubmitError {
+        match self.check_healthy() {
+            Err(failed) => failed,
+            Ok(()) => SubmitError::Stopped(self.partition_id),
+        }
+    }
+
     /// Appends `command` (built with the request id) and waits for the answer to it.
-    async fn request(&self, command: impl FnOnce(u128) -> Command) -> Result<Answer, SubmitError> {
+    /// `sink_of`: the invocation that keeps the request as a response sink, if any.
+    async fn request(
+        &self,
+        sink_of: Option<InvocationId>,
+        command: impl FnOnce(u128) -> Command,
+    ) -> Result<Answer, SubmitError> {
+        self.check_healthy()?;
         let request_id: u128 = rand::random();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.insert(request_id, tx);
         }
         let _guard = WaiterGuard {
-            waiters: self.waiters.clone(),
+            handle: self.clone(),
             request_id,
+            sink_of,
         };
         self.append(command(request_id)).await?;
-        rx.await.map_err(|_| SubmitError::Stopped(self.partition_id))
+        rx.await.map_err(|_| self.no_answer())
     }
 
     /// The stored status of an invocation of this partition (read-only).
     fn status(&self, id: &InvocationId) -> Result<Option<InvocationStatus>, SubmitError> {
         self.store
             .get::<InvocationStatus>(&crate::state_machine::status_key(id))
-            .map_err(|e| SubmitError::Append {
+            .map_err(|e| SubmitError::Failed {
                 partition: self.partition_id,
                 reason: e.to_string(),
             })
+    }
+
+    /// The stored status once this replica applied everything the log held when asked: an
+    /// admin read right after a change elsewhere sees it.
+    async fn fresh_status(&self, id: &InvocationId) -> Result<Option<InvocationStatus>, SubmitError> {
+        self.check_healthy()?;
+        let tail = self
+            .bifrost
+            .find_tail(u32::from(self.partition_id))
+            .await
+            .map_err(|error| SubmitError::Refused {
+                partition: self.partition_id,
+                reason: format!("cannot find the log's tail: {error}"),
+            })?;
+        self.wait_applied(tail.saturating_sub(1)).await?;
+        self.status(id)
     }
 
     /// Appends a command (from outside any leader) and waits until it is durable.
@@ -252,27 +348,36 @@ impl PartitionHandle {
             dedup: None,
             command,
         };
-        self.appender
-            .append(&envelope)
-            .await
-            .map_err(|reason| SubmitError::Append {
+        self.appender.append(&envelope).await.map_err(|error| match error {
+            AppendError::Refused(reason) => SubmitError::Refused {
                 partition: self.partition_id,
                 reason,
-            })
+            },
+            AppendError::Unknown(reason) => SubmitError::Unknown {
+                partition: self.partition_id,
+                reason,
+            },
+        })
+    }
+
+    /// Waits until the processor applied the log up to `lsn`.
+    async fn wait_applied(&self, lsn: Lsn) -> Result<(), SubmitError> {
+        let mut applied = self.applied.subscribe();
+        match tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= lsn)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.no_answer()),
+        }
     }
 
     /// Appends a command and waits until the processor applied it, so the caller's next read
     /// (e.g. `output` after a kill) sees its effect.
     async fn apply(&self, command: Command) -> Result<(), SubmitError> {
+        self.check_healthy()?;
         let lsn = self.append(command).await?;
-        let mut applied = self.applied.subscribe();
-        match tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= lsn)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(SubmitError::Stopped(self.partition_id)),
-        }
+        self.wait_applied(lsn).await
     }
 
-    /// Fails every waiting call (the processor stopped; its answers would never come).
+    /// Fails every waiting call (the processor stopped or failed; its answers would never come).
     pub(crate) fn drop_waiters(&self) {
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.clear();
@@ -281,16 +386,18 @@ impl PartitionHandle {
 
     /// Stores the invocation and waits for its result (at once if an idempotent duplicate
     /// finds it completed).
-    pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, InvocationResult), SubmitError> {
+    pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, Arc<InvocationResult>), SubmitError> {
+        let id = request.id;
         let answer = self
-            .request(|request_id| {
+            .request(Some(id), |request_id| {
                 request.response_sink = Some(ResponseSink::Ingress { request_id });
                 Command::Invoke(Box::new(request))
             })
             .await?;
         match answer {
             Answer::Completed(id, result) => Ok((id, result)),
-            _ => Err(SubmitError::Stopped(self.partition_id)),
+            Answer::Evicted => Err(SubmitError::Evicted),
+            _ => Err(self.no_answer()),
         }
     }
 
@@ -298,7 +405,7 @@ impl PartitionHandle {
     /// or id named one that exists).
     pub async fn send(&self, mut request: InvokeRequest) -> Result<bool, SubmitError> {
         let answer = self
-            .request(|request_id| {
+            .request(None, |request_id| {
                 request.response_sink = None;
                 request.submit_notification = Some(request_id);
                 Command::Invoke(Box::new(request))
@@ -306,13 +413,14 @@ impl PartitionHandle {
             .await?;
         match answer {
             Answer::Submitted(new) => Ok(new),
-            _ => Err(SubmitError::Stopped(self.partition_id)),
+            _ => Err(self.no_answer()),
         }
     }
 
     /// Delivers a signal to an invocation of this partition (e.g. an awakeable's result);
     /// returns once it is durable.
     pub async fn signal(&self, id: InvocationId, signal: u32, result: SignalResult) -> Result<(), SubmitError> {
+        self.check_healthy()?;
         self.append(Command::NotifySignal { id, signal, result })
             .await
             .map(|_| ())
@@ -320,7 +428,7 @@ impl PartitionHandle {
 
     /// Pauses, resumes or purges the invocation, if its state allows it (see [`Managed`]).
     pub async fn manage(&self, id: InvocationId, operation: Management) -> Result<Managed, SubmitError> {
-        let status = self.status(&id)?;
+        let status = self.fresh_status(&id).await?;
         let Some(phase) = status.map(|s| s.phase) else {
             return Ok(Managed::NotFound);
         };
@@ -344,26 +452,37 @@ impl PartitionHandle {
 
     /// Starts a new invocation with the input of an ended one (see [`Restarted`]).
     pub async fn restart_as_new(&self, id: InvocationId) -> Result<Restarted, SubmitError> {
-        let Some(status) = self.status(&id)? else {
-            return Ok(Restarted::NotFound);
-        };
-        match status.phase {
-            Phase::Completed { .. } if status.target.handler_type == restate_types::manifest::HandlerType::Workflow => {
-                return Ok(Restarted::Workflow);
+        let refusal = |status: Option<InvocationStatus>| -> Option<Restarted> {
+            let Some(status) = status else {
+                return Some(Restarted::NotFound);
+            };
+            match status.phase {
+                Phase::Completed { .. }
+                    if status.target.handler_type == restate_types::manifest::HandlerType::Workflow =>
+                {
+                    Some(Restarted::Workflow)
+                }
+                Phase::Completed { .. } if status.journal_length == 0 => Some(Restarted::JournalGone),
+                Phase::Completed { .. } => None,
+                Phase::Scheduled | Phase::Inboxed { .. } => Some(Restarted::NotStarted),
+                _ => Some(Restarted::StillRunning),
             }
-            Phase::Completed { .. } if status.journal_length == 0 => return Ok(Restarted::JournalGone),
-            Phase::Completed { .. } => {}
-            Phase::Scheduled | Phase::Inboxed { .. } => return Ok(Restarted::NotStarted),
-            _ => return Ok(Restarted::StillRunning),
+        };
+        if let Some(refused) = refusal(self.fresh_status(&id).await?) {
+            return Ok(refused);
         }
         // The new invocation stays in this partition: same partition key, a fresh id.
         let new_id = InvocationId::generate(id.partition_key);
         self.apply(Command::RestartAsNew { id, new_id }).await?;
-        Ok(Restarted::Started(new_id))
+        // Report what the state machine did: the invocation may have changed in between.
+        if self.status(&new_id)?.is_some() {
+            return Ok(Restarted::Started(new_id));
+        }
+        Ok(refusal(self.status(&id)?).unwrap_or(Restarted::NotFound))
     }
 
     /// Replaces the whole state of an object or workflow key; returns once it is durable (it
-    /// takes effect when no exclusive handler of the key runs).
+    /// takes effect when no handler runs on the key).
     pub async fn patch_state(
         &self,
         service: String,
@@ -371,6 +490,7 @@ impl PartitionHandle {
         state: Vec<(Vec<u8>, Vec<u8>)>,
         expected_version: Option<String>,
     ) -> Result<(), SubmitError> {
+        self.check_healthy()?;
         let command = Command::PatchState {
             service,
             key,
@@ -382,7 +502,7 @@ impl PartitionHandle {
 
     /// Cancels or kills the invocation (see [`Terminated`]).
     pub async fn terminate(&self, id: InvocationId, kill: bool) -> Result<Terminated, SubmitError> {
-        let status = self.status(&id)?;
+        let status = self.fresh_status(&id).await?;
         let terminated = match status.map(|s| s.phase) {
             None => return Ok(Terminated::NotFound),
             Some(Phase::Completed { .. }) => return Ok(Terminated::AlreadyCompleted),
@@ -394,9 +514,9 @@ impl PartitionHandle {
     }
 
     /// Waits for the result of an existing invocation; `None` if there is none.
-    pub async fn attach(&self, id: InvocationId) -> Result<Option<InvocationResult>, SubmitError> {
+    pub async fn attach(&self, id: InvocationId) -> Result<Option<Arc<InvocationResult>>, SubmitError> {
         let answer = self
-            .request(|request_id| Command::Attach {
+            .request(Some(id), |request_id| Command::Attach {
                 id,
                 sink: ResponseSink::Ingress { request_id },
             })
@@ -404,13 +524,14 @@ impl PartitionHandle {
         match answer {
             Answer::Completed(_, result) => Ok(Some(result)),
             Answer::NotFound => Ok(None),
-            Answer::Submitted(_) => Err(SubmitError::Stopped(self.partition_id)),
+            Answer::Evicted => Err(SubmitError::Evicted),
+            Answer::Submitted(_) => Err(self.no_answer()),
         }
     }
 
     /// The invocation's result if it completed (and is still kept), without waiting.
-    pub fn output(&self, id: &InvocationId) -> Result<Output, SubmitError> {
-        let status = self.status(id)?;
+    pub async fn output(&self, id: &InvocationId) -> Result<Output, SubmitError> {
+        let status = self.fresh_status(id).await?;
         Ok(match status {
             None => Output::NotFound,
             Some(InvocationStatus {

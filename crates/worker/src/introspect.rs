@@ -7,7 +7,7 @@ use restate_partition_store::{Key, PartitionStoreError, TableKind};
 use restate_types::InvocationId;
 
 use crate::handle::PartitionHandle;
-use crate::model::{InboxEntry, InvocationStatus, PromiseState};
+use crate::model::{InboxEntry, InvocationStatus, LockHolder, PromiseState};
 use crate::state_machine::{decode_entry, entry_appended_at, journal_prefix, status_key};
 
 /// One entry of an object's or workflow's state.
@@ -175,8 +175,12 @@ impl PartitionHandle {
         let mut rows = Vec::new();
         for (raw, value) in self.store.scan_raw(scope.prefix(TableKind::ServiceLock).as_bytes())? {
             let (service, key, _) = service_and_key(&raw).ok_or_else(|| corrupt("ss", "bad key"))?;
-            let holder = postcard::from_bytes::<InvocationId>(&value).map_err(|e| corrupt("ss", e))?;
-            rows.push(LockRow { service, key, holder });
+            let holder = postcard::from_bytes::<LockHolder>(&value).map_err(|e| corrupt("ss", e))?;
+            rows.push(LockRow {
+                service,
+                key,
+                holder: holder.id,
+            });
         }
         Ok(rows)
     }

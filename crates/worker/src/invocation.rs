@@ -1,42 +1,55 @@
-//! The leader's side of one attempt: runs it on the invoker and turns what the SDK did into
-//! effects proposed to the log, in order. Nothing here changes state; the processor learns the
-//! outcome when the attempt ends and the effects are durable.
+//! The leader's side of one attempt: loads what the attempt replays, runs it on the invoker
+//! and turns what the SDK did into effects proposed to the log, in order. Nothing here changes
+//! state; the processor learns the outcome when the attempt ends and the effects are durable.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use restate_invoker::{Attempt, AttemptError, AttemptEvent, AttemptOutcome, ErrorBehavior, run_attempt};
-use restate_service_protocol::{Message, MessageType, proto};
+use restate_invoker::{Attempt, AttemptError, AttemptEvent, AttemptOutcome, ErrorBehavior, JournalFrame, run_attempt};
+use restate_partition_store::{ConsistentRead, PartitionStore, PartitionStoreError};
+use restate_service_protocol::{Encoder, Message, MessageType, ServiceProtocolVersion, proto};
 use restate_types::manifest::ServiceType;
 use restate_types::metadata::Lsn;
 use restate_types::{InvocationId, partition_key_of};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::appender::Proposal;
-use crate::model::{InvocationTarget, RetryPolicy};
-use crate::processor::{Control, ProcessorCtx};
+use crate::handle::PartitionState;
+use crate::model::{InvocationStatus, InvocationTarget, Phase, RetryPolicy};
+use crate::processor::{Control, PreparedAttempt, ProcessorCtx};
+use crate::state_machine::{decode_entry, journal_prefix, state_prefix, status_key};
 use crate::wal::{Command, Effect, Envelope, ResolvedCall, now_ms};
+
+/// Effects one record carries at most (what the SDK sent at once, e.g. `Output` and `End`).
+const MAX_EFFECTS_PER_RECORD: usize = 64;
 
 /// What an attempt driver needs from its processor.
 pub(crate) struct AttemptDriver {
     pub ctx: Arc<ProcessorCtx>,
+    pub store: PartitionStore,
     pub appender: crate::appender::Appender,
     pub control: mpsc::UnboundedSender<Control>,
+    pub state: PartitionState,
     pub id: InvocationId,
     pub token: u64,
-    pub epoch: u64,
-    pub target: InvocationTarget,
-    pub pin: Option<Effect>,
-    /// The journal already holds an `Output` (from an earlier attempt).
-    pub has_output: bool,
+    pub leader_epoch: u64,
+    /// Failed attempts since the invocation last stored a command.
+    pub retry_count: u32,
     pub terminal: Arc<AtomicBool>,
-    pub acks: Arc<Mutex<HashSet<u32>>>,
     pub cancel: CancellationToken,
+}
+
+/// A notification the state machine appended while the attempt may be running, for live
+/// delivery (the attempt drops what its replay already holds).
+pub(crate) struct LiveNotification {
+    pub index: u32,
+    pub message_type: u16,
+    pub payload: Bytes,
 }
 
 /// How a finished attempt ended, as the processor needs it.
@@ -44,22 +57,41 @@ pub(crate) struct AttemptReport {
     pub outcome: AttemptOutcome,
     /// LSN of the attempt's last durable proposal (0 if none).
     pub last_lsn: Lsn,
-    /// Whether the attempt stored a new command (progress resets the retry count).
+    /// Whether the attempt stored a journal entry (progress resets the retry count).
     pub made_progress: bool,
 }
 
+/// What an attempt replays, read from one snapshot of the store.
+struct Loaded {
+    status: InvocationStatus,
+    journal: Vec<JournalFrame>,
+    state: Option<Vec<(Bytes, Bytes)>>,
+    prepared: PreparedAttempt,
+}
+
 impl AttemptDriver {
-    fn envelope(&self, effect: Effect) -> Envelope {
+    fn envelope(&self, epoch: u32, effects: Vec<Effect>) -> Envelope {
         Envelope {
             timestamp: now_ms(),
-            leader_epoch: Some(self.epoch),
+            leader_epoch: Some(self.leader_epoch),
             dedup: None,
-            command: Command::InvokerEffect { id: self.id, effect },
+            command: Command::InvokerEffect {
+                id: self.id,
+                epoch,
+                effects,
+            },
         }
     }
 
-    pub(crate) async fn run(self, attempt: Attempt, notifications: mpsc::UnboundedReceiver<Bytes>) {
-        let report = self.drive(attempt, notifications).await;
+    /// Runs the attempt holding `permit` (one of the node's concurrent invocations), then
+    /// reports to the processor.
+    pub(crate) async fn run(
+        self,
+        permit: OwnedSemaphorePermit,
+        notifications: mpsc::UnboundedReceiver<LiveNotification>,
+    ) {
+        let report = self.drive(notifications).await;
+        drop(permit);
         let _ = self.control.send(Control::AttemptFinished {
             id: self.id,
             token: self.token,
@@ -67,66 +99,171 @@ impl AttemptDriver {
         });
     }
 
-    async fn drive(&self, attempt: Attempt, notifications: mpsc::UnboundedReceiver<Bytes>) -> AttemptReport {
-        let cancelled = AttemptReport {
+    /// Reads the status, journal and (eager) state in one snapshot, off the async threads: only
+    /// now, with the permit held, so waiting attempts hold no journal in memory.
+    async fn load(&self) -> Result<Option<Loaded>, AttemptError> {
+        let (store, ctx, id) = (self.store.clone(), self.ctx.clone(), self.id);
+        let read = tokio::task::spawn_blocking(move || {
+            store.read_consistent(
+                |read| -> Result<Result<Option<Loaded>, AttemptError>, PartitionStoreError> {
+                    let Some(status) = read.get::<InvocationStatus>(&status_key(&id))? else {
+                        return Ok(Ok(None));
+                    };
+                    if status.phase != Phase::Invoked {
+                        return Ok(Ok(None));
+                    }
+                    let prepared = match ctx.settings.prepare(&ctx.schema.get(), &status) {
+                        Ok(prepared) => prepared,
+                        Err(error) => return Ok(Err(error)),
+                    };
+                    let journal = read_journal(read, &id, status.journal_length)?;
+                    let state = match (
+                        &status.target.key,
+                        status.target.can_read_state() && !prepared.lazy_state,
+                    ) {
+                        (Some(key), true) => Some(read_state(read, &status.target.service, key)?),
+                        _ => None,
+                    };
+                    Ok(Ok(Some(Loaded {
+                        status,
+                        journal,
+                        state,
+                        prepared,
+                    })))
+                },
+            )
+        })
+        .await;
+        let store_error = |message: String| AttemptError {
+            code: restate_invoker::codes::INTERNAL,
+            message: format!("cannot read the invocation from the partition store: {message}"),
+            retry_after: None,
+            behavior: ErrorBehavior::Retry,
+        };
+        match read {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(error)) => Err(store_error(error.to_string())),
+            Err(error) => Err(store_error(error.to_string())),
+        }
+    }
+
+    async fn drive(&self, mut notifications: mpsc::UnboundedReceiver<LiveNotification>) -> AttemptReport {
+        let mut report = AttemptReport {
             outcome: AttemptOutcome::Cancelled,
             last_lsn: 0,
             made_progress: false,
         };
-        let permit = tokio::select! {
-            _ = self.cancel.cancelled() => return cancelled,
-            permit = self.ctx.concurrency.clone().acquire_owned() => permit,
+        let loaded = tokio::select! {
+            _ = self.cancel.cancelled() => return report,
+            loaded = self.load() => loaded,
         };
-        let Ok(_permit) = permit else { return cancelled };
+        let Loaded {
+            status,
+            journal,
+            state,
+            prepared,
+        } = match loaded {
+            Ok(Some(loaded)) => loaded,
+            // It ended, paused or suspended meanwhile: nothing to run.
+            Ok(None) => return report,
+            Err(error) => {
+                report.outcome = AttemptOutcome::Failed(error);
+                return report;
+            }
+        };
+        if self.cancel.is_cancelled() {
+            return report;
+        }
+        self.state.attempt(self.id, |info| {
+            info.in_flight = true;
+            info.retry_count = self.retry_count;
+            info.last_start_at = Some(now_ms());
+            info.next_retry_at = None;
+            info.deployment_id = Some(prepared.deployment_id);
+            info.server = prepared.server.clone();
+        });
+        let replayed = status.journal_length;
+        let epoch = status.epoch;
+        let mut next_command = status.commands;
+        let mut has_output = status.output.is_some();
+        let version = prepared.version;
+        let attempt = Attempt {
+            invocation_id: self.id,
+            service: status.target.service.clone(),
+            handler: status.target.handler.clone(),
+            key: status.target.key.clone(),
+            deployment: prepared.deployment,
+            version,
+            journal,
+            state,
+            retry_count_since_last_stored_entry: self.retry_count,
+            duration_since_last_stored_entry: Duration::from_millis(
+                now_ms().saturating_sub(status.journal_modified_at),
+            ),
+            random_seed: random_seed(&self.id),
+            inactivity_timeout: prepared.inactivity_timeout,
+            abort_timeout: prepared.abort_timeout,
+            message_size_limit: self.ctx.settings.message_size_limit,
+        };
+        let target = status.target;
         let mut proposals: Vec<Proposal> = Vec::new();
-        // The deployment is pinned with the first entry (one append with it, not one more).
-        let mut pin = self.pin.clone();
+        // The deployment is pinned with the first effects (in their record, not one more).
+        let mut pin = prepared.pin;
+        // Run completions the SDK wants acknowledged (V7) instead of echoed.
+        let mut acks = HashSet::new();
         let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (live_tx, live_rx) = mpsc::unbounded_channel();
         let attempt_cancel = self.cancel.child_token();
-        let run = run_attempt(
-            &self.ctx.client,
-            attempt,
-            events_tx,
-            notifications,
-            attempt_cancel.clone(),
-        );
+        let run = run_attempt(&self.ctx.client, attempt, events_tx, live_rx, attempt_cancel.clone());
         tokio::pin!(run);
         let mut forced: Option<AttemptError> = None;
-        let mut made_progress = false;
-        let mut has_output = self.has_output;
         let mut outcome = None;
+        let mut batch: Vec<Effect> = Vec::new();
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     // Nothing more is proposed once the attempt was stopped from outside.
-                    Some(event) if forced.is_none() && !self.cancel.is_cancelled() => {
-                        if let AttemptEvent::Command { message_type, .. } = &event {
-                            has_output |= *message_type == MessageType::OutputCommand.code();
-                        }
-                        if event == AttemptEvent::End && !has_output {
-                            // A protocol violation: retried like any failed attempt.
-                            forced = Some(AttemptError {
-                                code: restate_invoker::codes::PROTOCOL_VIOLATION,
-                                message: "the SDK ended the invocation without an Output".into(),
-                                retry_after: None,
-                                behavior: ErrorBehavior::Retry,
-                            });
-                            attempt_cancel.cancel();
-                            continue;
-                        }
-                        match self.effect_of(event).await {
-                            Ok(Some(effect)) => {
-                                if let Some(pin) = pin.take() {
-                                    proposals.push(self.appender.propose(&self.envelope(pin)));
-                                }
-                                made_progress |= matches!(effect, Effect::Entry { .. });
-                                proposals.push(self.appender.propose(&self.envelope(effect)));
+                    Some(first) if forced.is_none() && !self.cancel.is_cancelled() => {
+                        let mut next = Some(first);
+                        while let Some(event) = next.take() {
+                            if let AttemptEvent::Command { message_type, .. } = &event {
+                                has_output |= *message_type == MessageType::OutputCommand.code();
                             }
-                            Ok(None) => {}
-                            Err(error) => {
-                                forced = Some(error);
+                            if event == AttemptEvent::End && !has_output {
+                                // A protocol violation: retried like any failed attempt.
+                                forced = Some(AttemptError {
+                                    code: restate_invoker::codes::PROTOCOL_VIOLATION,
+                                    message: "the SDK ended the invocation without an Output".into(),
+                                    retry_after: None,
+                                    behavior: ErrorBehavior::Retry,
+                                });
                                 attempt_cancel.cancel();
+                                break;
                             }
+                            if let AttemptEvent::ProposeRunCompletion { completion_id, ack: true, .. } = &event {
+                                acks.insert(*completion_id);
+                            }
+                            match self.effect_of(&target, event, &mut next_command).await {
+                                Ok(Some(effect)) => {
+                                    report.made_progress |= matches!(effect, Effect::Entry { .. });
+                                    batch.extend(pin.take());
+                                    batch.push(effect);
+                                }
+                                Ok(None) => {}
+                                Err(error) => {
+                                    forced = Some(error);
+                                    attempt_cancel.cancel();
+                                    break;
+                                }
+                            }
+                            // Whatever else the SDK already sent goes into the same record.
+                            if batch.len() < MAX_EFFECTS_PER_RECORD && !self.cancel.is_cancelled() {
+                                next = events.try_recv().ok();
+                            }
+                        }
+                        if !batch.is_empty() && !self.cancel.is_cancelled() {
+                            let effects = std::mem::take(&mut batch);
+                            proposals.push(self.appender.propose(&self.envelope(epoch, effects)));
                         }
                     }
                     Some(_) => {}
@@ -137,6 +274,14 @@ impl AttemptDriver {
                         break;
                     }
                 },
+                note = notifications.recv() => {
+                    if let Some(note) = note
+                        && note.index >= replayed
+                        && let Some(frame) = live_frame(version, &acks, note)
+                    {
+                        let _ = live_tx.send(frame);
+                    }
+                }
                 result = &mut run, if outcome.is_none() => {
                     outcome = Some(result);
                 }
@@ -146,10 +291,9 @@ impl AttemptDriver {
         if let Some(error) = forced {
             outcome = AttemptOutcome::Failed(error);
         }
-        let mut last_lsn = 0;
         for proposal in proposals {
             match proposal.await {
-                Ok(Ok(lsn)) => last_lsn = last_lsn.max(lsn),
+                Ok(Ok(lsn)) => report.last_lsn = report.last_lsn.max(lsn),
                 Ok(Err(error)) => {
                     outcome = AttemptOutcome::Failed(AttemptError {
                         code: restate_invoker::codes::INTERNAL,
@@ -161,36 +305,36 @@ impl AttemptDriver {
                 Err(_) => {}
             }
         }
-        AttemptReport {
-            outcome,
-            last_lsn,
-            made_progress,
-        }
+        report.outcome = outcome;
+        report
     }
 
     /// The effect to propose for an event; `Err` fails the attempt.
-    async fn effect_of(&self, event: AttemptEvent) -> Result<Option<Effect>, AttemptError> {
+    async fn effect_of(
+        &self,
+        target: &InvocationTarget,
+        event: AttemptEvent,
+        next_command: &mut u32,
+    ) -> Result<Option<Effect>, AttemptError> {
         match event {
             AttemptEvent::Command {
                 message_type,
                 payload,
                 message,
             } => {
-                let call = self.check_command(&message).await?;
+                let call = self.check_command(target, &message).await?;
+                let command_index = *next_command;
+                *next_command += 1;
                 Ok(Some(Effect::Entry {
+                    command_index: Some(command_index),
                     message_type,
                     payload: payload.to_vec(),
                     call,
                 }))
             }
             AttemptEvent::ProposeRunCompletion {
-                completion_id,
-                result,
-                ack,
+                completion_id, result, ..
             } => {
-                if ack && let Ok(mut acks) = self.acks.lock() {
-                    acks.insert(completion_id);
-                }
                 let result = match result {
                     Ok(value) => {
                         proto::run_completion_notification_message::Result::Value(proto::Value { content: value })
@@ -202,6 +346,7 @@ impl AttemptDriver {
                     result: Some(result),
                 };
                 Ok(Some(Effect::Entry {
+                    command_index: None,
                     message_type: MessageType::RunCompletionNotification.code(),
                     payload: notification.encode_to_vec(),
                     call: None,
@@ -230,7 +375,11 @@ impl AttemptDriver {
 
     /// Checks a command against what the handler may do, and resolves call targets from the
     /// latest schema (a failure is retryable: the service may be registered meanwhile).
-    async fn check_command(&self, message: &Message) -> Result<Option<ResolvedCall>, AttemptError> {
+    async fn check_command(
+        &self,
+        target: &InvocationTarget,
+        message: &Message,
+    ) -> Result<Option<ResolvedCall>, AttemptError> {
         let refuse = |what: &str| AttemptError {
             code: 500,
             message: what.to_owned(),
@@ -239,22 +388,22 @@ impl AttemptDriver {
         };
         match message {
             Message::SetStateCommand(_) | Message::ClearStateCommand(_) | Message::ClearAllStateCommand(_)
-                if !self.target.can_write_state() =>
+                if !target.can_write_state() =>
             {
                 Err(refuse(&format!(
                     "handler {}/{} may not write state (only exclusive handlers of virtual objects may)",
-                    self.target.service, self.target.handler
+                    target.service, target.handler
                 )))
             }
             Message::GetLazyStateCommand(_)
             | Message::GetLazyStateKeysCommand(_)
             | Message::GetEagerStateCommand(_)
             | Message::GetEagerStateKeysCommand(_)
-                if !self.target.can_read_state() =>
+                if !target.can_read_state() =>
             {
                 Err(refuse(&format!(
                     "handler {}/{} may not read state (plain services have none)",
-                    self.target.service, self.target.handler
+                    target.service, target.handler
                 )))
             }
             Message::CallCommand(call) => self
@@ -276,6 +425,7 @@ impl AttemptDriver {
                 .await
                 .map(Some),
             Message::CompleteAwakeableCommand(command) => {
+                // Also refuses the reserved signal indices (cancel, 2-16).
                 match command.awakeable_id.parse::<restate_types::AwakeableId>() {
                     Ok(_) => Ok(None),
                     Err(error) => Err(refuse(&format!("CompleteAwakeable with a bad awakeable id: {error}"))),
@@ -291,12 +441,12 @@ impl AttemptDriver {
                 }
             }
             Message::GetPromiseCommand(_) | Message::PeekPromiseCommand(_) | Message::CompletePromiseCommand(_)
-                if self.target.service_type != ServiceType::Workflow =>
+                if target.service_type != ServiceType::Workflow =>
             {
                 Err(refuse(&format!(
                     "{} is only for workflows; {} is not one",
                     message.message_type().name(),
-                    self.target.service
+                    target.service
                 )))
             }
             Message::AttachInvocationCommand(restate_service_protocol::proto::AttachInvocationCommandMessage {
@@ -371,6 +521,62 @@ impl AttemptDriver {
             retention,
         })
     }
+}
+
+/// The journal as stored, checked against the length its status records.
+fn read_journal(
+    read: &ConsistentRead<'_>,
+    id: &InvocationId,
+    length: u32,
+) -> Result<Vec<JournalFrame>, PartitionStoreError> {
+    let frames: Vec<JournalFrame> = read
+        .scan_raw(journal_prefix(id).as_bytes())?
+        .iter()
+        .filter_map(|(_, value)| decode_entry(value))
+        .map(|(message_type, payload)| JournalFrame { message_type, payload })
+        .collect();
+    if frames.len() != length as usize {
+        return Err(PartitionStoreError::Corrupt {
+            table: "j2".into(),
+            reason: format!("the journal has {} entries, its status says {length}", frames.len()),
+        });
+    }
+    Ok(frames)
+}
+
+fn read_state(read: &ConsistentRead<'_>, service: &str, key: &str) -> Result<Vec<(Bytes, Bytes)>, PartitionStoreError> {
+    let prefix = state_prefix(service, key);
+    Ok(read
+        .scan_raw(prefix.as_bytes())?
+        .into_iter()
+        .map(|(k, v)| (Bytes::copy_from_slice(&k[prefix.as_bytes().len()..]), Bytes::from(v)))
+        .collect())
+}
+
+/// The frame to send live for a notification: the notification itself, or, for a run
+/// completion the SDK asked to be acknowledged (V7), the acknowledgement in its place.
+fn live_frame(version: ServiceProtocolVersion, acks: &HashSet<u32>, note: LiveNotification) -> Option<Bytes> {
+    if note.message_type == MessageType::RunCompletionNotification.code()
+        && let Ok(notification) = proto::RunCompletionNotificationMessage::decode(note.payload.clone())
+        && acks.contains(&notification.completion_id)
+    {
+        let ack = Message::ProposeRunCompletionAck(proto::ProposeRunCompletionAckMessage {
+            completion_id: notification.completion_id,
+        });
+        return Encoder::new(version).encode(&ack).ok();
+    }
+    Some(
+        JournalFrame {
+            message_type: note.message_type,
+            payload: note.payload,
+        }
+        .encode(),
+    )
+}
+
+/// The seed SDKs derive randomness from: the same for every attempt of an invocation.
+fn random_seed(id: &InvocationId) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&id.to_raw())
 }
 
 /// The id of a new invocation of `target`: derived from the idempotency key when there is

@@ -13,6 +13,7 @@ mod processor;
 mod schema_cache;
 mod settings;
 pub mod state_machine;
+mod timers;
 pub mod wal;
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub use handle::{
 };
 pub use invocation::invocation_id_of;
 pub use metrics::WorkerMetrics;
-pub use processor::EpochMetadata;
+pub use processor::{EpochMetadata, SkippedRecords, skipped_records_key};
 pub use schema_cache::SchemaCache;
 pub use settings::WorkerSettings;
 
@@ -94,9 +95,11 @@ impl Worker {
         let cancel = CancellationToken::new();
         let mut tasks = vec![ctx.schema.spawn_refresher(cancel.clone())];
         let mut partitions = Vec::new();
+        // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
+        let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
         for partition in &table.partitions {
-            let appender = Appender::spawn(bifrost.clone(), u32::from(partition.id));
-            let handle = PartitionHandle::new(partition.id, appender, stores.partition(partition.id)?);
+            let appender = Appender::spawn(bifrost.clone(), u32::from(partition.id), append_deadline);
+            let handle = PartitionHandle::new(partition.id, appender, stores.partition(partition.id)?, bifrost.clone());
             let range = partition.key_range_start..=partition.key_range_end;
             partitions.push((range.clone(), handle.clone()));
             let processor = Processor::new(
@@ -104,9 +107,15 @@ impl Worker {
                 partition.id,
                 range,
                 stores.partition(partition.id)?,
-                handle,
+                handle.clone(),
             )?;
-            tasks.push(tokio::spawn(processor.run(cancel.clone())));
+            ctx.metrics.partition_failed(partition.id, false);
+            tasks.push(tokio::spawn(supervise(
+                processor,
+                handle,
+                ctx.metrics.clone(),
+                cancel.clone(),
+            )));
         }
         tracing::info!(partitions = partitions.len(), "partition processors started");
         Ok(Self {
@@ -131,5 +140,27 @@ impl Worker {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Runs a processor; if it panics, its partition is marked failed with the panic (and its
+/// waiters told at once) instead of looking healthy while every call to it hangs.
+async fn supervise(processor: Processor, handle: PartitionHandle, metrics: WorkerMetrics, cancel: CancellationToken) {
+    let partition = handle.partition_id;
+    if let Err(error) = tokio::spawn(processor.run(cancel)).await
+        && error.is_panic()
+    {
+        let panic = error.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(partition, "the partition processor panicked: {message}");
+        handle
+            .state
+            .set_failed(format!("the partition processor panicked: {message}; restart the node"));
+        metrics.partition_failed(partition, true);
+        handle.drop_waiters();
     }
 }

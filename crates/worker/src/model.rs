@@ -203,6 +203,18 @@ pub struct InvocationStatus {
     /// Where it came from when an operator restarted an ended invocation as new.
     pub restarted_from: Option<InvocationId>,
     pub invoked_by: Option<Caller>,
+    /// Bumped when an operator pauses it: effects of attempts started before carry the old
+    /// epoch and are dropped, so a paused attempt's late proposals never reach a later journal.
+    pub epoch: u32,
+}
+
+/// Who holds the lock of a virtual object key, and where the search for the next in its inbox
+/// starts (every entry of the key below it was taken or removed, so the search never wades
+/// through their deletions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub id: InvocationId,
+    pub inbox_from: u64,
 }
 
 /// A workflow's durable promise: its result once completed, and who waits for it meanwhile.

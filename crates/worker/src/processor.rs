@@ -1,47 +1,58 @@
 //! A partition processor: tails its partition's log, applies every record with the state
-//! machine, and, while it leads, runs the leader's tasks (attempts, timers, outbox).
+//! machine, and, while it leads, runs the leader's tasks (attempts, timers, outbox, cleaner).
+//!
+//! A record that cannot be applied never stops the processor silently: a store error is
+//! retried, a record that cannot be decoded or applied (or panics the state machine) holds the
+//! partition at that record, failed with the reason, until an operator skips it
+//! (`restatectl partitions skip-record`). Meanwhile callers get an error at once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use restate_bifrost::{Bifrost, LogEntry};
 use restate_config::Configuration;
-use restate_invoker::{
-    Attempt, AttemptDeployment, AttemptError, AttemptOutcome, ErrorBehavior, InvokerClient, JournalFrame,
-};
+use restate_invoker::{AttemptDeployment, AttemptError, AttemptOutcome, ErrorBehavior, InvokerClient};
 use restate_metadata_store::{MetadataClient, ReadModifyWrite};
-use restate_partition_store::{Key, PartitionStore, TableKind, read_u64};
-use restate_service_protocol::{Encoder, Message, MessageType, ServiceProtocolVersion, proto};
+use restate_partition_store::{Key, PartitionStore, PartitionStoreError, TableKind};
+use restate_service_protocol::ServiceProtocolVersion;
 use restate_types::InvocationId;
 use restate_types::manifest::ProtocolMode;
 use restate_types::metadata::{FIRST_LSN, Lsn};
 use restate_types::schema::DeploymentHttpVersion;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::appender::Appender;
 use crate::handle::{Answer, PartitionHandle};
-use crate::invocation::{AttemptDriver, AttemptReport};
-use crate::model::{InvocationStatus, Phase};
+use crate::invocation::{AttemptDriver, AttemptReport, LiveNotification};
+use crate::model::InvocationStatus;
 use crate::schema_cache::SchemaCache;
 use crate::settings::WorkerSettings;
 use crate::state_machine::{self, Action, StateMachine};
-use crate::wal::{Command, Dedup, Effect, Envelope, OutboxMessage, now_ms};
+use crate::timers::TimerQueue;
+use crate::wal::{Command, Effect, Envelope, now_ms};
 
 #[path = "processor_tasks.rs"]
 mod tasks;
-use tasks::{cleaner, shuffle, tail_log};
+use tasks::{cleaner, shuffle, starter, tail_log};
 
 /// Records read from the log in order, or why the log cannot be applied on.
 type RecordBatch = Result<Vec<(Lsn, Vec<u8>)>, String>;
 
 /// Records applied in one store transaction at most.
 const MAX_APPLY_BATCH: usize = 512;
+
+/// The longest wait between two tries of records that hit a store error.
+const MAX_STORE_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// How often a partition held at a record checks whether an operator skipped it.
+const SKIP_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What every processor of the node shares.
 pub(crate) struct ProcessorCtx {
@@ -92,6 +103,11 @@ impl ProcessorCtx {
 pub(crate) enum Control {
     /// Leadership was obtained in metadata with this epoch and announced in the log.
     Epoch(u64),
+    /// Run an attempt of this invocation with this concurrency permit.
+    Start {
+        id: InvocationId,
+        permit: OwnedSemaphorePermit,
+    },
     AttemptFinished {
         id: InvocationId,
         token: u64,
@@ -101,16 +117,14 @@ pub(crate) enum Control {
     Retry { id: InvocationId, min_lsn: Lsn },
     /// The leadership task gave up; try again.
     LeadershipFailed,
+    /// The shuffle cannot deliver the outbox on (`None`: it can again).
+    OutboxProblem(Option<String>),
 }
 
 struct Running {
     token: u64,
-    notify: mpsc::UnboundedSender<Bytes>,
-    /// Journal entries replayed at start; notifications below this index were sent already.
-    replayed: u32,
+    notify: mpsc::UnboundedSender<LiveNotification>,
     terminal: Arc<AtomicBool>,
-    acks: Arc<Mutex<HashSet<u32>>>,
-    version: ServiceProtocolVersion,
     cancel: CancellationToken,
 }
 
@@ -125,6 +139,35 @@ struct RetryState {
 pub struct EpochMetadata {
     pub epoch: u64,
     pub node: u32,
+}
+
+/// Records of partition `id`'s log its processors skip instead of applying
+/// (`pp_skip_<id>` in metadata), set by an operator for a record that cannot be applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecords {
+    pub lsns: BTreeSet<Lsn>,
+}
+
+/// The metadata key of partition `id`'s skipped records.
+pub fn skipped_records_key(partition_id: u16) -> String {
+    format!("pp_skip_{partition_id}")
+}
+
+/// Why a batch could not be applied.
+struct ApplyFailure {
+    /// The record that failed (`None`: the commit of the whole batch).
+    lsn: Option<Lsn>,
+    reason: String,
+    /// Retrying cannot help (a record that does not decode or apply); a store error may pass.
+    permanent: bool,
+}
+
+/// Records held back because they could not be applied yet.
+struct Held {
+    batch: Vec<(Lsn, Vec<u8>)>,
+    failure: ApplyFailure,
+    retries: u32,
+    retry_at: Instant,
 }
 
 pub(crate) struct Processor {
@@ -146,9 +189,17 @@ pub(crate) struct Processor {
     running: HashMap<InvocationId, Running>,
     retries: HashMap<InvocationId, RetryState>,
     pending_retries: Vec<(InvocationId, Lsn)>,
-    timers: BTreeSet<(u64, u64)>,
+    timers: TimerQueue,
     shuffle: Option<mpsc::UnboundedSender<()>>,
+    /// Invocations waiting for a concurrency permit go through the leader's starter task.
+    starter: Option<mpsc::UnboundedSender<InvocationId>>,
+    /// Sent to the starter and not started yet (so each is queued once).
+    queued: HashSet<InvocationId>,
     next_token: u64,
+    held: Option<Held>,
+    skipped: BTreeSet<Lsn>,
+    /// Appender failures counted when this processor last became leader.
+    append_failures_seen: u64,
 }
 
 impl Processor {
@@ -166,14 +217,12 @@ impl Processor {
             .unwrap_or(0);
         Ok(Self {
             appender: handle.appender.clone(),
+            timers: TimerQueue::new(ctx.settings.timers_in_memory),
             ctx,
             partition_id,
             log_id: u32::from(partition_id),
             store,
-            state_machine: StateMachine {
-                partition_id,
-                key_range,
-            },
+            state_machine: StateMachine::new(partition_id, key_range),
             handle,
             control_tx,
             control_rx,
@@ -184,29 +233,32 @@ impl Processor {
             running: HashMap::new(),
             retries: HashMap::new(),
             pending_retries: Vec::new(),
-            timers: BTreeSet::new(),
             shuffle: None,
+            starter: None,
+            queued: HashSet::new(),
             next_token: 0,
+            held: None,
+            skipped: BTreeSet::new(),
+            append_failures_seen: 0,
         })
     }
 
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         self.publish_state();
+        self.refresh_skipped().await;
         let (records_tx, mut records) = mpsc::channel::<RecordBatch>(4);
         tokio::spawn(tail_log(
             self.ctx.bifrost.clone(),
             self.log_id,
             (self.applied + 1).max(FIRST_LSN),
             records_tx,
+            self.handle.clone(),
             cancel.clone(),
         ));
+        let mut append_failures = self.appender.failures();
         self.spawn_leadership();
         loop {
-            let next_timer = if self.leading {
-                self.timers.first().copied()
-            } else {
-                None
-            };
+            let next_timer = if self.leading { self.timers.first() } else { None };
             let timer_sleep = async {
                 match next_timer {
                     Some((wake_up, _)) => {
@@ -215,31 +267,43 @@ impl Processor {
                     None => std::future::pending().await,
                 }
             };
+            let retry_at = self.held.as_ref().map(|held| held.retry_at);
+            let retry_held = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                batch = records.recv() => match batch {
-                    Some(batch) => {
-                        if let Err(error) = batch.and_then(|batch| self.apply_batch(batch)) {
-                            tracing::error!(partition = self.partition_id, %error, "cannot apply the partition's log; the processor stops");
-                            self.handle.state.set_failed(error);
-                            break;
-                        }
+                batch = records.recv(), if self.held.is_none() => match batch {
+                    Some(Ok(batch)) => self.apply_or_hold(batch),
+                    Some(Err(reason)) => {
+                        // The log cannot be applied on from here (trimmed past what this
+                        // replica applied): nothing this processor can do brings it back.
+                        tracing::error!(partition = self.partition_id, %reason, "the partition's log cannot be applied on; the processor stops");
+                        self.fail(reason);
+                        break;
                     }
                     None => break,
                 },
+                _ = retry_held => self.retry_held().await,
                 control = self.control_rx.recv() => {
                     if let Some(control) = control {
                         self.on_control(control);
                     }
                 }
-                _ = self.appender.failed(), if self.leading => {
-                    tracing::warn!(partition = self.partition_id, "an append failed: re-establishing leadership");
-                    self.step_down();
-                    self.spawn_leadership();
+                changed = append_failures.changed(), if self.leading => {
+                    if changed.is_ok() && *append_failures.borrow_and_update() > self.append_failures_seen {
+                        tracing::warn!(partition = self.partition_id, "an append failed: re-establishing leadership");
+                        self.step_down();
+                        self.spawn_leadership();
+                    }
                 }
                 _ = timer_sleep => {
                     if let Some(timer) = next_timer {
-                        self.timers.remove(&timer);
+                        self.timers.remove(timer);
+                        self.refill_timers();
                         self.fire_timer(timer);
                     }
                 }
@@ -257,6 +321,27 @@ impl Processor {
             state.leader_epoch = self.my_epoch.filter(|_| self.leading);
             state.is_leader = self.leading;
         });
+    }
+
+    /// Marks the partition failed: callers get the reason at once instead of waiting, and
+    /// this processor stops leading until it applies again.
+    fn fail(&mut self, reason: String) {
+        self.handle.state.set_failed(reason);
+        self.ctx.metrics.partition_failed(self.partition_id, true);
+        self.step_down();
+        self.my_epoch = None;
+        self.handle.drop_waiters();
+    }
+
+    fn recovered(&mut self) {
+        tracing::info!(
+            partition = self.partition_id,
+            applied = self.applied,
+            "the partition applies its log again"
+        );
+        self.handle.state.update(|state| state.failure = None);
+        self.ctx.metrics.partition_failed(self.partition_id, false);
+        self.spawn_leadership();
     }
 
     fn spawn_leadership(&self) {
@@ -307,22 +392,161 @@ impl Processor {
         });
     }
 
-    fn apply_batch(&mut self, batch: Vec<(Lsn, Vec<u8>)>) -> Result<(), String> {
+    /// Applies a batch, or holds it back (failed, with the reason) when it cannot be applied.
+    fn apply_or_hold(&mut self, batch: Vec<(Lsn, Vec<u8>)>) {
+        let Err(failure) = self.apply_batch(&batch) else {
+            return;
+        };
+        let mut batch = batch;
+        if let Some(lsn) = failure.lsn.filter(|_| failure.permanent) {
+            // Apply what precedes the bad record, so the partition stands exactly before it.
+            let split = batch.iter().position(|(l, _)| *l == lsn).unwrap_or(0);
+            if split > 0 {
+                let rest = batch.split_off(split);
+                if let Err(failure) = self.apply_batch(&batch) {
+                    return self.hold(batch.into_iter().chain(rest).collect(), failure);
+                }
+                batch = rest;
+            }
+        }
+        self.hold(batch, failure);
+    }
+
+    fn hold(&mut self, batch: Vec<(Lsn, Vec<u8>)>, failure: ApplyFailure) {
+        let reason = match (failure.permanent, failure.lsn) {
+            (true, Some(lsn)) => format!(
+                "record {lsn} of log {} cannot be applied: {}; the partition stays at LSN {} until the record \
+                 is skipped (`restatectl partitions skip-record {} {lsn}`, which loses what the record did)",
+                self.log_id, failure.reason, self.applied, self.partition_id
+            ),
+            _ => format!("cannot write the partition store ({}); retrying", failure.reason),
+        };
+        tracing::error!(partition = self.partition_id, "{reason}");
+        self.fail(reason);
+        let delay = if failure.permanent {
+            SKIP_POLL_INTERVAL
+        } else {
+            Duration::from_millis(100)
+        };
+        self.held = Some(Held {
+            batch,
+            failure,
+            retries: 0,
+            retry_at: Instant::now() + delay,
+        });
+    }
+
+    /// Tries held records again: after a store error, or once an operator skipped the bad one.
+    async fn retry_held(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        if held.failure.permanent {
+            self.refresh_skipped().await;
+            if !held.failure.lsn.is_some_and(|lsn| self.skipped.contains(&lsn)) {
+                held.retry_at = Instant::now() + SKIP_POLL_INTERVAL;
+                self.held = Some(held);
+                return;
+            }
+        }
+        match self.apply_batch(&held.batch) {
+            Ok(()) => self.recovered(),
+            Err(failure) if failure.permanent && failure.lsn != held.failure.lsn => {
+                self.apply_or_hold(held.batch);
+            }
+            Err(failure) => {
+                held.retries += 1;
+                let backoff = Duration::from_millis(100).saturating_mul(1 << held.retries.min(6));
+                held.retry_at = Instant::now()
+                    + match failure.permanent {
+                        true => SKIP_POLL_INTERVAL,
+                        false => backoff.min(MAX_STORE_RETRY_DELAY),
+                    };
+                if !failure.permanent {
+                    self.handle.state.update(|s| {
+                        s.failure = Some(format!(
+                            "cannot write the partition store ({}); retrying",
+                            failure.reason
+                        ))
+                    });
+                }
+                held.failure = failure;
+                self.held = Some(held);
+            }
+        }
+    }
+
+    /// Reads the records an operator asked to skip.
+    async fn refresh_skipped(&mut self) {
+        match self
+            .ctx
+            .metadata
+            .get_json::<SkippedRecords>(&skipped_records_key(self.partition_id))
+            .await
+        {
+            Ok(Some((_, skipped))) => self.skipped = skipped.lsns,
+            Ok(None) => self.skipped.clear(),
+            Err(error) => tracing::debug!(partition = self.partition_id, %error, "cannot read the skipped records"),
+        }
+    }
+
+    fn apply_batch(&mut self, batch: &[(Lsn, Vec<u8>)]) -> Result<(), ApplyFailure> {
         let mut actions = Vec::new();
         let mut txn = self.store.txn();
         let mut last = self.applied;
         for (lsn, payload) in batch {
-            if lsn <= self.applied {
+            let lsn = *lsn;
+            let permanent = |reason: String| ApplyFailure {
+                lsn: Some(lsn),
+                reason,
+                permanent: true,
+            };
+            if lsn <= last {
+                // The log handed out an LSN again: applying on (or skipping it) would make this
+                // replica diverge from one that reads the log afresh.
+                return Err(permanent(format!(
+                    "the log went backwards: LSN {lsn} after {last} was applied"
+                )));
+            }
+            last = lsn;
+            if self.skipped.contains(&lsn) {
+                tracing::warn!(
+                    partition = self.partition_id,
+                    lsn,
+                    "skipping a record, as an operator asked"
+                );
+                self.state_machine.skip(&mut txn, lsn);
                 continue;
             }
-            let envelope =
-                Envelope::decode(&payload).map_err(|e| format!("record {lsn} of log {}: {e}", self.log_id))?;
-            self.state_machine
-                .apply(&mut txn, lsn, envelope, &mut actions)
-                .map_err(|e| e.to_string())?;
-            last = lsn;
+            let envelope = Envelope::decode(payload).map_err(permanent)?;
+            let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.state_machine.apply(&mut txn, lsn, envelope, &mut actions)
+            }));
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(error @ PartitionStoreError::Corrupt { .. })) => return Err(permanent(error.to_string())),
+                Ok(Err(error)) => {
+                    return Err(ApplyFailure {
+                        lsn: Some(lsn),
+                        reason: error.to_string(),
+                        permanent: false,
+                    });
+                }
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    return Err(permanent(format!("applying it panicked: {message}")));
+                }
+            }
         }
-        txn.commit().map_err(|e| e.to_string())?;
+        txn.commit().map_err(|error| ApplyFailure {
+            lsn: None,
+            reason: error.to_string(),
+            permanent: false,
+        })?;
         self.applied = last;
         for action in actions {
             self.on_action(action);
@@ -356,6 +580,7 @@ impl Processor {
                 self.handle.respond(request_id, Answer::Completed(id, result))
             }
             Action::IngressNotFound { request_id } => self.handle.respond(request_id, Answer::NotFound),
+            Action::IngressEvicted { request_id } => self.handle.respond(request_id, Answer::Evicted),
             Action::Submitted { request_id, new, .. } => self.handle.respond(request_id, Answer::Submitted(new)),
             _ if !self.leading => {}
             Action::Created => self.ctx.metrics.invocation("created"),
@@ -367,13 +592,12 @@ impl Processor {
                 message_type,
                 payload,
             } => {
-                if let Some(running) = self.running.get(&id)
-                    && index >= running.replayed
-                {
-                    let frame = live_frame(running, message_type, payload);
-                    if let Some(frame) = frame {
-                        let _ = running.notify.send(frame);
-                    }
+                if let Some(running) = self.running.get(&id) {
+                    let _ = running.notify.send(LiveNotification {
+                        index,
+                        message_type,
+                        payload,
+                    });
                 }
             }
             Action::Abort(id) => {
@@ -383,8 +607,10 @@ impl Processor {
                 self.retries.remove(&id);
                 self.handle.state.forget_attempt(&id);
             }
-            Action::RegisterTimer { wake_up, seq } => {
-                self.timers.insert((wake_up, seq));
+            Action::RegisterTimer { wake_up, seq } => self.timers.insert((wake_up, seq)),
+            Action::CancelTimer { wake_up, seq } => {
+                self.timers.remove((wake_up, seq));
+                self.refill_timers();
             }
             Action::Outbox { .. } => {
                 if let Some(shuffle) = &self.shuffle {
@@ -397,6 +623,10 @@ impl Processor {
     fn on_control(&mut self, control: Control) {
         match control {
             Control::Epoch(epoch) => {
+                if self.held.is_some() {
+                    // Failed meanwhile: it seeks leadership again once it applies.
+                    return;
+                }
                 self.my_epoch = Some(epoch);
                 // The announcement may have been applied before this message arrived.
                 let announced = self.store.get::<u64>(&fsm_key(state_machine::fsm::LEADER_EPOCH));
@@ -404,7 +634,17 @@ impl Processor {
                     self.become_leader();
                 }
             }
-            Control::LeadershipFailed => self.spawn_leadership(),
+            Control::LeadershipFailed => {
+                if self.held.is_none() {
+                    self.spawn_leadership();
+                }
+            }
+            Control::Start { id, permit } => {
+                self.queued.remove(&id);
+                if self.leading {
+                    self.spawn_attempt(id, permit);
+                }
+            }
             Control::AttemptFinished { id, token, report } => {
                 // A report of an attempt that was replaced or aborted meanwhile says nothing
                 // about the invocation now.
@@ -430,21 +670,19 @@ impl Processor {
                     self.pending_retries.push((id, min_lsn));
                 }
             }
+            Control::OutboxProblem(problem) => self.handle.state.update(|s| s.outbox_problem = problem),
         }
     }
 
     fn become_leader(&mut self) {
         tracing::info!(partition = self.partition_id, epoch = ?self.my_epoch, "leading the partition");
         self.leading = true;
+        self.append_failures_seen = *self.appender.failures().borrow();
         self.leader_cancel = CancellationToken::new();
-        self.timers.clear();
-        if let Ok(timers) = self.store.scan_raw(TableKind::Timer.prefix()) {
-            for (key, _) in timers {
-                if let (Some(wake_up), Some(seq)) = (read_u64(&key, 2), read_u64(&key, 10)) {
-                    self.timers.insert((wake_up, seq));
-                }
-            }
+        if let Err(error) = self.timers.load(&self.store) {
+            tracing::error!(partition = self.partition_id, %error, "cannot read the timers; they fire once this partition is led again");
         }
+        let epoch = self.my_epoch.unwrap_or_default();
         let (shuffle_tx, shuffle_rx) = mpsc::unbounded_channel();
         let _ = shuffle_tx.send(());
         self.shuffle = Some(shuffle_tx);
@@ -453,42 +691,30 @@ impl Processor {
             self.store.clone(),
             self.appender.clone(),
             self.partition_id,
-            self.my_epoch.unwrap_or_default(),
+            epoch,
             shuffle_rx,
+            self.control_tx.clone(),
             self.leader_cancel.clone(),
         ));
         tokio::spawn(cleaner(
             self.store.clone(),
             self.appender.clone(),
-            self.my_epoch.unwrap_or_default(),
+            epoch,
             self.ctx.settings.cleanup_interval,
             self.leader_cancel.clone(),
         ));
-        let mut invoked = Vec::new();
-        match self.store.scan_raw(TableKind::InvocationStatus.prefix()) {
-            Ok(statuses) => {
-                for (key, value) in statuses {
-                    match (
-                        InvocationId::from_raw(&key[2..]),
-                        postcard::from_bytes::<InvocationStatus>(&value),
-                    ) {
-                        (Some(id), Ok(status)) if status.phase == Phase::Invoked => invoked.push(id),
-                        (Some(_), Ok(_)) => {}
-                        (id, _) => tracing::error!(
-                            partition = self.partition_id, invocation = ?id,
-                            "an invocation status does not decode; that invocation cannot run"
-                        ),
-                    }
-                }
-            }
-            Err(error) => tracing::error!(
-                partition = self.partition_id, %error,
-                "cannot scan the invocations to resume; they resume when this partition is led again"
-            ),
-        }
-        for id in invoked {
-            self.start_attempt(id);
-        }
+        // Invocations that were running resume through the starter, which reads them from the
+        // index of running invocations in bounded steps as permits free up.
+        let (starter_tx, starter_rx) = mpsc::unbounded_channel();
+        self.starter = Some(starter_tx);
+        self.queued.clear();
+        tokio::spawn(starter(
+            self.store.clone(),
+            self.ctx.concurrency.clone(),
+            starter_rx,
+            self.control_tx.clone(),
+            self.leader_cancel.clone(),
+        ));
         self.publish_state();
     }
 
@@ -499,10 +725,21 @@ impl Processor {
             running.cancel.cancel();
         }
         self.shuffle = None;
+        self.starter = None;
+        self.queued.clear();
+        self.timers.clear();
         self.pending_retries.clear();
         self.retries.clear();
         self.handle.state.clear_attempts();
+        self.handle.state.update(|s| s.outbox_problem = None);
         self.publish_state();
+    }
+
+    /// Loads the next timers from the store once the ones in memory ran out.
+    fn refill_timers(&mut self) {
+        if let Err(error) = self.timers.refill(&self.store) {
+            tracing::error!(partition = self.partition_id, %error, "cannot read the next timers");
+        }
     }
 
     fn fire_timer(&self, (wake_up, seq): (u64, u64)) {
@@ -515,12 +752,16 @@ impl Processor {
         self.appender.submit(&envelope);
     }
 
-    fn propose_effect(&self, id: InvocationId, effect: Effect) {
+    fn propose_effect(&self, id: InvocationId, epoch: u32, effect: Effect) {
         self.appender.submit(&Envelope {
             timestamp: now_ms(),
             leader_epoch: self.my_epoch,
             dedup: None,
-            command: Command::InvokerEffect { id, effect },
+            command: Command::InvokerEffect {
+                id,
+                epoch,
+                effects: vec![effect],
+            },
         })
     }
 
@@ -543,8 +784,10 @@ impl Processor {
             invocation = %id, target = %format!("{}/{}", status.target.service, status.target.handler),
             attempt = attempts, code = error.code, "invocation attempt failed: {}", error.message
         );
+        let epoch = status.epoch;
         self.propose_effect(
             id,
+            epoch,
             Effect::AttemptFailed {
                 attempt: attempts,
                 code: error.code,
@@ -554,17 +797,13 @@ impl Processor {
         let exhausted = policy.max_attempts.is_some_and(|max| attempts >= max);
         match error.behavior {
             ErrorBehavior::Fail => {
-                self.propose_effect(
-                    id,
-                    Effect::Fail {
-                        code: error.code,
-                        message: error.message,
-                    },
-                );
+                let effect = Effect::Fail {
+                    code: error.code,
+                    message: error.message,
+                };
+                self.propose_effect(id, epoch, effect);
             }
-            ErrorBehavior::Pause => {
-                self.propose_effect(id, Effect::Pause);
-            }
+            ErrorBehavior::Pause => self.propose_effect(id, epoch, Effect::Pause),
             ErrorBehavior::Retry if exhausted => {
                 let effect = match policy.kill_on_max_attempts {
                     true => Effect::Fail {
@@ -573,11 +812,16 @@ impl Processor {
                     },
                     false => Effect::Pause,
                 };
-                self.propose_effect(id, effect);
+                self.propose_effect(id, epoch, effect);
             }
             ErrorBehavior::Retry => {
-                let delay = error.retry_after.unwrap_or_else(|| policy.delay(attempts));
-                let next_retry_at = now_ms() + delay.as_millis() as u64;
+                // An SDK's or deployment's own delay is honoured, but never beyond the policy's
+                // longest interval (an absurd one would park the invocation for good).
+                let delay = error
+                    .retry_after
+                    .unwrap_or_else(|| policy.delay(attempts))
+                    .min(policy.max_interval);
+                let next_retry_at = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 self.handle.state.attempt(id, |info| {
                     info.in_flight = false;
                     info.retry_count = attempts;
@@ -598,171 +842,70 @@ impl Processor {
         }
     }
 
-    /// Starts an attempt from what the store holds now (the journal and state are read here,
-    /// between applied batches, so the attempt sees a consistent journal).
+    /// Asks for an attempt of `id`: it starts once the leader's starter hands it a permit.
     fn start_attempt(&mut self, id: InvocationId) {
         if !self.leading {
             return;
         }
+        if self
+            .running
+            .get(&id)
+            .is_some_and(|r| !r.terminal.load(Ordering::Acquire))
+        {
+            return;
+        }
+        if let Some(starter) = &self.starter
+            && self.queued.insert(id)
+        {
+            let _ = starter.send(id);
+        }
+    }
+
+    /// Runs an attempt holding `permit`; the driver reads what it replays from the store
+    /// itself (the journal is in memory only while the attempt runs).
+    fn spawn_attempt(&mut self, id: InvocationId, permit: OwnedSemaphorePermit) {
         if let Some(running) = self.running.get(&id) {
             if !running.terminal.load(Ordering::Acquire) {
                 return;
             }
+            // The attempt ended (suspended or finished) and its effects may still be applying;
+            // the invocation runs again, so that attempt is done.
             running.cancel.cancel();
         }
-        let status = match self.store.get::<InvocationStatus>(&state_machine::status_key(&id)) {
-            Ok(Some(status)) if status.phase == Phase::Invoked => status,
-            _ => return,
-        };
-        let schema = self.ctx.schema.get();
-        let prepared = match self.ctx.settings.prepare(&schema, &status) {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                // Nothing was proposed: retry without waiting for the log.
-                let applied = self.applied;
-                self.attempt_failed(id, error, applied, false);
-                return;
-            }
-        };
-        let journal = match self.read_journal(&id, status.journal_length) {
-            Ok(journal) => journal,
-            Err(error) => {
-                let error = AttemptError {
-                    code: 500,
-                    message: format!("cannot read the journal from the partition store: {error}"),
-                    retry_after: None,
-                    behavior: ErrorBehavior::Retry,
-                };
-                let applied = self.applied;
-                self.attempt_failed(id, error, applied, false);
-                return;
-            }
-        };
-        let state = match (
-            &status.target.key,
-            status.target.can_read_state() && !prepared.lazy_state,
-        ) {
-            (Some(key), true) => self.read_state(&status.target.service, key).ok(),
-            _ => None,
-        };
-        let attempts = self.retries.get(&id).map_or(0, |r| r.attempts);
         self.next_token += 1;
         let token = self.next_token;
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         let terminal = Arc::new(AtomicBool::new(false));
-        let acks = Arc::new(Mutex::new(HashSet::new()));
         let cancel = self.leader_cancel.child_token();
-        let attempt = Attempt {
-            invocation_id: id,
-            service: status.target.service.clone(),
-            handler: status.target.handler.clone(),
-            key: status.target.key.clone(),
-            deployment: prepared.deployment,
-            version: prepared.version,
-            journal,
-            state,
-            retry_count_since_last_stored_entry: attempts,
-            duration_since_last_stored_entry: Duration::from_millis(
-                now_ms().saturating_sub(status.journal_modified_at),
-            ),
-            random_seed: random_seed(&id),
-            inactivity_timeout: prepared.inactivity_timeout,
-            abort_timeout: prepared.abort_timeout,
-            message_size_limit: self.ctx.settings.message_size_limit,
-        };
         self.running.insert(
             id,
             Running {
                 token,
                 notify: notify_tx,
-                replayed: status.journal_length,
                 terminal: terminal.clone(),
-                acks: acks.clone(),
-                version: prepared.version,
                 cancel: cancel.clone(),
             },
         );
         let driver = AttemptDriver {
             ctx: self.ctx.clone(),
+            store: self.store.clone(),
             appender: self.appender.clone(),
             control: self.control_tx.clone(),
+            state: self.handle.state.clone(),
             id,
             token,
-            epoch: self.my_epoch.unwrap_or_default(),
-            target: status.target.clone(),
-            pin: prepared.pin,
-            has_output: status.output.is_some(),
+            leader_epoch: self.my_epoch.unwrap_or_default(),
+            retry_count: self.retries.get(&id).map_or(0, |r| r.attempts),
             terminal,
-            acks,
             cancel,
         };
         self.ctx.metrics.attempt("started");
-        let (deployment_id, server) = (prepared.deployment_id, prepared.server.clone());
-        self.handle.state.attempt(id, |info| {
-            info.in_flight = true;
-            info.retry_count = attempts;
-            info.last_start_at = Some(now_ms());
-            info.next_retry_at = None;
-            info.deployment_id = Some(deployment_id);
-            info.server = server;
-        });
-        tokio::spawn(driver.run(attempt, notify_rx));
-    }
-
-    fn read_journal(&self, id: &InvocationId, length: u32) -> Result<Vec<JournalFrame>, String> {
-        let entries = self
-            .store
-            .scan_raw(state_machine::journal_prefix(id).as_bytes())
-            .map_err(|e| e.to_string())?;
-        let frames: Vec<JournalFrame> = entries
-            .iter()
-            .filter_map(|(_, value)| state_machine::decode_entry(value))
-            .map(|(message_type, payload)| JournalFrame { message_type, payload })
-            .collect();
-        if frames.len() != length as usize {
-            return Err(format!(
-                "the journal has {} entries, its status says {length}",
-                frames.len()
-            ));
-        }
-        Ok(frames)
-    }
-
-    fn read_state(&self, service: &str, key: &str) -> Result<Vec<(Bytes, Bytes)>, String> {
-        let prefix = state_machine::state_prefix(service, key);
-        let entries = self.store.scan_raw(prefix.as_bytes()).map_err(|e| e.to_string())?;
-        Ok(entries
-            .into_iter()
-            .map(|(k, v)| (Bytes::copy_from_slice(&k[prefix.as_bytes().len()..]), Bytes::from(v)))
-            .collect())
+        tokio::spawn(driver.run(permit, notify_rx));
     }
 }
 
 fn fsm_key(id: u8) -> Key {
     Key::new(TableKind::Fsm).u8(id)
-}
-
-/// The frame to send live for a notification: the notification itself, or, for a run
-/// completion the SDK asked to be acknowledged (V7), the acknowledgement in its place.
-fn live_frame(running: &Running, message_type: u16, payload: Bytes) -> Option<Bytes> {
-    if message_type == MessageType::RunCompletionNotification.code()
-        && let Ok(notification) = <proto::RunCompletionNotificationMessage as prost::Message>::decode(payload.clone())
-        && running
-            .acks
-            .lock()
-            .is_ok_and(|acks| acks.contains(&notification.completion_id))
-    {
-        let ack = Message::ProposeRunCompletionAck(proto::ProposeRunCompletionAckMessage {
-            completion_id: notification.completion_id,
-        });
-        return Encoder::new(running.version).encode(&ack).ok();
-    }
-    Some(JournalFrame { message_type, payload }.encode())
-}
-
-/// The seed SDKs derive randomness from: the same for every attempt of an invocation.
-fn random_seed(id: &InvocationId) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(&id.to_raw())
 }
 
 /// What an attempt needs from the schema and settings.

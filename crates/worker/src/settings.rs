@@ -25,6 +25,8 @@ pub struct WorkerSettings {
     pub workflow_completion_retention: Duration,
     pub journal_retention: Duration,
     pub cleanup_interval: Duration,
+    /// Timers a leader holds in memory per partition.
+    pub timers_in_memory: usize,
 }
 
 impl WorkerSettings {
@@ -49,6 +51,7 @@ impl WorkerSettings {
             workflow_completion_retention: config.default_workflow_completion_retention,
             journal_retention: config.default_journal_retention,
             cleanup_interval: config.worker.cleanup_interval.max(Duration::from_millis(100)),
+            timers_in_memory: config.worker.num_timers_in_memory_limit.max(1),
         }
     }
 

@@ -4,7 +4,10 @@
 //! and [`Action`]s for the leader. No clock, randomness or I/O: two replicas that apply the
 //! same records end with the same bytes.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -15,8 +18,8 @@ use restate_types::metadata::Lsn;
 use restate_types::{AwakeableId, InvocationId};
 
 use crate::model::{
-    Caller, InvocationResult, InvocationStatus, InvokeRequest, LastFailure, Phase, PinnedDeployment, PromiseState,
-    ResponseSink, SignalResult, Timer,
+    Caller, InvocationResult, InvocationStatus, InvokeRequest, LastFailure, LockHolder, Phase, PinnedDeployment,
+    PromiseState, ResponseSink, SignalResult, Timer,
 };
 use crate::wal::{Command, Effect, Envelope, OutboxMessage, ResolvedCall};
 
@@ -27,6 +30,8 @@ pub mod fsm {
     pub const NEXT_INBOX_SEQ: u8 = 2;
     pub const NEXT_TIMER_SEQ: u8 = 3;
     pub const NEXT_OUTBOX_SEQ: u8 = 4;
+    /// Outbox messages up to this sequence number were delivered and deleted.
+    pub const OUTBOX_TRUNCATED: u8 = 5;
 }
 
 /// What the leader does after a record is applied (followers ignore all of it).
@@ -47,14 +52,25 @@ pub enum Action {
         wake_up: u64,
         seq: u64,
     },
+    /// A timer was deleted before it came due (its invocation ended).
+    CancelTimer {
+        wake_up: u64,
+        seq: u64,
+    },
     /// A message is waiting in the outbox.
     Outbox {
         seq: u64,
     },
+    /// The result for an ingress request; shared, not copied, however many wait for it.
     IngressResponse {
         request_id: u128,
         id: InvocationId,
-        result: InvocationResult,
+        result: Arc<InvocationResult>,
+    },
+    /// An ingress request's sink was dropped to make room for newer ones (see
+    /// [`MAX_INGRESS_SINKS`]): it should attach again.
+    IngressEvicted {
+        request_id: u128,
     },
     /// An ingress request attached to an invocation that does not exist.
     IngressNotFound {
@@ -85,7 +101,16 @@ pub type ApplyResult<T> = Result<T, PartitionStoreError>;
 pub struct StateMachine {
     pub partition_id: u16,
     pub key_range: RangeInclusive<u64>,
+    /// Commands for this partition that the record being applied produced (an answer to a
+    /// same-partition caller, a call to a same-partition callee). Each runs after the command
+    /// before it is fully stored, exactly as if it were the next record of the log: applying
+    /// it in the middle would let it read (and then overwrite) a half-updated invocation.
+    inline: RefCell<VecDeque<Command>>,
 }
+
+/// Response sinks of ingress requests one invocation keeps at most; a newer one replaces the
+/// oldest, whose request is told to attach again. Bounds what every status write carries.
+pub const MAX_INGRESS_SINKS: usize = 128;
 
 /// The built-in signal that asks an invocation to cancel itself.
 const CANCEL_SIGNAL: u32 = 1;
@@ -147,6 +172,17 @@ pub fn timer_key(wake_up: u64, seq: u64) -> Key {
     Key::new(TableKind::Timer).u64(wake_up).u64(seq)
 }
 
+fn invoked_key(id: &InvocationId) -> Key {
+    Key::new(TableKind::Invoked).invocation(id)
+}
+
+fn invocation_timer_key(id: &InvocationId, wake_up: u64, seq: u64) -> Key {
+    Key::new(TableKind::InvocationTimer)
+        .invocation(id)
+        .u64(wake_up)
+        .u64(seq)
+}
+
 pub fn outbox_key(seq: u64) -> Key {
     Key::new(TableKind::Outbox).u64(seq)
 }
@@ -191,6 +227,19 @@ fn next_seq(txn: &mut Txn<'_>, counter: u8) -> ApplyResult<u64> {
 }
 
 impl StateMachine {
+    pub fn new(partition_id: u16, key_range: RangeInclusive<u64>) -> Self {
+        Self {
+            partition_id,
+            key_range,
+            inline: RefCell::default(),
+        }
+    }
+
+    /// Passes over the record at `lsn` without applying it (an operator skipped it).
+    pub fn skip(&self, txn: &mut Txn<'_>, lsn: Lsn) {
+        txn.put(fsm_key(fsm::APPLIED_LSN), &lsn);
+    }
+
     /// Applies the record at `lsn`; the applied LSN is written into the same transaction.
     pub fn apply(&self, txn: &mut Txn<'_>, lsn: Lsn, envelope: Envelope, actions: &mut Vec<Action>) -> ApplyResult<()> {
         txn.put(fsm_key(fsm::APPLIED_LSN), &lsn);
@@ -208,7 +257,19 @@ impl StateMachine {
             txn.put(key, &dedup.seq);
         }
         let now = envelope.timestamp;
-        match envelope.command {
+        let mut applied = self.dispatch(txn, envelope.command, now, actions);
+        while applied.is_ok() {
+            let Some(next) = self.inline.borrow_mut().pop_front() else {
+                break;
+            };
+            applied = self.dispatch(txn, next, now, actions);
+        }
+        self.inline.borrow_mut().clear();
+        applied
+    }
+
+    fn dispatch(&self, txn: &mut Txn<'_>, command: Command, now: u64, actions: &mut Vec<Action>) -> ApplyResult<()> {
+        match command {
             Command::AnnounceLeader { epoch, node } => {
                 if epoch > leader_epoch(txn)? {
                     txn.put(fsm_key(fsm::LEADER_EPOCH), &epoch);
@@ -216,7 +277,11 @@ impl StateMachine {
                 }
             }
             Command::Invoke(request) => self.invoke(txn, *request, now, actions)?,
-            Command::InvokerEffect { id, effect } => self.effect(txn, id, effect, now, actions)?,
+            Command::InvokerEffect { id, epoch, effects } => {
+                for effect in effects {
+                    self.effect(txn, id, epoch, effect, now, actions)?;
+                }
+            }
             Command::FireTimer { wake_up, seq } => self.fire_timer(txn, wake_up, seq, now, actions)?,
             Command::InvocationResponse {
                 id,
@@ -227,35 +292,48 @@ impl StateMachine {
             Command::NotifyNamedSignal { id, name, result } => {
                 self.named_signal(txn, id, name, result, now, actions)?
             }
-            Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions)?,
+            Command::Attach { id, sink } => self.attach(txn, id, sink, actions)?,
+            Command::Detach { id, request_id } => {
+                if let Some(mut status) = get_status(txn, &id)? {
+                    let before = status.sinks.len();
+                    status
+                        .sinks
+                        .retain(|sink| *sink != ResponseSink::Ingress { request_id });
+                    if status.sinks.len() != before {
+                        put_status(txn, &id, &status)?;
+                    }
+                }
+            }
             Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions)?,
             Command::Pause { id } => {
-                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                if let Some(mut status) = get_status(txn, &id)?
                     && matches!(status.phase, Phase::Invoked | Phase::Suspended { .. })
                 {
                     status.phase = Phase::Paused;
-                    txn.put(status_key(&id), &status);
+                    // The running attempt may still propose what it was doing: drop it.
+                    status.epoch += 1;
+                    put_status(txn, &id, &status)?;
                     actions.push(Action::Abort(id));
                 }
             }
             Command::Resume { id } => {
-                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                if let Some(mut status) = get_status(txn, &id)?
                     && status.phase == Phase::Paused
                 {
                     status.phase = Phase::Invoked;
-                    txn.put(status_key(&id), &status);
+                    put_status(txn, &id, &status)?;
                     actions.push(Action::Invoke(id));
                 }
             }
             Command::Purge { id } => self.purge(txn, id)?,
             Command::PurgeJournal { id } => {
-                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                if let Some(mut status) = get_status(txn, &id)?
                     && matches!(status.phase, Phase::Completed { .. })
                 {
                     lifecycle::delete_journal(txn, &id)?;
                     status.journal_length = 0;
                     status.commands = 0;
-                    txn.put(status_key(&id), &status);
+                    put_status(txn, &id, &status)?;
                 }
             }
             Command::RestartAsNew { id, new_id } => self.restart_as_new(txn, id, new_id, now, actions)?,
@@ -270,7 +348,7 @@ impl StateMachine {
                 caller,
                 completion_id,
                 wait,
-            } => self.get_output(txn, id, caller, completion_id, wait, now, actions)?,
+            } => self.get_output(txn, id, caller, completion_id, wait, actions)?,
             Command::OutputResponse {
                 id,
                 completion_id,
@@ -278,10 +356,15 @@ impl StateMachine {
                 result,
             } => self.output_response(txn, id, completion_id, wait, result, now, actions)?,
             Command::TruncateOutbox { up_to } => {
-                for (key, _) in txn.scan_raw(TableKind::Outbox.prefix())? {
-                    if read_u64(&key, 2).is_some_and(|seq| seq <= up_to) {
-                        txn.delete(Key::new(TableKind::Outbox).raw(&key[2..]));
+                // Messages are delivered and truncated in order: delete each once, by key.
+                let truncated = txn.get::<u64>(&fsm_key(fsm::OUTBOX_TRUNCATED))?.unwrap_or(0);
+                let last_queued = txn.get::<u64>(&fsm_key(fsm::NEXT_OUTBOX_SEQ))?.unwrap_or(1) - 1;
+                let up_to = up_to.min(last_queued);
+                if up_to > truncated {
+                    for seq in truncated + 1..=up_to {
+                        txn.delete(outbox_key(seq));
                     }
+                    txn.put(fsm_key(fsm::OUTBOX_TRUNCATED), &up_to);
                 }
             }
         }
@@ -307,11 +390,11 @@ impl StateMachine {
             if request.target.handler_type == HandlerType::Workflow {
                 // A workflow runs once per key: a second call is refused, a send finds it.
                 let refused = InvocationResult::failure(409, "the workflow method was already invoked");
-                return self.answer(txn, id, &sink, refused, now, actions);
+                return self.answer(txn, id, &sink, &Arc::new(refused), actions);
             }
             // The same invocation again (an idempotency key, a retried delivery): it answers
             // like the one that exists.
-            return self.attach(txn, id, sink, now, actions);
+            return self.attach(txn, id, sink, actions);
         }
         actions.push(Action::Created);
         let input = proto::InputCommandMessage {
@@ -348,25 +431,27 @@ impl StateMachine {
             retention: request.retention,
             restarted_from: request.restarted_from,
             invoked_by: request.invoked_by,
+            epoch: 0,
         };
         match request.execution_time {
             Some(at) if at > now => {
-                let seq = next_seq(txn, fsm::NEXT_TIMER_SEQ)?;
-                txn.put(timer_key(at, seq), &Timer::Invoke(id));
-                actions.push(Action::RegisterTimer { wake_up: at, seq });
-                txn.put(status_key(&id), &status);
+                add_timer(txn, at, Timer::Invoke(id), actions)?;
+                put_status(txn, &id, &status)?;
             }
-            _ => self.start_or_inbox(txn, id, &mut status, actions)?,
+            _ => self.start_or_inbox(txn, id, &mut status, None, actions)?,
         }
         Ok(())
     }
 
     /// Runs the invocation, or queues it behind the lock of its virtual object key.
+    /// `taken_from_inbox`: the inbox sequence number it was queued under, when the lock is
+    /// handed to it from the key's inbox.
     fn start_or_inbox(
         &self,
         txn: &mut Txn<'_>,
         id: InvocationId,
         status: &mut InvocationStatus,
+        taken_from_inbox: Option<u64>,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         if status.target.is_exclusive() {
@@ -379,13 +464,19 @@ impl StateMachine {
                     &crate::model::InboxEntry::Invocation(id),
                 );
                 status.phase = Phase::Inboxed { seq };
-                txn.put(status_key(&id), status);
+                put_status(txn, &id, status)?;
                 return Ok(());
             }
-            txn.put(lock, &id);
+            // A free lock means an empty inbox: whatever queues from now on gets a higher
+            // sequence number than the counter holds now.
+            let inbox_from = match taken_from_inbox {
+                Some(seq) => seq + 1,
+                None => txn.get::<u64>(&fsm_key(fsm::NEXT_INBOX_SEQ))?.unwrap_or(1),
+            };
+            txn.put(lock, &LockHolder { id, inbox_from });
         }
         status.phase = Phase::Invoked;
-        txn.put(status_key(&id), status);
+        put_status(txn, &id, status)?;
         actions.push(Action::Invoke(id));
         Ok(())
     }
@@ -394,15 +485,17 @@ impl StateMachine {
         &self,
         txn: &mut Txn<'_>,
         id: InvocationId,
+        epoch: u32,
         effect: Effect,
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+        let Some(mut status) = get_status(txn, &id)? else {
             return Ok(());
         };
-        if status.phase != Phase::Invoked {
-            // A late effect of an attempt that no longer counts (suspended, paused).
+        if status.phase != Phase::Invoked || status.epoch != epoch {
+            // A late effect of an attempt that no longer counts (suspended, paused, or paused
+            // and resumed since it started).
             return Ok(());
         }
         match effect {
@@ -415,14 +508,36 @@ impl StateMachine {
                         deployment_id,
                         protocol_version,
                     });
-                    txn.put(status_key(&id), &status);
+                    put_status(txn, &id, &status)?;
                 }
             }
             Effect::Entry {
+                command_index,
                 message_type,
                 payload,
                 call,
             } => {
+                let follows = match MessageType::from_code(message_type) {
+                    ty if ty.is_command() => command_index == Some(status.commands),
+                    // The only notification an SDK proposes; once per completion id.
+                    MessageType::RunCompletionNotification if command_index.is_none() => {
+                        match proto::RunCompletionNotificationMessage::decode(payload.as_slice()) {
+                            Ok(run) => !txn.contains(&completion_key(&id, run.completion_id))?,
+                            Err(_) => false,
+                        }
+                    }
+                    _ => false,
+                };
+                if !follows {
+                    // A duplicate of a stored entry, or one whose predecessor never reached the
+                    // log: storing it would put a foreign entry into the journal.
+                    tracing::warn!(
+                        partition = self.partition_id, invocation = %id, ?command_index,
+                        commands = status.commands, message_type,
+                        "a journal entry does not follow the invocation's journal; dropped"
+                    );
+                    return Ok(());
+                }
                 self.entry(
                     txn,
                     id,
@@ -433,10 +548,7 @@ impl StateMachine {
                     now,
                     actions,
                 )?;
-                // `entry` may have completed the status already through an inline response.
-                if txn.contains(&status_key(&id))? {
-                    txn.put(status_key(&id), &status);
-                }
+                put_status(txn, &id, &status)?;
             }
             Effect::Suspend {
                 completions,
@@ -455,7 +567,7 @@ impl StateMachine {
                 } else {
                     status.phase = phase;
                 }
-                txn.put(status_key(&id), &status);
+                put_status(txn, &id, &status)?;
             }
             Effect::End => {
                 let result = status
@@ -471,11 +583,12 @@ impl StateMachine {
                     code,
                     message,
                 });
-                txn.put(status_key(&id), &status);
+                put_status(txn, &id, &status)?;
             }
             Effect::Pause => {
                 status.phase = Phase::Paused;
-                txn.put(status_key(&id), &status);
+                status.epoch += 1;
+                put_status(txn, &id, &status)?;
                 actions.push(Action::Abort(id));
             }
             Effect::Fail { code, message } => {
@@ -607,18 +720,11 @@ impl StateMachine {
             }
             MessageType::SleepCommand => {
                 if let Ok(sleep) = proto::SleepCommandMessage::decode(payload) {
-                    let seq = next_seq(txn, fsm::NEXT_TIMER_SEQ)?;
-                    txn.put(
-                        timer_key(sleep.wake_up_time, seq),
-                        &Timer::Sleep {
-                            id,
-                            completion_id: sleep.result_completion_id,
-                        },
-                    );
-                    actions.push(Action::RegisterTimer {
-                        wake_up: sleep.wake_up_time,
-                        seq,
-                    });
+                    let timer = Timer::Sleep {
+                        id,
+                        completion_id: sleep.result_completion_id,
+                    };
+                    add_timer(txn, sleep.wake_up_time, timer, actions)?;
                 }
             }
             MessageType::CallCommand => {
@@ -644,13 +750,8 @@ impl StateMachine {
                         }),
                         submit_notification: None,
                     };
-                    self.route(
-                        txn,
-                        request.id.partition_key,
-                        Command::Invoke(Box::new(request)),
-                        now,
-                        actions,
-                    )?;
+                    let partition_key = request.id.partition_key;
+                    self.route(txn, partition_key, Command::Invoke(Box::new(request)), actions)?;
                 }
             }
             MessageType::OneWayCallCommand => {
@@ -673,13 +774,8 @@ impl StateMachine {
                         }),
                         submit_notification: None,
                     };
-                    self.route(
-                        txn,
-                        request.id.partition_key,
-                        Command::Invoke(Box::new(request)),
-                        now,
-                        actions,
-                    )?;
+                    let partition_key = request.id.partition_key;
+                    self.route(txn, partition_key, Command::Invoke(Box::new(request)), actions)?;
                 }
             }
             MessageType::AttachInvocationCommand => self.ask_output(txn, id, status, payload, true, now, actions)?,
@@ -708,7 +804,7 @@ impl StateMachine {
                         signal: awakeable.signal_index,
                         result,
                     };
-                    self.route(txn, target.partition_key, command, now, actions)?;
+                    self.route(txn, target.partition_key, command, actions)?;
                 }
             }
             MessageType::SendSignalCommand => {
@@ -737,7 +833,7 @@ impl StateMachine {
                             result,
                         },
                     };
-                    self.route(txn, target.partition_key, command, now, actions)?;
+                    self.route(txn, target.partition_key, command, actions)?;
                 }
             }
             MessageType::RunCompletionNotification => {
@@ -773,6 +869,21 @@ impl StateMachine {
             completion_id,
             signal,
         } = note;
+        // One notification per completion id, signal index and signal name: a second one
+        // (a record applied twice, a race of two answers) would shadow the first on replay.
+        let seen = match (&completion_id, &signal) {
+            (Some(completion_id), _) => txn.contains(&completion_key(&id, *completion_id))?,
+            (None, Some(proto::signal_notification_message::SignalId::Idx(signal))) => {
+                txn.contains(&signal_key(&id, *signal))?
+            }
+            (None, Some(proto::signal_notification_message::SignalId::Name(name))) => {
+                txn.contains(&named_signal_key(&id, name))?
+            }
+            (None, None) => false,
+        };
+        if seen {
+            return Ok(());
+        }
         let index = status.journal_length;
         txn.put_raw(journal_key(&id, index), encode_entry(ty.code(), now, &payload));
         status.journal_length += 1;
@@ -800,49 +911,77 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Applies a command here when the key is ours, else queues it in the outbox.
+    /// Applies a command here when the key is ours (after the current one is stored, see
+    /// [`StateMachine::inline`]), else queues it in the outbox.
     fn route(
         &self,
         txn: &mut Txn<'_>,
         partition_key: u64,
         command: Command,
-        now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         if self.key_range.contains(&partition_key) {
-            return match command {
-                Command::Invoke(request) => self.invoke(txn, *request, now, actions),
-                Command::InvocationResponse {
-                    id,
-                    completion_id,
-                    result,
-                } => self.call_completed(txn, id, completion_id, result, now, actions),
-                Command::NotifySignal { id, signal, result } => self.signal(txn, id, signal, result, now, actions),
-                Command::NotifyNamedSignal { id, name, result } => {
-                    self.named_signal(txn, id, name, result, now, actions)
-                }
-                Command::Attach { id, sink } => self.attach(txn, id, sink, now, actions),
-                Command::Terminate { id, kill } => self.terminate(txn, id, kill, now, actions),
-                Command::GetOutput {
-                    id,
-                    caller,
-                    completion_id,
-                    wait,
-                } => self.get_output(txn, id, caller, completion_id, wait, now, actions),
-                Command::OutputResponse {
-                    id,
-                    completion_id,
-                    wait,
-                    result,
-                } => self.output_response(txn, id, completion_id, wait, result, now, actions),
-                _ => Ok(()),
-            };
+            self.inline.borrow_mut().push_back(command);
+            return Ok(());
         }
         let seq = next_seq(txn, fsm::NEXT_OUTBOX_SEQ)?;
         txn.put(outbox_key(seq), &OutboxMessage { partition_key, command });
         actions.push(Action::Outbox { seq });
         Ok(())
     }
+}
+
+/// An invocation's status.
+pub(crate) fn get_status(txn: &Txn<'_>, id: &InvocationId) -> ApplyResult<Option<InvocationStatus>> {
+    txn.get(&status_key(id))
+}
+
+/// Stores an invocation's status, keeping the index of running invocations in step.
+fn put_status(txn: &mut Txn<'_>, id: &InvocationId, status: &InvocationStatus) -> ApplyResult<()> {
+    let invoked = invoked_key(id);
+    match status.phase == Phase::Invoked {
+        true if !txn.contains(&invoked)? => txn.put_raw(invoked, Vec::new()),
+        false if txn.contains(&invoked)? => txn.delete(invoked),
+        _ => {}
+    }
+    txn.put(status_key(id), status);
+    Ok(())
+}
+
+fn delete_status(txn: &mut Txn<'_>, id: &InvocationId) -> ApplyResult<()> {
+    let invoked = invoked_key(id);
+    if txn.contains(&invoked)? {
+        txn.delete(invoked);
+    }
+    txn.delete(status_key(id));
+    Ok(())
+}
+
+/// Stores a timer (indexed by its invocation, so it goes when the invocation ends) and tells
+/// the leader about it.
+fn add_timer(txn: &mut Txn<'_>, wake_up: u64, timer: Timer, actions: &mut Vec<Action>) -> ApplyResult<()> {
+    let seq = next_seq(txn, fsm::NEXT_TIMER_SEQ)?;
+    let owner = match &timer {
+        Timer::Invoke(id) | Timer::Sleep { id, .. } => *id,
+    };
+    txn.put_raw(invocation_timer_key(&owner, wake_up, seq), Vec::new());
+    txn.put(timer_key(wake_up, seq), &timer);
+    actions.push(Action::RegisterTimer { wake_up, seq });
+    Ok(())
+}
+
+/// Deletes the timers an invocation still has (it ended: nothing may fire for it any more).
+fn delete_timers(txn: &mut Txn<'_>, id: &InvocationId, actions: &mut Vec<Action>) -> ApplyResult<()> {
+    let prefix = Key::new(TableKind::InvocationTimer).invocation(id);
+    for (key, _) in txn.scan_raw(prefix.as_bytes())? {
+        let at = prefix.as_bytes().len();
+        if let (Some(wake_up), Some(seq)) = (read_u64(&key, at), read_u64(&key, at + 8)) {
+            txn.delete(timer_key(wake_up, seq));
+            actions.push(Action::CancelTimer { wake_up, seq });
+        }
+        txn.delete(Key::new(TableKind::InvocationTimer).raw(&key[2..]));
+    }
+    Ok(())
 }
 
 #[path = "state_machine_note.rs"]

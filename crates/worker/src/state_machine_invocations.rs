@@ -2,10 +2,11 @@
 //! results for other invocations' `AttachInvocation` and `GetInvocationOutput`, restart as new,
 //! purges, and state edits from the admin API queued behind a key's lock.
 
+use restate_partition_store::read_u64;
 use restate_types::{InvocationSeed, partition_key_of};
 
 use super::*;
-use crate::model::{InboxEntry, InvocationTarget};
+use crate::model::{InboxEntry, InvocationTarget, LockHolder};
 
 /// The failure a caller sees when the invocation it attaches to does not exist (any more).
 fn not_found() -> InvocationResult {
@@ -102,12 +103,11 @@ impl StateMachine {
             completion_id,
             wait,
         };
-        self.route(txn, target.partition_key, command, now, actions)
+        self.route(txn, target.partition_key, command, actions)
     }
 
     /// Answers another invocation's question about `id`'s result, or registers it to be
     /// answered when `id` ends.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn get_output(
         &self,
         txn: &mut Txn<'_>,
@@ -115,10 +115,9 @@ impl StateMachine {
         caller: InvocationId,
         completion_id: u32,
         wait: bool,
-        now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let status = txn.get::<InvocationStatus>(&status_key(&id))?;
+        let status = get_status(txn, &id)?;
         let result = match &status {
             None => Some(not_found()),
             Some(status) => match (&status.phase, &status.output) {
@@ -127,7 +126,7 @@ impl StateMachine {
             },
         };
         if result.is_none() && wait {
-            return self.attach(txn, id, ResponseSink::Attached { caller, completion_id }, now, actions);
+            return self.attach(txn, id, ResponseSink::Attached { caller, completion_id }, actions);
         }
         let command = Command::OutputResponse {
             id: caller,
@@ -135,7 +134,7 @@ impl StateMachine {
             wait,
             result,
         };
-        self.route(txn, caller.partition_key, command, now, actions)
+        self.route(txn, caller.partition_key, command, actions)
     }
 
     /// Completes the caller's `AttachInvocation`/`GetInvocationOutput`.
@@ -163,7 +162,6 @@ impl StateMachine {
         txn: &mut Txn<'_>,
         id: InvocationId,
         status: &InvocationStatus,
-        now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         let mut pending_calls = Vec::new();
@@ -200,7 +198,7 @@ impl StateMachine {
                     id: *callee,
                     kill: true,
                 };
-                self.route(txn, callee.partition_key, command, now, actions)?;
+                self.route(txn, callee.partition_key, command, actions)?;
             }
         }
         Ok(())
@@ -215,7 +213,7 @@ impl StateMachine {
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let Some(status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+        let Some(status) = get_status(txn, &id)? else {
             return Ok(());
         };
         let input = match txn.get_raw(journal_key(&id, 0).as_bytes())? {
@@ -250,13 +248,13 @@ impl StateMachine {
     /// Deletes what is kept of a completed invocation; a workflow's state and promises go with
     /// its run.
     pub(super) fn purge(&self, txn: &mut Txn<'_>, id: InvocationId) -> ApplyResult<()> {
-        let Some(status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+        let Some(status) = get_status(txn, &id)? else {
             return Ok(());
         };
         if !matches!(status.phase, Phase::Completed { .. }) {
             return Ok(());
         }
-        txn.delete(status_key(&id));
+        delete_status(txn, &id)?;
         lifecycle::delete_journal(txn, &id)?;
         if status.target.handler_type == HandlerType::Workflow {
             let key = status.target.key.clone().unwrap_or_default();
@@ -266,8 +264,9 @@ impl StateMachine {
         Ok(())
     }
 
-    /// The admin API's state replacement: applied now when no exclusive handler holds the key,
-    /// else queued in the key's inbox so it lands between two invocations, never inside one.
+    /// The admin API's state replacement: applied now when nothing runs on the key, else
+    /// queued in the key's inbox so it lands between two invocations (behind an exclusive
+    /// handler, or after a workflow's run), never inside one.
     pub(super) fn patch_state(
         &self,
         txn: &mut Txn<'_>,
@@ -276,7 +275,10 @@ impl StateMachine {
         state: Vec<(Vec<u8>, Vec<u8>)>,
         expected_version: Option<String>,
     ) -> ApplyResult<()> {
-        if txn.contains(&lock_key(service, key))? {
+        let run = workflow_run_id(service, key);
+        let busy = txn.contains(&lock_key(service, key))?
+            || get_status(txn, &run)?.is_some_and(|status| status.phase.is_in_flight());
+        if busy {
             let seq = next_seq(txn, fsm::NEXT_INBOX_SEQ)?;
             let entry = InboxEntry::StatePatch {
                 state,
@@ -288,9 +290,11 @@ impl StateMachine {
         apply_state_patch(txn, service, key, state, expected_version.as_deref())
     }
 
-    /// Frees the lock of an object key and hands it to what waits in its inbox: state patches
-    /// are applied in order, the first invocation takes the lock.
-    pub(super) fn release_lock(
+    /// What an ended invocation held on its key is handed on: an exclusive handler's lock
+    /// goes to what waits in the key's inbox (state patches are applied in order, the first
+    /// invocation takes the lock); after a workflow's run, the state patches that waited for
+    /// it are applied.
+    pub(super) fn release_key(
         &self,
         txn: &mut Txn<'_>,
         target: &InvocationTarget,
@@ -298,33 +302,56 @@ impl StateMachine {
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         let key = target.key.clone().unwrap_or_default();
-        let lock = lock_key(&target.service, &key);
-        if txn.get::<InvocationId>(&lock)? != Some(id) {
+        let mut inbox_from = 0;
+        if target.is_exclusive() {
+            let lock = lock_key(&target.service, &key);
+            match txn.get::<LockHolder>(&lock)? {
+                Some(holder) if holder.id == id => inbox_from = holder.inbox_from,
+                _ => return Ok(()),
+            }
+            txn.delete(lock);
+        } else if target.handler_type != HandlerType::Workflow {
             return Ok(());
         }
-        txn.delete(lock);
         let inbox = inbox_prefix(&target.service, &key);
-        while let Some((entry_key, entry)) = txn.first_raw(inbox.as_bytes())? {
-            txn.delete(Key::new(TableKind::Inbox).raw(&entry_key[2..]));
-            let entry: InboxEntry = postcard::from_bytes(&entry).map_err(|e| PartitionStoreError::Corrupt {
+        while let Some((entry_key, entry)) =
+            txn.first_from(inbox.as_bytes(), inbox.clone().u64(inbox_from).as_bytes())?
+        {
+            let corrupt = |reason: String| PartitionStoreError::Corrupt {
                 table: "ib".into(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let seq = read_u64(&entry_key, inbox.as_bytes().len())
+                .ok_or_else(|| corrupt("a key without a sequence number".into()))?;
+            txn.delete(Key::new(TableKind::Inbox).raw(&entry_key[2..]));
+            inbox_from = seq + 1;
+            let entry: InboxEntry = postcard::from_bytes(&entry).map_err(|e| corrupt(e.to_string()))?;
             match entry {
                 InboxEntry::StatePatch {
                     state,
                     expected_version,
                 } => apply_state_patch(txn, &target.service, &key, state, expected_version.as_deref())?,
                 InboxEntry::Invocation(next) => {
-                    if let Some(mut next_status) = txn.get::<InvocationStatus>(&status_key(&next))? {
-                        self.start_or_inbox(txn, next, &mut next_status, actions)?;
-                        return Ok(());
+                    if let Some(mut next_status) = get_status(txn, &next)? {
+                        return self.start_or_inbox(txn, next, &mut next_status, Some(seq), actions);
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The id of the `run` of workflow `service` with key `key` (one per key).
+fn workflow_run_id(service: &str, key: &str) -> InvocationId {
+    InvocationId::deterministic(
+        partition_key_of(key.as_bytes()),
+        &InvocationSeed::Workflow {
+            scope: None,
+            service,
+            key,
+        },
+    )
 }
 
 /// Replaces a key's state, unless `expected_version` no longer matches it.

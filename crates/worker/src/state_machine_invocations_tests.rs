@@ -3,29 +3,28 @@
 use super::*;
 use crate::model::Retention;
 
-fn call(caller: InvocationId, callee: InvocationId, target: InvocationTarget) -> Envelope {
-    record(
+fn call(caller: InvocationId, index: u32, callee: InvocationId, target: InvocationTarget) -> Envelope {
+    effect(
         2_000,
-        Command::InvokerEffect {
-            id: caller,
-            effect: Effect::Entry {
-                message_type: MessageType::CallCommand.code(),
-                payload: proto::CallCommandMessage {
-                    service_name: target.service.clone(),
-                    handler_name: target.handler.clone(),
-                    key: target.key.clone().unwrap_or_default(),
-                    invocation_id_notification_idx: 1,
-                    result_completion_id: 2,
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-                call: Some(ResolvedCall {
-                    callee,
-                    target,
-                    idempotency_key: None,
-                    retention: Retention::default(),
-                }),
-            },
+        caller,
+        Effect::Entry {
+            command_index: Some(index),
+            message_type: MessageType::CallCommand.code(),
+            payload: proto::CallCommandMessage {
+                service_name: target.service.clone(),
+                handler_name: target.handler.clone(),
+                key: target.key.clone().unwrap_or_default(),
+                invocation_id_notification_idx: 1,
+                result_completion_id: 2,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            call: Some(ResolvedCall {
+                callee,
+                target,
+                idempotency_key: None,
+                retention: Retention::default(),
+            }),
         },
     )
 }
@@ -53,7 +52,7 @@ fn killing_a_caller_kills_its_pending_callee_and_frees_the_callees_lock() {
         &store,
         &[
             invoke(caller, greeter(), 1),
-            call(caller, callee, counter("bob")),
+            call(caller, 1, callee, counter("bob")),
             record(2_500, Command::Terminate { id: caller, kill: true }),
         ],
     );
@@ -71,8 +70,8 @@ fn a_callee_that_already_answered_is_left_alone() {
         &store,
         &[
             invoke(caller, greeter(), 1),
-            call(caller, callee, counter("bob")),
-            output(callee, b"1"),
+            call(caller, 1, callee, counter("bob")),
+            output(callee, 1, b"1"),
             end(callee),
             retained(id(9, "bob"), counter("bob"), 3),
         ],
@@ -91,7 +90,7 @@ fn a_callee_that_already_answered_is_left_alone() {
 fn an_ended_invocation_keeps_status_and_journal_until_each_is_purged() {
     let (_dir, store) = open();
     let g = id(1, "x");
-    apply_all(&store, &[retained(g, greeter(), 1), output(g, b"\"hi\""), end(g)]);
+    apply_all(&store, &[retained(g, greeter(), 1), output(g, 1, b"\"hi\""), end(g)]);
     let status = status_of(&store, &g).expect("kept for its retention");
     assert_eq!(status.phase, Phase::Completed { at: 3_000 });
     assert_eq!(status.output, Some(InvocationResult::Success(b"\"hi\"".to_vec())));
@@ -111,7 +110,7 @@ fn an_ended_invocation_keeps_status_and_journal_until_each_is_purged() {
 fn restart_as_new_runs_the_same_input_under_a_new_id() {
     let (_dir, store) = open();
     let (old, new) = (id(1, "x"), id(2, "x"));
-    apply_all(&store, &[retained(old, greeter(), 1), output(old, b"1"), end(old)]);
+    apply_all(&store, &[retained(old, greeter(), 1), output(old, 1, b"1"), end(old)]);
     let actions = apply_all(&store, &[record(4_000, Command::RestartAsNew { id: old, new_id: new })]);
     assert!(actions.contains(&Action::Invoke(new)));
     let status = status_of(&store, &new).unwrap();
@@ -161,7 +160,7 @@ fn a_state_patch_waits_for_the_running_exclusive_handler() {
         state_of(&store, "Counter", "alice").is_empty(),
         "not while the handler runs"
     );
-    apply_all(&store, &[output(a, b"1"), end(a)]);
+    apply_all(&store, &[output(a, 1, b"1"), end(a)]);
     assert_eq!(
         state_of(&store, "Counter", "alice"),
         vec![(b"total".to_vec(), b"7".to_vec())]
@@ -183,7 +182,7 @@ fn a_state_patch_against_a_stale_version_changes_nothing() {
     );
 }
 
-fn ask(caller: InvocationId, target: InvocationId, completion_id: u32, wait: bool) -> Envelope {
+fn ask(caller: InvocationId, index: u32, target: InvocationId, completion_id: u32, wait: bool) -> Envelope {
     let (ty, payload) = if wait {
         let message = proto::AttachInvocationCommandMessage {
             target: Some(proto::attach_invocation_command_message::Target::InvocationId(
@@ -203,15 +202,14 @@ fn ask(caller: InvocationId, target: InvocationId, completion_id: u32, wait: boo
         };
         (MessageType::GetInvocationOutputCommand, message.encode_to_vec())
     };
-    record(
+    effect(
         2_000,
-        Command::InvokerEffect {
-            id: caller,
-            effect: Effect::Entry {
-                message_type: ty.code(),
-                payload,
-                call: None,
-            },
+        caller,
+        Effect::Entry {
+            command_index: Some(index),
+            message_type: ty.code(),
+            payload,
+            call: None,
         },
     )
 }
@@ -233,8 +231,8 @@ fn attach_and_get_output_from_a_handler() {
         &[
             invoke(caller, greeter(), 1),
             invoke(target, greeter(), 2),
-            ask(caller, target, 1, false),
-            ask(caller, target, 2, true),
+            ask(caller, 1, target, 1, false),
+            ask(caller, 2, target, 2, true),
         ],
     );
     let (ty, payload) = completion(&store, &caller, 1).expect("output answers at once");
@@ -249,7 +247,7 @@ fn attach_and_get_output_from_a_handler() {
     ));
     assert!(completion(&store, &caller, 2).is_none(), "attach waits");
 
-    apply_all(&store, &[output(target, b"\"done\""), end(target)]);
+    apply_all(&store, &[output(target, 1, b"\"done\""), end(target)]);
     let (ty, payload) = completion(&store, &caller, 2).expect("attach answered at the end");
     assert_eq!(
         MessageType::from_code(ty),
@@ -266,7 +264,7 @@ fn attach_and_get_output_from_a_handler() {
     );
 
     // An id nobody knows: not found, at once.
-    apply_all(&store, &[ask(caller, id(77, "z"), 3, true)]);
+    apply_all(&store, &[ask(caller, 3, id(77, "z"), 3, true)]);
     let (_, payload) = completion(&store, &caller, 3).unwrap();
     let attached = proto::AttachInvocationCompletionNotificationMessage::decode(payload).unwrap();
     assert!(matches!(
@@ -279,9 +277,10 @@ fn attach_and_get_output_from_a_handler() {
 fn a_named_signal_resumes_the_invocation_waiting_for_it_once() {
     let (_dir, store) = open();
     let (waiter, sender) = (id(1, "x"), id(2, "y"));
-    let send = |value: &'static [u8]| {
+    let send = |index: u32, value: &'static [u8]| {
         entry(
             sender,
+            index,
             MessageType::SendSignalCommand,
             proto::SendSignalCommandMessage {
                 target_invocation_id: waiter.to_string(),
@@ -298,20 +297,18 @@ fn a_named_signal_resumes_the_invocation_waiting_for_it_once() {
         &[
             invoke(waiter, greeter(), 1),
             invoke(sender, greeter(), 2),
-            record(
+            effect(
                 2_500,
-                Command::InvokerEffect {
-                    id: waiter,
-                    effect: Effect::Suspend {
-                        completions: Vec::new(),
-                        signals: Vec::new(),
-                        named_signals: vec!["approved".into()],
-                        future: None,
-                    },
+                waiter,
+                Effect::Suspend {
+                    completions: Vec::new(),
+                    signals: Vec::new(),
+                    named_signals: vec!["approved".into()],
+                    future: None,
                 },
             ),
-            send(b"true"),
-            send(b"again"),
+            send(1, b"true"),
+            send(2, b"again"),
         ],
     );
     assert_eq!(

@@ -3,6 +3,7 @@
 
 use super::*;
 use proto::signal_notification_message::SignalId;
+use restate_types::manifest::ServiceType;
 
 impl StateMachine {
     pub(super) fn fire_timer(
@@ -18,12 +19,14 @@ impl StateMachine {
             return Ok(());
         };
         txn.delete(key);
+        let (Timer::Invoke(owner) | Timer::Sleep { id: owner, .. }) = timer;
+        txn.delete(invocation_timer_key(&owner, wake_up, seq));
         match timer {
             Timer::Invoke(id) => {
-                if let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))?
+                if let Some(mut status) = get_status(txn, &id)?
                     && status.phase == Phase::Scheduled
                 {
-                    self.start_or_inbox(txn, id, &mut status, actions)?;
+                    self.start_or_inbox(txn, id, &mut status, None, actions)?;
                 }
             }
             Timer::Sleep { id, completion_id } => {
@@ -38,9 +41,9 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Cancels or kills an invocation. One that has not started ends at once either way; a
-    /// running one is killed at once or asked to cancel through signal 1 (which also resumes a
-    /// suspended or paused one, so the SDK can run its compensations).
+    /// Cancels or kills an invocation. One that has not started is removed at once either way;
+    /// a running one is killed at once or asked to cancel through signal 1 (which also resumes
+    /// a suspended or paused one, so the SDK can run its compensations).
     pub(super) fn terminate(
         &self,
         txn: &mut Txn<'_>,
@@ -49,22 +52,27 @@ impl StateMachine {
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+        let Some(mut status) = get_status(txn, &id)? else {
             return Ok(());
         };
         let reason = if kill { "killed" } else { "canceled" };
         let failure = InvocationResult::failure(409, reason);
         match status.phase.clone() {
             Phase::Completed { .. } => Ok(()),
-            Phase::Scheduled => self.complete(txn, id, status, failure, now, actions),
-            Phase::Inboxed { seq } => {
-                let key = status.target.key.clone().unwrap_or_default();
-                txn.delete(inbox_prefix(&status.target.service, &key).u64(seq));
+            // One that never started is forgotten, as if it had never been sent: whoever waits
+            // hears it was cancelled, nothing of it is kept, and its idempotency key is free
+            // for a new send (a job scheduler cancels and sends again under the same key).
+            Phase::Scheduled | Phase::Inboxed { .. } => {
+                if let Phase::Inboxed { seq } = status.phase {
+                    let key = status.target.key.clone().unwrap_or_default();
+                    txn.delete(inbox_prefix(&status.target.service, &key).u64(seq));
+                }
+                status.retention = crate::model::Retention::default();
                 self.complete(txn, id, status, failure, now, actions)
             }
             _ if kill => {
                 actions.push(Action::Abort(id));
-                self.kill_callees(txn, id, &status, now, actions)?;
+                self.kill_callees(txn, id, &status, actions)?;
                 self.complete(txn, id, status, failure, now, actions)
             }
             phase => {
@@ -84,7 +92,7 @@ impl StateMachine {
                     status.phase = Phase::Invoked;
                     actions.push(Action::Invoke(id));
                 }
-                txn.put(status_key(&id), &status);
+                put_status(txn, &id, &status)?;
                 Ok(())
             }
         }
@@ -96,23 +104,31 @@ impl StateMachine {
         txn: &mut Txn<'_>,
         id: InvocationId,
         sink: ResponseSink,
-        now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+        let Some(mut status) = get_status(txn, &id)? else {
             if let ResponseSink::Ingress { request_id } = sink {
                 actions.push(Action::IngressNotFound { request_id });
             }
             return Ok(());
         };
-        if let (Phase::Completed { .. }, Some(result)) = (&status.phase, status.output.clone()) {
-            return self.answer(txn, id, &sink, result, now, actions);
+        if let (Phase::Completed { .. }, Some(result)) = (&status.phase, status.output.take()) {
+            return self.answer(txn, id, &sink, &Arc::new(result), actions);
         }
-        if !status.sinks.contains(&sink) {
-            status.sinks.push(sink);
-            txn.put(status_key(&id), &status);
+        if status.sinks.contains(&sink) {
+            return Ok(());
         }
-        Ok(())
+        if matches!(sink, ResponseSink::Ingress { .. }) {
+            let ingress = |s: &ResponseSink| matches!(s, ResponseSink::Ingress { .. });
+            if status.sinks.iter().filter(|s| ingress(s)).count() >= MAX_INGRESS_SINKS
+                && let Some(oldest) = status.sinks.iter().position(ingress)
+                && let ResponseSink::Ingress { request_id } = status.sinks.remove(oldest)
+            {
+                actions.push(Action::IngressEvicted { request_id });
+            }
+        }
+        status.sinks.push(sink);
+        put_status(txn, &id, &status)
     }
 
     /// Sends an invocation's result to one waiting caller.
@@ -121,8 +137,7 @@ impl StateMachine {
         txn: &mut Txn<'_>,
         id: InvocationId,
         sink: &ResponseSink,
-        result: InvocationResult,
-        now: u64,
+        result: &Arc<InvocationResult>,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         match sink {
@@ -130,7 +145,7 @@ impl StateMachine {
                 actions.push(Action::IngressResponse {
                     request_id: *request_id,
                     id,
-                    result,
+                    result: result.clone(),
                 });
                 Ok(())
             }
@@ -138,18 +153,18 @@ impl StateMachine {
                 let command = Command::InvocationResponse {
                     id: *caller,
                     completion_id: *completion_id,
-                    result,
+                    result: InvocationResult::clone(result),
                 };
-                self.route(txn, caller.partition_key, command, now, actions)
+                self.route(txn, caller.partition_key, command, actions)
             }
             ResponseSink::Attached { caller, completion_id } => {
                 let command = Command::OutputResponse {
                     id: *caller,
                     completion_id: *completion_id,
                     wait: true,
-                    result: Some(result),
+                    result: Some(InvocationResult::clone(result)),
                 };
-                self.route(txn, caller.partition_key, command, now, actions)
+                self.route(txn, caller.partition_key, command, actions)
             }
         }
     }
@@ -232,7 +247,7 @@ impl StateMachine {
         now: u64,
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
-        let Some(mut status) = txn.get::<InvocationStatus>(&status_key(&id))? else {
+        let Some(mut status) = get_status(txn, &id)? else {
             return Ok(());
         };
         if !status.phase.is_in_flight() {
@@ -240,7 +255,7 @@ impl StateMachine {
             return Ok(());
         }
         self.notify(txn, id, &mut status, note, now, actions)?;
-        txn.put(status_key(&id), &status);
+        put_status(txn, &id, &status)?;
         Ok(())
     }
 
@@ -249,7 +264,7 @@ impl StateMachine {
         &self,
         txn: &mut Txn<'_>,
         id: InvocationId,
-        status: InvocationStatus,
+        mut status: InvocationStatus,
         result: InvocationResult,
         now: u64,
         actions: &mut Vec<Action>,
@@ -257,33 +272,37 @@ impl StateMachine {
         actions.push(Action::Completed {
             failed: matches!(result, InvocationResult::Failure { .. }),
         });
+        // Nothing may fire for it, or wait on its behalf, any more.
+        delete_timers(txn, &id, actions)?;
+        if status.target.service_type == ServiceType::Workflow {
+            self.forget_promise_listeners(txn, id, &status)?;
+        }
         let journal_kept = status.retention.journal > 0 && status.retention.completion > 0;
         if !journal_kept {
             delete_journal(txn, &id)?;
         }
+        let sinks = std::mem::take(&mut status.sinks);
+        let target = status.target.clone();
+        let result = Arc::new(result);
         match status.retention.completion {
-            0 => txn.delete(status_key(&id)),
+            0 => delete_status(txn, &id)?,
             _ => {
                 // Kept for attach/output, idempotent duplicates and introspection until the
                 // cleaner purges it.
                 let kept = InvocationStatus {
                     phase: Phase::Completed { at: now },
-                    sinks: Vec::new(),
-                    output: Some(result.clone()),
+                    output: Some(InvocationResult::clone(&result)),
                     journal_length: if journal_kept { status.journal_length } else { 0 },
                     commands: if journal_kept { status.commands } else { 0 },
-                    ..status.clone()
+                    ..status
                 };
-                txn.put(status_key(&id), &kept);
+                put_status(txn, &id, &kept)?;
             }
         }
-        for sink in &status.sinks {
-            self.answer(txn, id, sink, result.clone(), now, actions)?;
+        for sink in &sinks {
+            self.answer(txn, id, sink, &result, actions)?;
         }
-        if status.target.is_exclusive() {
-            self.release_lock(txn, &status.target, id, actions)?;
-        }
-        Ok(())
+        self.release_key(txn, &target, id, actions)
     }
 }
 

@@ -154,3 +154,38 @@ impl StateMachine {
         Ok(())
     }
 }
+
+impl StateMachine {
+    /// Removes an ended invocation from the promises it still waited for (its `GetPromise`s
+    /// without a completion), so a promise completed later does not address it.
+    pub(super) fn forget_promise_listeners(
+        &self,
+        txn: &mut Txn<'_>,
+        id: InvocationId,
+        status: &InvocationStatus,
+    ) -> ApplyResult<()> {
+        let key = status.target.key.clone().unwrap_or_default();
+        for (_, raw) in txn.scan_raw(journal_prefix(&id).as_bytes())? {
+            let Some((ty, payload)) = decode_entry(&raw) else {
+                continue;
+            };
+            if MessageType::from_code(ty) != MessageType::GetPromiseCommand {
+                continue;
+            }
+            let Ok(get) = proto::GetPromiseCommandMessage::decode(payload) else {
+                continue;
+            };
+            if txn.contains(&completion_key(&id, get.result_completion_id))? {
+                continue;
+            }
+            let promise_key = promise_prefix(&status.target.service, &key).str(&get.key);
+            if let Some(mut promise) = txn.get::<PromiseState>(&promise_key)? {
+                promise
+                    .listeners
+                    .retain(|listener| *listener != (id, get.result_completion_id));
+                txn.put(promise_key, &promise);
+            }
+        }
+        Ok(())
+    }
+}

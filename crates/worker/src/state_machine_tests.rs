@@ -12,10 +12,7 @@ use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSi
 use crate::wal::{Command, Effect, Envelope, ResolvedCall};
 
 fn machine() -> StateMachine {
-    StateMachine {
-        partition_id: 0,
-        key_range: 0..=u64::MAX,
-    }
+    StateMachine::new(0, 0..=u64::MAX)
 }
 
 fn counter(key: &str) -> InvocationTarget {
@@ -73,23 +70,36 @@ fn invoke(id: InvocationId, target: InvocationTarget, sink: u128) -> Envelope {
     )
 }
 
-fn entry<M: prost::Message>(id: InvocationId, ty: MessageType, message: M) -> Envelope {
+/// What an attempt (of invocation epoch 0) proposed.
+fn effect(timestamp: u64, id: InvocationId, effect: Effect) -> Envelope {
     record(
-        2_000,
+        timestamp,
         Command::InvokerEffect {
             id,
-            effect: Effect::Entry {
-                message_type: ty.code(),
-                payload: message.encode_to_vec(),
-                call: None,
-            },
+            epoch: 0,
+            effects: vec![effect],
         },
     )
 }
 
-fn output(id: InvocationId, value: &[u8]) -> Envelope {
+/// The SDK's command number `index` (the input is 0).
+fn entry<M: prost::Message>(id: InvocationId, index: u32, ty: MessageType, message: M) -> Envelope {
+    effect(
+        2_000,
+        id,
+        Effect::Entry {
+            command_index: Some(index),
+            message_type: ty.code(),
+            payload: message.encode_to_vec(),
+            call: None,
+        },
+    )
+}
+
+fn output(id: InvocationId, index: u32, value: &[u8]) -> Envelope {
     entry(
         id,
+        index,
         MessageType::OutputCommand,
         proto::OutputCommandMessage {
             result: Some(proto::output_command_message::Result::Value(proto::Value {
@@ -101,13 +111,7 @@ fn output(id: InvocationId, value: &[u8]) -> Envelope {
 }
 
 fn end(id: InvocationId) -> Envelope {
-    record(
-        3_000,
-        Command::InvokerEffect {
-            id,
-            effect: Effect::End,
-        },
-    )
+    effect(3_000, id, Effect::End)
 }
 
 /// Applies each record in its own transaction, like a processor reading one at a time.
@@ -140,6 +144,7 @@ fn scenario() -> Vec<Envelope> {
         invoke(b, counter("alice"), 12),
         entry(
             a,
+            1,
             MessageType::SetStateCommand,
             proto::SetStateCommandMessage {
                 key: Bytes::from_static(b"total"),
@@ -151,6 +156,7 @@ fn scenario() -> Vec<Envelope> {
         ),
         entry(
             a,
+            2,
             MessageType::SleepCommand,
             proto::SleepCommandMessage {
                 wake_up_time: 5_000,
@@ -158,27 +164,27 @@ fn scenario() -> Vec<Envelope> {
                 name: String::new(),
             },
         ),
-        record(
+        effect(
             4_000,
-            Command::InvokerEffect {
-                id: a,
-                effect: Effect::Suspend {
-                    completions: vec![1],
-                    signals: vec![1],
-                    named_signals: Vec::new(),
-                    future: None,
-                },
+            a,
+            Effect::Suspend {
+                completions: vec![1],
+                signals: vec![1],
+                named_signals: Vec::new(),
+                future: None,
             },
         ),
         record(5_000, Command::FireTimer { wake_up: 5_000, seq: 1 }),
-        output(a, b"5"),
+        output(a, 3, b"5"),
         end(a),
         invoke(g, greeter(), 13),
         record(
             6_000,
             Command::InvokerEffect {
                 id: g,
-                effect: Effect::Entry {
+                epoch: 0,
+                effects: vec![Effect::Entry {
+                    command_index: Some(1),
                     message_type: MessageType::CallCommand.code(),
                     payload: proto::CallCommandMessage {
                         service_name: "Greeter".into(),
@@ -195,10 +201,10 @@ fn scenario() -> Vec<Envelope> {
                         idempotency_key: None,
                         retention: Retention::default(),
                     }),
-                },
+                }],
             },
         ),
-        output(callee, b"\"Hello Sam!\""),
+        output(callee, 1, b"\"Hello Sam!\""),
         end(callee),
     ]
 }
@@ -225,11 +231,11 @@ fn exclusive_handlers_queue_behind_the_key_lock_and_run_in_order() {
     );
     let invoked: Vec<&Action> = actions.iter().filter(|a| matches!(a, Action::Invoke(_))).collect();
     assert_eq!(invoked, vec![&Action::Invoke(a)], "the second waits in the inbox");
-    let actions = apply_all(&store, &[invoke(a, counter("alice"), 1), output(a, b"5"), end(a)]);
+    let actions = apply_all(&store, &[invoke(a, counter("alice"), 1), output(a, 1, b"5"), end(a)]);
     assert!(actions.contains(&Action::IngressResponse {
         request_id: 1,
         id: a,
-        result: InvocationResult::Success(b"5".to_vec()),
+        result: InvocationResult::Success(b"5".to_vec()).into(),
     }));
     assert!(
         actions.contains(&Action::Invoke(b)),
@@ -277,7 +283,7 @@ fn a_call_gets_its_callee_id_then_the_result() {
 fn effects_of_a_deposed_leader_are_ignored() {
     let (_dir, store) = open();
     let g = id(3, "x");
-    let mut stale = output(g, b"late");
+    let mut stale = output(g, 1, b"late");
     stale.leader_epoch = Some(1);
     apply_all(
         &store,
@@ -291,9 +297,10 @@ fn effects_of_a_deposed_leader_are_ignored() {
     assert_eq!(status.journal_length, 1);
 }
 
-fn sleep(id: InvocationId, completion_id: u32, wake_up: u64) -> Envelope {
+fn sleep(id: InvocationId, index: u32, completion_id: u32, wake_up: u64) -> Envelope {
     entry(
         id,
+        index,
         MessageType::SleepCommand,
         proto::SleepCommandMessage {
             wake_up_time: wake_up,
@@ -319,24 +326,22 @@ fn a_v7_future_waiting_for_all_resumes_only_when_all_arrived() {
         combinator_type: proto::future::CombinatorType::FirstCompleted as i32,
         ..Default::default()
     };
-    let suspend = record(
+    let suspend = effect(
         3_000,
-        Command::InvokerEffect {
-            id: g,
-            effect: Effect::Suspend {
-                completions: vec![1, 2],
-                signals: vec![1],
-                named_signals: Vec::new(),
-                future: Some(future.encode_to_vec()),
-            },
+        g,
+        Effect::Suspend {
+            completions: vec![1, 2],
+            signals: vec![1],
+            named_signals: Vec::new(),
+            future: Some(future.encode_to_vec()),
         },
     );
     let actions = apply_all(
         &store,
         &[
             invoke(g, greeter(), 1),
-            sleep(g, 1, 5_000),
-            sleep(g, 2, 6_000),
+            sleep(g, 1, 1, 5_000),
+            sleep(g, 2, 2, 6_000),
             suspend,
             record(5_000, Command::FireTimer { wake_up: 5_000, seq: 1 }),
         ],
@@ -371,16 +376,14 @@ fn a_signal_resumes_the_invocation_waiting_for_it_once() {
             },
         )
     };
-    let suspend = record(
+    let suspend = effect(
         3_000,
-        Command::InvokerEffect {
-            id: g,
-            effect: Effect::Suspend {
-                completions: Vec::new(),
-                signals: vec![17],
-                named_signals: Vec::new(),
-                future: None,
-            },
+        g,
+        Effect::Suspend {
+            completions: Vec::new(),
+            signals: vec![17],
+            named_signals: Vec::new(),
+            future: None,
         },
     );
     let actions = apply_all(
@@ -411,11 +414,11 @@ fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
     assert!(actions.contains(&Action::IngressResponse {
         request_id: 2,
         id: b,
-        result: InvocationResult::failure(409, "canceled"),
+        result: InvocationResult::failure(409, "canceled").into(),
     }));
     let mut more = Vec::new();
     let mut txn = store.txn();
-    machine().apply(&mut txn, 4, output(a, b"1"), &mut more).unwrap();
+    machine().apply(&mut txn, 4, output(a, 1, b"1"), &mut more).unwrap();
     machine().apply(&mut txn, 5, end(a), &mut more).unwrap();
     txn.commit().unwrap();
     assert!(
@@ -432,3 +435,6 @@ fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
 
 #[path = "state_machine_invocations_tests.rs"]
 mod invocations;
+
+#[path = "state_machine_journal_tests.rs"]
+mod journal;

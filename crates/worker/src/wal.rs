@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{InvocationResult, InvocationTarget, InvokeRequest, ResponseSink, Retention, SignalResult};
 
 /// Bumped when the record layout changes incompatibly; a processor refuses newer records.
-pub const RECORD_FORMAT: u8 = 2;
+pub const RECORD_FORMAT: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -34,10 +34,16 @@ pub enum Command {
         node: u32,
     },
     Invoke(Box<InvokeRequest>),
-    /// What an attempt of the leader's invoker produced.
+    /// What an attempt of the leader's invoker produced, in order (what the SDK sent at once
+    /// shares one record).
     InvokerEffect {
         id: InvocationId,
-        effect: Effect,
+        /// The invocation's epoch when the attempt started ([`InvocationStatus::epoch`]): the
+        /// late effects of an attempt that was paused (and perhaps resumed since) are dropped.
+        ///
+        /// [`InvocationStatus::epoch`]: crate::model::InvocationStatus::epoch
+        epoch: u32,
+        effects: Vec<Effect>,
     },
     /// A due timer, by its key.
     FireTimer {
@@ -79,6 +85,12 @@ pub enum Command {
     /// A completed invocation's retention expired: delete what is kept of it.
     Purge {
         id: InvocationId,
+    },
+    /// An ingress request that waited for the invocation's result went away (its client
+    /// disconnected): its response sink is removed.
+    Detach {
+        id: InvocationId,
+        request_id: u128,
     },
     /// Outbox messages up to and including this sequence number were delivered.
     TruncateOutbox {
@@ -135,6 +147,10 @@ pub enum Effect {
     },
     /// A journal entry the SDK sent: a command, or a run completion it proposed.
     Entry {
+        /// For a command: its position among the invocation's commands (the input is 0). It
+        /// must be the next one, else the record is a duplicate or follows a lost one and is
+        /// dropped. `None` for run completions, which are deduplicated by completion id.
+        command_index: Option<u32>,
         message_type: u16,
         payload: Vec<u8>,
         /// For `Call` and `OneWayCall`: the callee, resolved by the leader from the schema.

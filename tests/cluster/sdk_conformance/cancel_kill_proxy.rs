@@ -133,6 +133,78 @@ async fn cancellation_of_a_queued_call() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What job schedulers do: cancel (or kill) an invocation that has not started, a delayed send
+/// or one queued behind another on its object key, then send again under the same
+/// idempotency key. As in Restate, the one that never ran is forgotten: whoever waited hears
+/// 409, `output`/`attach` then answer 404, no row is left in `sys_invocation`, and the key is
+/// free, so the new send is `Accepted` and runs.
+#[tokio::test]
+async fn cancelling_a_not_started_invocation_forgets_it_and_frees_its_key() -> anyhow::Result<()> {
+    let s = setup(&[]).await?;
+    let client = &s.client;
+    // The key's lock is held by a run blocked on its awakeable.
+    let holder = send_keyed(client, "ConfBlocker/q/run", "holder", json!(null)).await?;
+    let cases = [
+        ("ConfCounter/sched/add/send?delay=1h", "scheduled", "cancel"),
+        ("ConfCounter/sched2/add/send?delay=1h", "scheduled-killed", "kill"),
+        ("ConfBlocker/q/run/send", "queued", "cancel"),
+    ];
+    for (path, key, how) in cases {
+        let answer = client.call_keyed(path, key, json!(5)).await?;
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        assert_eq!(answer.json()["status"], json!("Accepted"));
+        let id = answer.json()["invocationId"].as_str().unwrap_or_default().to_owned();
+        // A caller waiting on it hears the cancel.
+        let waiter = {
+            let url = format!("{}restate/invocation/{id}/attach", client.ingress);
+            let http = client.http().clone();
+            tokio::spawn(async move { http.get(url).send().await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ended = client.admin_patch(&format!("invocations/{id}/{how}")).await?;
+        assert_eq!(ended.status, 200, "{key}: {}", ended.body);
+        let waited = waiter.await??;
+        let status = waited.status().as_u16();
+        let body: Value = waited.json().await?;
+        let reason = if how == "kill" { "killed" } else { "canceled" };
+        assert_eq!((status, body["message"].clone()), (409, json!(reason)), "{key}");
+        // Nothing of it is kept.
+        let output = client.ingress_get(&format!("restate/invocation/{id}/output")).await?;
+        assert_eq!(output.status, 404, "{key}: {}", output.body);
+        let attach = client.ingress_get(&format!("restate/invocation/{id}/attach")).await?;
+        assert_eq!(attach.status, 404, "{key}: {}", attach.body);
+        let rows = client
+            .query(&format!("SELECT id FROM sys_invocation WHERE id = '{id}'"))
+            .await?;
+        assert!(rows.is_empty(), "{key}: {rows:?}");
+        // The same key sends anew, and the new one runs.
+        let again = client.call_keyed(&path.replace("?delay=1h", ""), key, json!(5)).await?;
+        assert_eq!(again.status, 202, "{}", again.body);
+        assert_eq!(again.json()["status"], json!("Accepted"), "{key}: {}", again.body);
+        let repeated = client.call_keyed(&path.replace("?delay=1h", ""), key, json!(5)).await?;
+        assert_eq!(repeated.json()["status"], json!("PreviouslyAccepted"), "{key}");
+    }
+    for counter in ["sched", "sched2"] {
+        let path = format!("ConfCounter/{counter}/get");
+        wait_until(&format!("{counter} counts the new send once"), || async {
+            anyhow::Ok(client.post_empty(&path).await?.json() == json!(5))
+        })
+        .await?;
+    }
+    // The queued one runs once the holder lets go (both wait on their own awakeables).
+    wait_until("the holder holds its awakeable", || async {
+        anyhow::Ok(client.post_empty("ConfBlocker/q/getAwakeable").await?.json() != json!(""))
+    })
+    .await?;
+    let resolved = client.call("ConfBlocker/q/resolveAwakeable", json!("first")).await?;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    let first = client
+        .ingress_get(&format!("restate/invocation/{holder}/attach"))
+        .await?;
+    assert_eq!(first.json(), json!("first"));
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // KillInvocation
 

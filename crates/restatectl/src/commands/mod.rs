@@ -4,6 +4,7 @@ pub(crate) mod metadata;
 pub(crate) mod metadata_server;
 pub(crate) mod migrate;
 pub(crate) mod nodes;
+pub(crate) mod partitions;
 pub(crate) mod provision;
 pub(crate) mod status;
 

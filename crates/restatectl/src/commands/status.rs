@@ -87,6 +87,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
                 "partition_id": p.partition_id, "node": node,
                 "mode": mode(p), "leader_epoch": p.leader_epoch,
                 "applied_lsn": p.applied_lsn, "failure": p.failure,
+                "log_problem": p.log_problem, "outbox_problem": p.outbox_problem,
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&output)?);
@@ -160,6 +161,18 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
             ]);
         }
         println!("{table}");
+        for (node, p) in &processors {
+            let problems = [
+                ("failed", &p.failure),
+                ("log", &p.log_problem),
+                ("outbox", &p.outbox_problem),
+            ];
+            for (what, problem) in problems {
+                if let Some(problem) = problem {
+                    println!("  partition {} on {node}: {what}: {problem}", p.partition_id);
+                }
+            }
+        }
     }
     if args.extra {
         println!("\nRoles");

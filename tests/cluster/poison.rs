@@ -1,0 +1,175 @@
+//! A partition that meets a record it cannot apply does not hang: it is marked failed with
+//! the reason (status, metrics, health), callers get an error at once, a restart keeps it
+//! there, and the operator's `restatectl partitions skip-record` gets it going again. Raw
+//! fabric appends cannot reach a partition's log in the first place.
+
+use std::time::{Duration, Instant};
+
+use restate_cluster_tests::servers::SdkService;
+use restate_cluster_tests::{MetadataHttp, TestDir, logs, restatectl, restatectl_json};
+use restate_proto::bifrost::SequencerAppendRequest;
+use restate_proto::bifrost::bifrost_svc_client::BifrostSvcClient;
+use restate_types::metadata::{BIFROST_CONFIG_KEY, LogletParams, LogsConfiguration};
+use serde_json::{Value, json};
+
+use crate::invocations::{Client, START_TIMEOUT, start_node};
+
+/// Puts `payload` into partition `log_id`'s log through the sequencer of its tail segment:
+/// what a foreign or corrupt writer would leave there.
+async fn inject(admin_url: &str, fabric_url: &str, log_id: u32, payload: Vec<u8>) -> anyhow::Result<()> {
+    let (_, logs) = MetadataHttp::new()
+        .get(admin_url, BIFROST_CONFIG_KEY)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no logs configuration"))?;
+    let logs: LogsConfiguration = serde_json::from_slice(&logs)?;
+    let segment = logs.logs[&log_id]
+        .segments
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("log {log_id} has no segment"))?;
+    let (loglet_id, sequencer_generation) = match segment.loglet {
+        LogletParams::Local { loglet_id, .. } => (loglet_id, 0),
+        LogletParams::Replicated(params) => (params.loglet_id, params.sequencer.generation),
+    };
+    let mut client = BifrostSvcClient::connect(fabric_url.to_owned()).await?;
+    client
+        .sequencer_append(SequencerAppendRequest {
+            loglet_id,
+            sequencer_generation,
+            payloads: vec![payload],
+        })
+        .await?;
+    Ok(())
+}
+
+/// Partition 0 as `restatectl status --json` shows it.
+fn partition_zero(fabric_url: &str) -> Value {
+    let status = restatectl_json(&["-s", fabric_url, "status", "--json"]);
+    status["partitions"]
+        .as_array()
+        .and_then(|partitions| partitions.iter().find(|p| p["partition_id"] == 0).cloned())
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        anyhow::ensure!(Instant::now() < deadline, "{what} did not happen within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_applied_fails_its_partition_until_an_operator_skips_it() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let mut node = start_node(&dir, &[("RESTATE_DEFAULT_NUM_PARTITIONS", "1")]).await?;
+    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    let before = client.call("Greeter/greet", json!("before")).await?;
+    assert_eq!(before.status, 200, "{}", before.body);
+    let before_id = before.header("x-restate-id").unwrap_or_default().to_owned();
+
+    // Raw appends from the fabric port are refused for partition logs.
+    let refused = logs::append(&node.fabric_url(), 0, vec![b"x".to_vec()])
+        .await
+        .expect_err("a raw append to a partition's log");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("log of partition 0"),
+        "{}",
+        refused.message()
+    );
+
+    inject(&node.admin_url(), &node.fabric_url(), 0, b"\xffnot a record".to_vec()).await?;
+    let fabric = node.fabric_url();
+    wait_for("partition 0 failing", START_TIMEOUT, || {
+        partition_zero(&fabric)["failure"].is_string()
+    })
+    .await?;
+    let failure = partition_zero(&fabric)["failure"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(failure.contains("cannot be applied"), "{failure}");
+    assert!(failure.contains("restatectl partitions skip-record 0"), "{failure}");
+    let lsn: u64 = failure
+        .split_whitespace()
+        .nth(1)
+        .and_then(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("no LSN in: {failure}"));
+
+    // Callers learn it at once instead of waiting.
+    let started = Instant::now();
+    let refused = client.call("Greeter/greet", json!("during")).await?;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("partition 0 is failed"), "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Metrics and the node's health say so too.
+    let metrics = reqwest::get(format!("{}metrics", node.fabric_url()))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("restate_partition_failed{partition=\"0\"} 1"),
+        "{metrics}"
+    );
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let health: Value = reqwest::get(format!("{}health", node.fabric_url()))
+            .await?
+            .json()
+            .await?;
+        if health.to_string().contains("cannot be applied") {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the node's health does not show the failure: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A restart meets the same record and stops there again.
+    node.kill();
+    node.restart();
+    node.wait_alive(START_TIMEOUT).await?;
+    let fabric = node.fabric_url();
+    wait_for("partition 0 failing after the restart", START_TIMEOUT, || {
+        partition_zero(&fabric)["failure"].is_string()
+    })
+    .await?;
+
+    // The operator skips it; the partition applies on and serves again.
+    let skipped = restatectl(&[
+        "-s",
+        &fabric,
+        "partitions",
+        "skip-record",
+        "0",
+        &lsn.to_string(),
+        "--yes",
+    ]);
+    assert!(skipped.status.success(), "{}", String::from_utf8_lossy(&skipped.stderr));
+    wait_for("partition 0 recovering", START_TIMEOUT, || {
+        let partition = partition_zero(&fabric);
+        partition["failure"].is_null() && partition["mode"] == "Leader"
+    })
+    .await?;
+    let client = Client::new(&node);
+    let after = client.call("Greeter/greet", json!("after")).await?;
+    assert_eq!(after.status, 200, "{}", after.body);
+    // Nothing acknowledged before the bad record was lost.
+    let output = client
+        .ingress_get(&format!("restate/invocation/{before_id}/output"))
+        .await?;
+    assert_eq!(output.status, 200, "{}", output.body);
+    assert_eq!(output.body, before.body);
+    Ok(())
+}
