@@ -16,8 +16,16 @@ pub use restate_storage_query::QueryEngine;
 
 /// The SQL engine of this node over its worker's partitions; `None` (logged) when its runtime
 /// cannot start, in which case `/query` answers 503.
-pub fn query_engine(worker: restate_worker::WorkerSlot) -> Option<QueryEngine> {
-    match QueryEngine::new(worker) {
+pub fn query_engine(
+    worker: restate_worker::WorkerSlot,
+    options: &restate_config::QueryEngineOptions,
+) -> Option<QueryEngine> {
+    let limits = restate_storage_query::QueryLimits {
+        memory_size: usize::try_from(options.memory_size.0).unwrap_or(usize::MAX),
+        timeout: options.query_timeout,
+        concurrent_queries: options.concurrent_queries_limit,
+    };
+    match QueryEngine::new(worker, limits) {
         Ok(engine) => Some(engine),
         Err(failure) => {
             tracing::error!("the query engine could not start its runtime; /query answers 503: {failure}");

@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Sink;
+use futures::StreamExt as _;
 use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
 use restate_storage_query::arrow::array::Array;
 use restate_storage_query::arrow::datatypes::DataType;
+use restate_storage_query::arrow::record_batch::RecordBatch;
 use restate_storage_query::arrow::util::display::{ArrayFormatter, FormatOptions};
 use restate_storage_query::{QueryEngine, QueryError};
 use tokio::net::TcpListener;
@@ -75,6 +78,8 @@ struct PgsqlQueries {
 fn pg_error(failure: QueryError) -> PgWireError {
     let (code, message) = match failure {
         QueryError::Sql(message) => ("42601", message),
+        // insufficient_resources: the engine runs as many queries as it allows.
+        QueryError::Busy(message) => ("53000", message),
         QueryError::Execution(message) => ("XX000", message),
     };
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
@@ -104,6 +109,37 @@ fn pg_text(data_type: &DataType, shown: String) -> String {
     }
 }
 
+/// The rows of one batch in PostgreSQL's text format (or the query's error).
+fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: Result<RecordBatch, QueryError>) -> Vec<PgWireResult<DataRow>> {
+    let batch = match batch {
+        Ok(batch) => batch,
+        Err(failure) => return vec![Err(pg_error(failure))],
+    };
+    let options = FormatOptions::default();
+    let formatters = match batch
+        .columns()
+        .iter()
+        .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(formatters) => formatters,
+        Err(e) => return vec![Err(pg_error(QueryError::Execution(e.to_string())))],
+    };
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for (column, formatter) in batch.columns().iter().zip(&formatters) {
+            let value = (!column.is_null(row)).then(|| pg_text(column.data_type(), formatter.value(row).to_string()));
+            if let Err(error) = encoder.encode_field(&value) {
+                rows.push(Err(error));
+                return rows;
+            }
+        }
+        rows.push(Ok(encoder.take_row()));
+    }
+    rows
+}
+
 #[async_trait]
 impl SimpleQueryHandler for PgsqlQueries {
     async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -117,7 +153,7 @@ impl SimpleQueryHandler for PgsqlQueries {
         if query.trim().trim_end_matches(';').trim().is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let mut stream = self.engine.execute(query).await.map_err(pg_error)?;
+        let stream = self.engine.execute(query).await.map_err(pg_error)?;
         let fields: Arc<Vec<FieldInfo>> = Arc::new(
             stream
                 .schema
@@ -126,29 +162,13 @@ impl SimpleQueryHandler for PgsqlQueries {
                 .map(|f| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), FieldFormat::Text))
                 .collect(),
         );
-        let mut rows = Vec::new();
-        let mut encoder = DataRowEncoder::new(fields.clone());
-        let options = FormatOptions::default();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(pg_error)?;
-            let formatters = batch
-                .columns()
-                .iter()
-                .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| pg_error(QueryError::Execution(e.to_string())))?;
-            for row in 0..batch.num_rows() {
-                for (column, formatter) in batch.columns().iter().zip(&formatters) {
-                    let value =
-                        (!column.is_null(row)).then(|| pg_text(column.data_type(), formatter.value(row).to_string()));
-                    encoder.encode_field(&value)?;
-                }
-                rows.push(Ok(encoder.take_row()));
-            }
-        }
-        Ok(vec![Response::Query(QueryResponse::new(
-            fields,
-            futures::stream::iter(rows),
-        ))])
+        // Rows go out batch by batch as the query produces them; only one batch is encoded
+        // and held at a time.
+        let row_fields = fields.clone();
+        let batches = futures::stream::unfold(stream, |mut stream| async move {
+            stream.next().await.map(|batch| (batch, stream))
+        });
+        let rows = batches.flat_map(move |batch| futures::stream::iter(encode_rows(&row_fields, batch)));
+        Ok(vec![Response::Query(QueryResponse::new(fields, rows))])
     }
 }

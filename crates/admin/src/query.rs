@@ -120,6 +120,13 @@ pub(crate) async fn query(
 fn query_error(failure: QueryError) -> Response {
     match failure {
         QueryError::Sql(message) => error(StatusCode::BAD_REQUEST, message),
+        QueryError::Busy(message) => {
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, message);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         QueryError::Execution(message) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
     }
 }

@@ -444,7 +444,7 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
             )
         }),
         Role::Admin => listeners.admin.take().map(|listener| {
-            let engine = restate_admin::query_engine(ctx.worker.clone());
+            let engine = restate_admin::query_engine(ctx.worker.clone(), &ctx.config.admin.query_engine);
             if let (Some(pgsql), Some(engine)) = (listeners.pgsql.take(), engine.clone()) {
                 companion = Some(Box::new(move |shutdown| {
                     if let Ok(address) = pgsql.local_addr() {

@@ -8,12 +8,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use restate_types::manifest::ServiceType;
 use restate_types::{DeploymentId, InvocationId};
+use restate_worker::AttemptInfo;
+use restate_worker::introspect::Page;
 use restate_worker::model::{InvocationResult, InvocationStatus, Phase};
-use restate_worker::{AttemptInfo, PartitionHandle};
 
-use crate::pushdown::Pushdown;
 use crate::rows::{Rows, duration, list_u32, schema, timestamp};
-use crate::table::{Scan, Source, SysTable, storage};
+use crate::table::{CHUNK_ROWS, Cursor, Scan, Source, SysTable, storage};
 
 /// The columns of `sys_invocation_status`, after `partition_key` and `id`.
 fn status_columns() -> Vec<(&'static str, DataType)> {
@@ -99,50 +99,47 @@ impl SysTable for InvocationTable {
         }
     }
 
-    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
-        self.rows_of(read_invocations(source, &scan.pushdown)?, scan)
-    }
-
-    /// A scan of every partition is split over [`SCAN_THREADS`] threads, each reading,
-    /// decoding and building the rows of its share of the partitions.
-    fn read_parallel(&self, source: &Source, scan: &Scan) -> Result<Vec<RecordBatch>> {
-        if scan.pushdown.values("id").is_some() {
-            return self.read(source, scan).map(|batch| vec![batch]);
+    fn read_chunk(&self, source: &Source, scan: &Scan, cursor: &mut Cursor) -> Result<Option<RecordBatch>> {
+        if let Some(ids) = scan.pushdown.values("id") {
+            if std::mem::replace(&mut cursor.done, true) {
+                return Ok(None);
+            }
+            return self.rows_of(lookup(source, ids)?, scan).map(Some);
         }
-        let partitions = source.partitions_filtered(&scan.pushdown);
-        let share = partitions.len().div_ceil(SCAN_THREADS).max(1);
-        std::thread::scope(|threads| {
-            let readers: Vec<_> = partitions
-                .chunks(share)
-                .map(|chunk| {
-                    threads.spawn(move || {
-                        let mut found = Vec::new();
-                        for partition in chunk {
-                            statuses_of(partition, &scan.pushdown, &mut found)?;
-                        }
-                        self.rows_of(found, scan)
-                    })
-                })
-                .collect();
-            readers
-                .into_iter()
-                .map(|reader| reader.join().unwrap_or_else(|_| Err(storage("a scan thread panicked"))))
-                .collect()
-        })
+        let Some(partition) = cursor.partitions.front().cloned() else {
+            return Ok(None);
+        };
+        let page = partition
+            .invocation_statuses(Page {
+                after: cursor.after.as_deref(),
+                limit: CHUNK_ROWS,
+            })
+            .map_err(storage)?;
+        cursor.advance(page.more);
+        let service = scan.pushdown.single("target_service_name");
+        let skip_completed = scan.pushdown.excludes("status", "completed");
+        let mut attempts = partition.state.attempts();
+        let found = page
+            .rows
+            .into_iter()
+            .map(|(_, row)| row)
+            .filter(|(_, status)| {
+                service.is_none_or(|s| s == status.target.service)
+                    && !(skip_completed && matches!(status.phase, Phase::Completed { .. }))
+            })
+            .map(|(id, status)| {
+                let attempt = attempts.remove(&id);
+                (id, status, attempt)
+            })
+            .collect();
+        self.rows_of(found, scan).map(Some)
     }
 }
-
-/// Threads a full scan of the invocation tables uses (the node's CPUs are shared with the
-/// partition processors, so not more).
-const SCAN_THREADS: usize = 2;
 
 impl InvocationTable {
     fn rows_of(&self, invocations: Vec<InvocationRow>, scan: &Scan) -> Result<RecordBatch> {
         let mut rows = Rows::new(self.schema(), scan.projection());
         for (id, status, attempt) in invocations {
-            if scan.full(rows.len()) {
-                break;
-            }
             let state = attempt_state(&status, attempt.as_ref());
             if *self == Self::State && state.is_none() {
                 continue;
@@ -163,44 +160,19 @@ impl InvocationTable {
 
 type InvocationRow = (InvocationId, InvocationStatus, Option<AttemptInfo>);
 
-/// Statuses of the invocations the filters allow: by id (a lookup in the owning partition),
-/// else every status of every partition.
-fn read_invocations(source: &Source, pushdown: &Pushdown) -> Result<Vec<InvocationRow>> {
+/// The statuses of these invocation ids (a lookup in each owning partition; ids that do not
+/// parse match no row).
+fn lookup(source: &Source, ids: &[String]) -> Result<Vec<InvocationRow>> {
     let mut found = Vec::new();
-    if let Some(ids) = pushdown.values("id") {
-        // Ids that do not parse match no row.
-        for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
-            for partition in source.partitions(Some(&[id.partition_key])) {
-                if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
-                    let attempt = partition.state.attempts().remove(&id);
-                    found.push((id, status, attempt));
-                }
+    for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
+        for partition in source.partitions(Some(&[id.partition_key])) {
+            if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
+                let attempt = partition.state.attempts().remove(&id);
+                found.push((id, status, attempt));
             }
         }
-        return Ok(found);
-    }
-    for partition in source.partitions_filtered(pushdown) {
-        statuses_of(&partition, pushdown, &mut found)?;
     }
     Ok(found)
-}
-
-/// Every status of one partition that a `target_service_name` filter allows (and, with
-/// `status != 'completed'`, only unfinished ones: `completed` means the same in every table).
-fn statuses_of(partition: &PartitionHandle, pushdown: &Pushdown, found: &mut Vec<InvocationRow>) -> Result<()> {
-    let service = pushdown.single("target_service_name");
-    let skip_completed = pushdown.excludes("status", "completed");
-    let mut attempts = partition.state.attempts();
-    for (id, status) in partition.invocation_statuses().map_err(storage)? {
-        if service.is_some_and(|s| s != status.target.service)
-            || (skip_completed && matches!(status.phase, Phase::Completed { .. }))
-        {
-            continue;
-        }
-        let attempt = attempts.remove(&id);
-        found.push((id, status, attempt));
-    }
-    Ok(())
 }
 
 /// What `sys_invocation_state` shows: the invoker's view while the leader runs or retries the

@@ -8,11 +8,11 @@ use datafusion::error::Result;
 use prost::Message as _;
 use restate_service_protocol::{MessageType, proto};
 use restate_types::InvocationId;
-use restate_worker::introspect::JournalRow;
+use restate_worker::introspect::{JournalRow, Page};
 use serde_json::json;
 
 use crate::rows::{Rows, schema, timestamp};
-use crate::table::{Scan, Source, SysTable, storage};
+use crate::table::{CHUNK_ROWS, Cursor, Scan, Source, SysTable, storage};
 
 /// The completion id a command is completed with (`result_completion_id`, field 11 of every
 /// command that has one).
@@ -60,37 +60,48 @@ impl SysTable for JournalTable {
         ])
     }
 
-    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
+    fn read_chunk(&self, source: &Source, scan: &Scan, cursor: &mut Cursor) -> Result<Option<RecordBatch>> {
         let mut rows = Rows::new(self.schema(), scan.projection());
-        let journals: Vec<(InvocationId, Vec<JournalRow>)> = match scan.pushdown.values("id") {
-            Some(ids) => {
-                let mut journals = Vec::new();
-                for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
-                    for partition in source.partitions(Some(&[id.partition_key])) {
-                        journals.push((id, partition.journal(&id).map_err(storage)?));
-                    }
-                }
-                journals
+        if let Some(ids) = scan.pushdown.values("id") {
+            if std::mem::replace(&mut cursor.done, true) {
+                return Ok(None);
             }
-            None => {
-                let mut journals = Vec::new();
-                for partition in source.partitions_filtered(&scan.pushdown) {
-                    for (id, _) in partition.invocation_statuses().map_err(storage)? {
-                        journals.push((id, partition.journal(&id).map_err(storage)?));
-                    }
+            for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
+                for partition in source.partitions(Some(&[id.partition_key])) {
+                    push_journal(&mut rows, &id, &partition.journal(&id).map_err(storage)?);
                 }
-                journals
             }
+            return rows.finish().map(Some);
+        }
+        let Some(partition) = cursor.partitions.front().cloned() else {
+            return Ok(None);
         };
-        for (id, journal) in journals {
-            if scan.full(rows.len()) {
+        // Journals go whole into a chunk: a few invocations at a time until it is full.
+        let page = partition
+            .invocation_statuses(Page {
+                after: cursor.after.as_deref(),
+                limit: INVOCATIONS_PER_STEP,
+            })
+            .map_err(storage)?;
+        let mut last = None;
+        let count = page.rows.len();
+        for (read, (key, (id, _))) in page.rows.into_iter().enumerate() {
+            push_journal(&mut rows, &id, &partition.journal(&id).map_err(storage)?);
+            last = Some(key);
+            if rows.len() >= CHUNK_ROWS && read + 1 < count {
                 break;
             }
-            push_journal(&mut rows, &id, &journal);
         }
-        rows.finish()
+        match (rows.len() >= CHUNK_ROWS, last) {
+            (true, Some(last)) if page.more.as_ref() != Some(&last) => cursor.after = Some(last),
+            _ => cursor.advance(page.more),
+        }
+        rows.finish().map(Some)
     }
 }
+
+/// Invocations whose journals a chunk reads at once before it checks its size.
+const INVOCATIONS_PER_STEP: usize = 64;
 
 fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
     // Which completion ids arrived, and the callee ids calls were given.

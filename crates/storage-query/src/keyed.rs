@@ -7,12 +7,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use restate_types::partition_key_of;
 use restate_worker::PartitionHandle;
-use restate_worker::introspect::KeyScope;
+use restate_worker::introspect::{KeyScope, Page};
 use restate_worker::model::{InboxEntry, InvocationResult};
 
 use crate::pushdown::Pushdown;
 use crate::rows::{Rows, schema, timestamp};
-use crate::table::{Scan, Source, SysTable, storage};
+use crate::table::{CHUNK_ROWS, Cursor, Scan, Source, SysTable, storage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyedTable {
@@ -22,19 +22,13 @@ pub(crate) enum KeyedTable {
     Promise,
 }
 
-/// The partitions and key scope the filters allow.
-fn scope<'a>(source: &Source, pushdown: &'a Pushdown) -> (Vec<PartitionHandle>, KeyScope<'a>) {
+/// The key scope the filters allow.
+fn scope(pushdown: &Pushdown) -> KeyScope<'_> {
     let service = pushdown.single("service_name");
-    let key = pushdown.single("service_key");
-    let partitions = match key {
-        Some(key) => source.partitions(Some(&[partition_key_of(key.as_bytes())])),
-        None => source.partitions_filtered(pushdown),
-    };
-    let scope = KeyScope {
+    KeyScope {
         service,
-        key: service.and(key),
-    };
-    (partitions, scope)
+        key: service.and(pushdown.single("service_key")),
+    }
 }
 
 impl SysTable for KeyedTable {
@@ -66,64 +60,85 @@ impl SysTable for KeyedTable {
         schema(&columns)
     }
 
-    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
-        let mut rows = Rows::new(self.schema(), scan.projection());
-        let (partitions, scope) = scope(source, &scan.pushdown);
-        for partition in partitions {
-            match self {
-                Self::State => {
-                    for row in partition.state(scope).map_err(storage)? {
-                        let name = String::from_utf8_lossy(&row.name);
-                        let text = std::str::from_utf8(&row.value).ok();
-                        keys(&mut rows, &row.service, &row.key)
-                            .str(Some(&name))
-                            .str(text)
-                            .binary(Some(&row.value))
-                            .end_row();
-                    }
-                }
-                Self::Inbox => {
-                    for row in partition.inbox(scope).map_err(storage)? {
-                        // State edits wait in the inbox too; they are not invocations.
-                        let InboxEntry::Invocation(id) = row.entry else {
-                            continue;
-                        };
-                        let created = partition.invocation_status(&id).map_err(storage)?.map(|s| s.created_at);
-                        keys(&mut rows, &row.service, &row.key)
-                            .str(Some(&id.to_string()))
-                            .u64(Some(row.sequence_number))
-                            .timestamp(created)
-                            .end_row();
-                    }
-                }
-                Self::KeyedServiceStatus => {
-                    for row in partition.locks(scope).map_err(storage)? {
-                        keys(&mut rows, &row.service, &row.key)
-                            .str(Some(&row.holder.to_string()))
-                            .end_row();
-                    }
-                }
-                Self::Promise => {
-                    for row in partition.promises(scope).map_err(storage)? {
-                        let (value, failure) = match &row.promise.result {
-                            Some(InvocationResult::Success(value)) => (Some(value.as_slice()), None),
-                            Some(InvocationResult::Failure { code, message, .. }) => {
-                                (None, Some(format!("[{code}] {message}")))
-                            }
-                            None => (None, None),
-                        };
-                        keys(&mut rows, &row.service, &row.key)
-                            .str(Some(&row.name))
-                            .bool(Some(row.promise.result.is_some()))
-                            .binary(value)
-                            .str(value.and_then(|v| std::str::from_utf8(v).ok()))
-                            .str(failure.as_deref())
-                            .end_row();
-                    }
-                }
-            }
+    fn partitions(&self, source: &Source, scan: &Scan) -> Vec<PartitionHandle> {
+        match scan.pushdown.single("service_key") {
+            Some(key) => source.partitions(Some(&[partition_key_of(key.as_bytes())])),
+            None => source.partitions_filtered(&scan.pushdown),
         }
-        rows.finish()
+    }
+
+    fn read_chunk(&self, _source: &Source, scan: &Scan, cursor: &mut Cursor) -> Result<Option<RecordBatch>> {
+        let Some(partition) = cursor.partitions.front().cloned() else {
+            return Ok(None);
+        };
+        let mut rows = Rows::new(self.schema(), scan.projection());
+        let scope = scope(&scan.pushdown);
+        let page = Page {
+            after: cursor.after.as_deref(),
+            limit: CHUNK_ROWS,
+        };
+        let more = match self {
+            Self::State => {
+                let paged = partition.state(scope, page).map_err(storage)?;
+                for (_, row) in paged.rows {
+                    let name = String::from_utf8_lossy(&row.name);
+                    let text = std::str::from_utf8(&row.value).ok();
+                    keys(&mut rows, &row.service, &row.key)
+                        .str(Some(&name))
+                        .str(text)
+                        .binary(Some(&row.value))
+                        .end_row();
+                }
+                paged.more
+            }
+            Self::Inbox => {
+                let paged = partition.inbox(scope, page).map_err(storage)?;
+                for (_, row) in paged.rows {
+                    // State edits wait in the inbox too; they are not invocations.
+                    let InboxEntry::Invocation(id) = row.entry else {
+                        continue;
+                    };
+                    let created = partition.invocation_status(&id).map_err(storage)?.map(|s| s.created_at);
+                    keys(&mut rows, &row.service, &row.key)
+                        .str(Some(&id.to_string()))
+                        .u64(Some(row.sequence_number))
+                        .timestamp(created)
+                        .end_row();
+                }
+                paged.more
+            }
+            Self::KeyedServiceStatus => {
+                let paged = partition.locks(scope, page).map_err(storage)?;
+                for (_, row) in paged.rows {
+                    keys(&mut rows, &row.service, &row.key)
+                        .str(Some(&row.holder.to_string()))
+                        .end_row();
+                }
+                paged.more
+            }
+            Self::Promise => {
+                let paged = partition.promises(scope, page).map_err(storage)?;
+                for (_, row) in paged.rows {
+                    let (value, failure) = match &row.promise.result {
+                        Some(InvocationResult::Success(value)) => (Some(value.as_slice()), None),
+                        Some(InvocationResult::Failure { code, message, .. }) => {
+                            (None, Some(format!("[{code}] {message}")))
+                        }
+                        None => (None, None),
+                    };
+                    keys(&mut rows, &row.service, &row.key)
+                        .str(Some(&row.name))
+                        .bool(Some(row.promise.result.is_some()))
+                        .binary(value)
+                        .str(value.and_then(|v| std::str::from_utf8(v).ok()))
+                        .str(failure.as_deref())
+                        .end_row();
+                }
+                paged.more
+            }
+        };
+        cursor.advance(more);
+        rows.finish().map(Some)
     }
 }
 

@@ -6,7 +6,7 @@ use datafusion::error::Result;
 
 use crate::invocations::service_type_name;
 use crate::rows::{Rows, schema, timestamp};
-use crate::table::{Scan, Source, SysTable};
+use crate::table::{Cursor, Scan, Source, SysTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RegistryTable {
@@ -36,7 +36,15 @@ impl SysTable for RegistryTable {
         }
     }
 
-    fn read(&self, source: &Source, scan: &Scan) -> Result<RecordBatch> {
+    fn slices(&self, _scan: &Scan) -> usize {
+        1
+    }
+
+    /// The registry is small and read whole, in one chunk.
+    fn read_chunk(&self, source: &Source, scan: &Scan, cursor: &mut Cursor) -> Result<Option<RecordBatch>> {
+        if std::mem::replace(&mut cursor.done, true) {
+            return Ok(None);
+        }
         let registry = source.worker.schema().get();
         let mut rows = Rows::new(self.schema(), scan.projection());
         match self {
@@ -66,7 +74,7 @@ impl SysTable for RegistryTable {
                 }
             }
         }
-        rows.finish()
+        rows.finish().map(Some)
     }
 }
 

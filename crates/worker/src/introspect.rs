@@ -101,23 +101,63 @@ fn corrupt(table: &str, reason: impl ToString) -> PartitionStoreError {
     }
 }
 
+/// Where a listing continues (after this raw store key; from the start without one) and how
+/// many rows it reads at most: the query engine walks a table in bounded steps.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub after: Option<&'a [u8]>,
+    pub limit: usize,
+}
+
+/// One step of a listing: rows with their raw store keys, and whether more may follow (the
+/// key of the last row, to pass as [`Page::after`]).
+#[derive(Debug)]
+pub struct Paged<T> {
+    pub rows: Vec<(Vec<u8>, T)>,
+    pub more: Option<Vec<u8>>,
+}
+
 impl PartitionHandle {
+    /// Up to `page.limit` raw rows under `prefix`.
+    fn page(&self, prefix: &Key, page: Page<'_>) -> Result<Paged<Vec<u8>>, PartitionStoreError> {
+        let from = match page.after {
+            Some(after) => {
+                let mut next = after.to_vec();
+                next.push(0);
+                next
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let limit = page.limit.max(1);
+        let entries = self.store.scan_from(prefix.as_bytes(), &from, limit)?;
+        let more = match entries.len() == limit {
+            true => entries.last().map(|(key, _)| key.clone()),
+            false => None,
+        };
+        Ok(Paged { rows: entries, more })
+    }
+
     /// The status of one invocation of this partition, if it has one.
     pub fn invocation_status(&self, id: &InvocationId) -> Result<Option<InvocationStatus>, PartitionStoreError> {
         self.store.get::<InvocationStatus>(&status_key(id))
     }
 
-    /// Every invocation status of this partition (rows that do not decode are skipped).
-    pub fn invocation_statuses(&self) -> Result<Vec<(InvocationId, InvocationStatus)>, PartitionStoreError> {
-        let rows = self.store.scan_raw(TableKind::InvocationStatus.prefix())?;
-        Ok(rows
+    /// Invocation statuses of this partition, a page at a time (rows that do not decode are
+    /// skipped).
+    pub fn invocation_statuses(
+        &self,
+        page: Page<'_>,
+    ) -> Result<Paged<(InvocationId, InvocationStatus)>, PartitionStoreError> {
+        let Paged { rows: entries, more } = self.page(&Key::new(TableKind::InvocationStatus), page)?;
+        let rows = entries
             .into_iter()
             .filter_map(|(key, value)| {
                 let id = InvocationId::from_raw(&key[2..])?;
                 let status = postcard::from_bytes::<InvocationStatus>(&value).ok()?;
-                Some((id, status))
+                Some((key, (id, status)))
             })
-            .collect())
+            .collect();
+        Ok(Paged { rows, more })
     }
 
     /// The journal of one invocation, in order.
@@ -138,67 +178,85 @@ impl PartitionHandle {
         Ok(rows)
     }
 
-    /// State entries of objects and workflows in `scope`.
-    pub fn state(&self, scope: KeyScope<'_>) -> Result<Vec<StateRow>, PartitionStoreError> {
+    /// State entries of objects and workflows in `scope`, a page at a time.
+    pub fn state(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<StateRow>, PartitionStoreError> {
+        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::State), page)?;
         let mut rows = Vec::new();
-        for (raw, value) in self.store.scan_raw(scope.prefix(TableKind::State).as_bytes())? {
+        for (raw, value) in entries {
             let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("st", "bad key"))?;
-            rows.push(StateRow {
-                service,
-                key,
-                name: raw[next..].to_vec(),
-                value,
-            });
+            let name = raw[next..].to_vec();
+            rows.push((
+                raw,
+                StateRow {
+                    service,
+                    key,
+                    name,
+                    value,
+                },
+            ));
         }
-        Ok(rows)
+        Ok(Paged { rows, more })
     }
 
-    /// Inbox entries of object keys in `scope`, in order per key.
-    pub fn inbox(&self, scope: KeyScope<'_>) -> Result<Vec<InboxRow>, PartitionStoreError> {
+    /// Inbox entries of object keys in `scope`, in order per key, a page at a time.
+    pub fn inbox(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<InboxRow>, PartitionStoreError> {
+        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::Inbox), page)?;
         let mut rows = Vec::new();
-        for (raw, value) in self.store.scan_raw(scope.prefix(TableKind::Inbox).as_bytes())? {
+        for (raw, value) in entries {
             let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("ib", "bad key"))?;
             let sequence_number = restate_partition_store::read_u64(&raw, next).unwrap_or_default();
             let entry = postcard::from_bytes::<InboxEntry>(&value).map_err(|e| corrupt("ib", e))?;
-            rows.push(InboxRow {
-                service,
-                key,
-                sequence_number,
-                entry,
-            });
+            rows.push((
+                raw,
+                InboxRow {
+                    service,
+                    key,
+                    sequence_number,
+                    entry,
+                },
+            ));
         }
-        Ok(rows)
+        Ok(Paged { rows, more })
     }
 
-    /// Locked object keys in `scope` and who holds each.
-    pub fn locks(&self, scope: KeyScope<'_>) -> Result<Vec<LockRow>, PartitionStoreError> {
+    /// Locked object keys in `scope` and who holds each, a page at a time.
+    pub fn locks(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<LockRow>, PartitionStoreError> {
+        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::ServiceLock), page)?;
         let mut rows = Vec::new();
-        for (raw, value) in self.store.scan_raw(scope.prefix(TableKind::ServiceLock).as_bytes())? {
+        for (raw, value) in entries {
             let (service, key, _) = service_and_key(&raw).ok_or_else(|| corrupt("ss", "bad key"))?;
             let holder = postcard::from_bytes::<LockHolder>(&value).map_err(|e| corrupt("ss", e))?;
-            rows.push(LockRow {
-                service,
-                key,
-                holder: holder.id,
-            });
+            rows.push((
+                raw,
+                LockRow {
+                    service,
+                    key,
+                    holder: holder.id,
+                },
+            ));
         }
-        Ok(rows)
+        Ok(Paged { rows, more })
     }
 
-    /// Durable promises of workflows in `scope`.
-    pub fn promises(&self, scope: KeyScope<'_>) -> Result<Vec<PromiseRow>, PartitionStoreError> {
+    /// Durable promises of workflows in `scope`, a page at a time.
+    pub fn promises(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<PromiseRow>, PartitionStoreError> {
+        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::Promise), page)?;
         let mut rows = Vec::new();
-        for (raw, value) in self.store.scan_raw(scope.prefix(TableKind::Promise).as_bytes())? {
+        for (raw, value) in entries {
             let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("pr", "bad key"))?;
             let (name, _) = read_field(&raw, next).ok_or_else(|| corrupt("pr", "bad key"))?;
+            let name = String::from_utf8_lossy(name).into_owned();
             let promise = postcard::from_bytes::<PromiseState>(&value).map_err(|e| corrupt("pr", e))?;
-            rows.push(PromiseRow {
-                service,
-                key,
-                name: String::from_utf8_lossy(name).into_owned(),
-                promise,
-            });
+            rows.push((
+                raw,
+                PromiseRow {
+                    service,
+                    key,
+                    name,
+                    promise,
+                },
+            ));
         }
-        Ok(rows)
+        Ok(Paged { rows, more })
     }
 }

@@ -791,7 +791,7 @@ impl Processor {
             Effect::AttemptFailed {
                 attempt: attempts,
                 code: error.code,
-                message: error.message.clone(),
+                message: cut(&error.message, MAX_FAILURE_MESSAGE),
             },
         );
         let exhausted = policy.max_attempts.is_some_and(|max| attempts >= max);
@@ -799,7 +799,7 @@ impl Processor {
             ErrorBehavior::Fail => {
                 let effect = Effect::Fail {
                     code: error.code,
-                    message: error.message,
+                    message: cut(&error.message, MAX_FAILURE_MESSAGE),
                 };
                 self.propose_effect(id, epoch, effect);
             }
@@ -808,7 +808,10 @@ impl Processor {
                 let effect = match policy.kill_on_max_attempts {
                     true => Effect::Fail {
                         code: error.code,
-                        message: format!("retries exhausted after {attempts} attempts: {}", error.message),
+                        message: format!(
+                            "retries exhausted after {attempts} attempts: {}",
+                            cut(&error.message, MAX_FAILURE_MESSAGE)
+                        ),
                     },
                     false => Effect::Pause,
                 };
@@ -902,6 +905,22 @@ impl Processor {
         self.ctx.metrics.attempt("started");
         tokio::spawn(driver.run(permit, notify_rx));
     }
+}
+
+/// Bytes of an attempt's failure message kept in the log and the status (an SDK may send a
+/// long stack trace with every retry).
+const MAX_FAILURE_MESSAGE: usize = 4096;
+
+/// `text` cut to at most `limit` bytes, at a character boundary.
+fn cut(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} …(cut)", &text[..end])
 }
 
 fn fsm_key(id: u8) -> Key {

@@ -107,7 +107,16 @@ async fn cancel_blocked(client: &Client, operation: &str, from: CancelFrom) -> a
 
 #[tokio::test]
 async fn cancellation() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    cancellation_in(&[]).await
+}
+
+#[tokio::test]
+async fn cancellation_one_partition_always_suspending() -> anyhow::Result<()> {
+    cancellation_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn cancellation_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     for operation in ["SLEEP", "AWAKEABLE"] {
         for from in [CancelFrom::AdminApi, CancelFrom::Context] {
             cancel_blocked(&s.client, operation, from)
@@ -124,7 +133,16 @@ async fn cancellation() -> anyhow::Result<()> {
 /// cancel does), or the callee starts once the lock is free and blocks the key again.
 #[tokio::test]
 async fn cancellation_of_a_queued_call() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    cancellation_of_a_queued_call_in(&[]).await
+}
+
+#[tokio::test]
+async fn cancellation_of_a_queued_call_one_partition_always_suspending() -> anyhow::Result<()> {
+    cancellation_of_a_queued_call_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn cancellation_of_a_queued_call_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     for from in [CancelFrom::AdminApi, CancelFrom::Context] {
         cancel_blocked(&s.client, "CALL", from)
             .await
@@ -140,7 +158,19 @@ async fn cancellation_of_a_queued_call() -> anyhow::Result<()> {
 /// free, so the new send is `Accepted` and runs.
 #[tokio::test]
 async fn cancelling_a_not_started_invocation_forgets_it_and_frees_its_key() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    cancelling_a_not_started_invocation_forgets_it_and_frees_its_key_in(&[]).await
+}
+
+#[tokio::test]
+async fn cancelling_a_not_started_invocation_forgets_it_and_frees_its_key_one_partition_always_suspending()
+-> anyhow::Result<()> {
+    cancelling_a_not_started_invocation_forgets_it_and_frees_its_key_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn cancelling_a_not_started_invocation_forgets_it_and_frees_its_key_in(
+    variant: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
     // The key's lock is held by a run blocked on its awakeable.
     let holder = send_keyed(client, "ConfBlocker/q/run", "holder", json!(null)).await?;
@@ -210,7 +240,16 @@ async fn cancelling_a_not_started_invocation_forgets_it_and_frees_its_key() -> a
 
 #[tokio::test]
 async fn kill_invocation() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    kill_invocation_in(&[]).await
+}
+
+#[tokio::test]
+async fn kill_invocation_one_partition_always_suspending() -> anyhow::Result<()> {
+    kill_invocation_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn kill_invocation_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
     let id = send_keyed(client, "ConfKillRunner/tree/startCallTree", "start-tree", json!(null)).await?;
     let id = id.as_str();
@@ -263,7 +302,16 @@ async fn kill_invocation() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn proxy_and_fan_out() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    proxy_and_fan_out_in(&[]).await
+}
+
+#[tokio::test]
+async fn proxy_and_fan_out_one_partition_always_suspending() -> anyhow::Result<()> {
+    proxy_and_fan_out_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn proxy_and_fan_out_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
 
     // regularCall: the callee's answer comes back byte for byte.

@@ -33,7 +33,16 @@ fn failed_attempts(node: &TestNode, id: &str) -> usize {
 /// other keys of the object work.
 #[tokio::test]
 async fn non_determinism() -> anyhow::Result<()> {
-    let s = setup(&fast_giving_up("kill")).await?;
+    non_determinism_in(&[]).await
+}
+
+#[tokio::test]
+async fn non_determinism_one_partition_always_suspending() -> anyhow::Result<()> {
+    non_determinism_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn non_determinism_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&fast_giving_up("kill"), variant).await?;
     let client = &s.client;
     for handler in NON_DETERMINISTIC {
         // The counter exists before (upstream adds 1 first).
@@ -88,7 +97,16 @@ async fn non_determinism() -> anyhow::Result<()> {
 /// and there is no output; a resume runs it again (and it fails again); a kill then ends it.
 #[tokio::test]
 async fn non_determinism_paused() -> anyhow::Result<()> {
-    let s = setup(&fast_giving_up("pause")).await?;
+    non_determinism_paused_in(&[]).await
+}
+
+#[tokio::test]
+async fn non_determinism_paused_one_partition_always_suspending() -> anyhow::Result<()> {
+    non_determinism_paused_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn non_determinism_paused_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&fast_giving_up("pause"), variant).await?;
     let client = &s.client;
     let node = &s.node;
     let handler = "setDifferentKey";
@@ -163,7 +181,16 @@ async fn non_determinism_paused() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn call_ordering() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    call_ordering_in(&[]).await
+}
+
+#[tokio::test]
+async fn call_ordering_one_partition_always_suspending() -> anyhow::Result<()> {
+    call_ordering_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn call_ordering_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     // true: a one-way send; false: a call awaited at the end. The last one is a call, so all
     // have run when manyCalls answers.
     let orderings = [[true, false, false], [false, true, false], [true, true, false]];
@@ -203,8 +230,8 @@ async fn combinators() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn combinators_always_suspending() -> anyhow::Result<()> {
-    combinator_scenarios(ALWAYS_SUSPENDING).await
+async fn combinators_one_partition_always_suspending() -> anyhow::Result<()> {
+    combinator_scenarios(ONE_PARTITION_ALWAYS_SUSPENDING).await
 }
 
 async fn combinator_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -324,7 +351,16 @@ async fn combinator_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
 /// handler, then the result by attaching through the ingress.
 #[tokio::test]
 async fn combinators_with_named_signals() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    combinators_with_named_signals_in(&[]).await
+}
+
+#[tokio::test]
+async fn combinators_with_named_signals_one_partition_always_suspending() -> anyhow::Result<()> {
+    combinators_with_named_signals_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn combinators_with_named_signals_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
     let signal = |id: &str, name: &str, outcome: Result<&str, &str>| match outcome {
         Ok(value) => (

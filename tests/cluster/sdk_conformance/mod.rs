@@ -15,8 +15,13 @@ use crate::invocations::{Answer, Client, start_node};
 
 /// How long a test waits for something that should happen soon.
 const WAIT: Duration = Duration::from_secs(30);
-/// Idle attempts suspend at once, every await replays (upstream's `alwaysSuspending` suites).
-const ALWAYS_SUSPENDING: &[(&str, &str)] = &[("RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s")];
+/// One partition, so every call, answer and signal between invocations stays inside it and is
+/// applied with the record that caused it; idle attempts suspend at once, so every await
+/// replays the journal (upstream's `singleThreadSinglePartition` and `alwaysSuspending` suites).
+const ONE_PARTITION_ALWAYS_SUSPENDING: &[(&str, &str)] = &[
+    ("RESTATE_DEFAULT_NUM_PARTITIONS", "1"),
+    ("RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s"),
+];
 
 /// A node with the conformance services registered. Fields drop in order: the service stops
 /// before the node, the directory goes last.
@@ -39,6 +44,13 @@ async fn setup(env: &[(&str, &str)]) -> anyhow::Result<Setup> {
         node,
         _dir: dir,
     })
+}
+
+/// [`setup`] with a test's own settings and those of the configuration it runs in.
+async fn setup_with(env: &[(&str, &str)], variant: &[(&str, &str)]) -> anyhow::Result<Setup> {
+    let mut all = env.to_vec();
+    all.extend_from_slice(variant);
+    setup(&all).await
 }
 
 /// `{path}/send` with an idempotency key: the new invocation's id.

@@ -7,7 +7,16 @@ use super::*;
 
 #[tokio::test]
 async fn large_and_unicode_payloads() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    large_and_unicode_payloads_in(&[]).await
+}
+
+#[tokio::test]
+async fn large_and_unicode_payloads_one_partition_always_suspending() -> anyhow::Result<()> {
+    large_and_unicode_payloads_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn large_and_unicode_payloads_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
 
     // JSON strings of 1 and 4 MiB, echoed whole.
@@ -97,7 +106,16 @@ async fn large_and_unicode_payloads() -> anyhow::Result<()> {
 /// idempotency key, its output not ready, an attach that waits, then both give the result.
 #[tokio::test]
 async fn attach_and_output() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    attach_and_output_in(&[]).await
+}
+
+#[tokio::test]
+async fn attach_and_output_one_partition_always_suspending() -> anyhow::Result<()> {
+    attach_and_output_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn attach_and_output_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
     let id = send_keyed(client, "ConfBlocker/b1/run", "my-ik", json!(null)).await?;
     let again = client
@@ -147,7 +165,16 @@ async fn attach_and_output() -> anyhow::Result<()> {
 /// (AttachInvocation command); and attach to an invocation that has already ended.
 #[tokio::test]
 async fn attach_and_output_from_a_handler() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    attach_and_output_from_a_handler_in(&[]).await
+}
+
+#[tokio::test]
+async fn attach_and_output_from_a_handler_one_partition_always_suspending() -> anyhow::Result<()> {
+    attach_and_output_from_a_handler_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn attach_and_output_from_a_handler_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
     let first = client
         .call(

@@ -11,8 +11,8 @@ async fn state() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn state_always_suspending() -> anyhow::Result<()> {
-    state_scenarios(ALWAYS_SUSPENDING).await
+async fn state_one_partition_always_suspending() -> anyhow::Result<()> {
+    state_scenarios(ONE_PARTITION_ALWAYS_SUSPENDING).await
 }
 
 async fn state_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -111,8 +111,8 @@ async fn sleep() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn sleep_always_suspending() -> anyhow::Result<()> {
-    sleep_scenarios(ALWAYS_SUSPENDING).await
+async fn sleep_one_partition_always_suspending() -> anyhow::Result<()> {
+    sleep_scenarios(ONE_PARTITION_ALWAYS_SUSPENDING).await
 }
 
 async fn sleep_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -165,7 +165,16 @@ async fn sleep_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn user_errors() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    user_errors_in(&[]).await
+}
+
+#[tokio::test]
+async fn user_errors_one_partition_always_suspending() -> anyhow::Result<()> {
+    user_errors_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn user_errors_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let client = &s.client;
 
     // A terminal error, several times in a row (the deployment stays usable after each).
@@ -247,7 +256,16 @@ async fn user_errors() -> anyhow::Result<()> {
 /// Upstream's `...WithMetadata` cases: the error's metadata map is in the ingress's JSON.
 #[tokio::test]
 async fn user_errors_with_metadata() -> anyhow::Result<()> {
-    let s = setup(&[]).await?;
+    user_errors_with_metadata_in(&[]).await
+}
+
+#[tokio::test]
+async fn user_errors_with_metadata_one_partition_always_suspending() -> anyhow::Result<()> {
+    user_errors_with_metadata_in(ONE_PARTITION_ALWAYS_SUSPENDING).await
+}
+
+async fn user_errors_with_metadata_in(variant: &[(&str, &str)]) -> anyhow::Result<()> {
+    let s = setup_with(&[], variant).await?;
     let metadata = json!({"key1": "value1", "key2": "value2"});
     for (handler, text) in [
         ("terminallyFailingCall", "my error with metadata"),
