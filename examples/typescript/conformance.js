@@ -147,6 +147,19 @@ const confProxy = restate.service({
     oneWayCall: async (ctx, request) => await forwardSend(ctx, request).invocationId,
     // calls = [{proxyRequest, oneWayCall, awaitAtTheEnd}]: sends are issued in order, calls are
     // issued in order too and awaited after the last one was issued when awaitAtTheEnd is set.
+    // Sends `count` one-way calls to keys `${prefix}-${i % keys}` without waiting for anything:
+    // as large a fan-out as one handler makes (the scale tests). `blocker`: ConfBlocker.run
+    // (each waits for its awakeable), else ConfCounter.add(1).
+    fanOut: async (ctx, { prefix, count, keys, blocker }) => {
+      for (let i = 0; i < count; i++) {
+        const key = `${prefix}-${i % keys}`;
+        if (blocker) {
+          ctx.objectSendClient(confBlocker, key).run();
+        } else {
+          ctx.objectSendClient(confCounter, key).add(1);
+        }
+      }
+    },
     manyCalls: async (ctx, calls) => {
       const pending = [];
       for (const { proxyRequest, oneWayCall, awaitAtTheEnd } of calls) {

@@ -18,6 +18,7 @@ mod operations;
 mod operator;
 mod poison;
 mod query;
+mod scale;
 mod sdk_conformance;
 mod sdk_rust;
 mod single_node;

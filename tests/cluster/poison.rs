@@ -173,3 +173,102 @@ async fn a_record_that_cannot_be_applied_fails_its_partition_until_an_operator_s
     assert_eq!(output.body, before.body);
     Ok(())
 }
+
+/// A small file system of its own (tmpfs), unmounted when dropped.
+struct SmallDisk {
+    dir: TestDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> anyhow::Result<Self> {
+        let dir = TestDir::new();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()?;
+        anyhow::ensure!(
+            mounted.status.success(),
+            "cannot mount a tmpfs for the full-disk test (it needs root): {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        Ok(Self { dir })
+    }
+
+    /// Writes a file until the file system is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let chunk = vec![0u8; 1 << 20];
+        if let Ok(mut file) = std::fs::File::create(&path) {
+            while file.write_all(&chunk).is_ok() {}
+            let _ = file.sync_all();
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_calls_clearly_and_the_node_recovers_when_space_returns() -> anyhow::Result<()> {
+    let disk = SmallDisk::mount("400m")?;
+    let mut spec = restate_cluster_tests::NodeSpec::new("node-1")
+        .config_file(restate_cluster_tests::example_config("single-node.toml"));
+    spec = spec.env("RESTATE_LOG_FILTER", "info");
+    let mut node = restate_cluster_tests::TestNode::start(disk.dir.path(), spec, restate_cluster_tests::Ports::free());
+    node.wait_alive(START_TIMEOUT).await?;
+    let service = SdkService::typescript_conformance();
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    let ok = client.call("ConfUtils/echo", json!("before")).await?;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    let filler = disk.fill();
+    let big = json!("x".repeat(200_000));
+    let mut refused = None;
+    for _ in 0..600 {
+        let answer = client.call("ConfUtils/echo", big.clone()).await?;
+        match answer.status {
+            200 => assert_eq!(answer.json(), big),
+            503 => {
+                assert_eq!(answer.header("retry-after"), Some("1"), "{}", answer.body);
+                refused = Some(answer.json()["message"].as_str().unwrap_or_default().to_owned());
+                break;
+            }
+            other => panic!("a call answered {other}: {}", answer.body),
+        }
+    }
+    let refused = refused.expect("the disk never filled up");
+    assert!(refused.contains("No space left on device"), "{refused}");
+    // The node is up and says why.
+    let health: Value = reqwest::get(format!("{}health", node.fabric_url()))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(health["status"], "ALIVE", "{health}");
+
+    // Space returns: the store is written again and the partitions serve.
+    std::fs::remove_file(filler)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = client.call("ConfUtils/echo", json!("after")).await?;
+        if answer.status == 200 {
+            assert_eq!(answer.json(), json!("after"));
+            break;
+        }
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        anyhow::ensure!(Instant::now() < deadline, "still refused: {}", answer.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(node.log().contains("the partition applies its log again"));
+    drop(service);
+    node.kill();
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //! `lpad`/`rpad`, `array_repeat`, `range`/`generate_series` (the list functions) and
 //! `replace`. Their output is not held in DataFusion's memory pool, and one call can allocate
 //! more than the machine has, so each call first works out how much it would build for its
-//! batch of rows, and fails (naming the limit) instead of allocating beyond it.
+//! batch of rows, and fails (naming the limit) instead of allocating beyond it. A constant
+//! counts once per row of a batch, since projections copy it into every row.
 
 use std::sync::Arc;
 
@@ -184,14 +185,18 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let bytes = self.estimate(&args);
+        let mut bytes = self.estimate(&args);
+        if args.number_rows <= 1 {
+            // Evaluated once (a constant, folded while planning): the value may then be copied
+            // into every row of every batch, so it counts once per row of a batch.
+            bytes = bytes.saturating_mul(usize::from(args.config_options.execution.batch_size) as u64);
+        }
         if bytes > self.limit {
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "{}() would build about {} MiB for {} rows, more than a quarter of `[admin.query-engine] memory-size` \
-                 ({} MiB) allows in one step",
+                "{}() would build about {} MiB for a batch of rows, more than a quarter of \
+                 `[admin.query-engine] memory-size` ({} MiB) allows in one step",
                 self.name(),
                 bytes >> 20,
-                args.number_rows,
                 self.limit >> 20
             )));
         }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt as _;
@@ -147,8 +148,11 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_target_partitions(2)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        // No spilling to disk: a query that needs more memory than the pool fails instead of
+        // filling the node's disk.
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_size, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .build_arc()
             .map_err(std::io::Error::other)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime_env);
@@ -339,6 +343,13 @@ mod tests {
         );
         let error = refused(&engine, &sql).await;
         assert!(error.contains("replace() would build"), "{error}");
+        // A constant is copied into every row of a batch: a large one is refused as such.
+        let sql = format!(
+            "SELECT length(string_agg(repeat('x', 1000000), ',')) FROM {}",
+            values(1000, "t")
+        );
+        let error = refused(&engine, &sql).await;
+        assert!(error.contains("repeat() would build"), "{error}");
         // Within the limit they work as usual.
         let sql = "SELECT repeat('ab', 3), lpad('x', 5), replace('aa', 'a', 'b')";
         assert_eq!(run(&engine, sql).await.unwrap(), 1);
@@ -359,11 +370,16 @@ mod tests {
         assert!(error.contains("`[admin.query-engine] memory-size` (32 MiB)"), "{error}");
         // Each value is small; together they are not.
         let sql = format!(
-            "SELECT length(string_agg(repeat('x', 1000000), ',')) FROM {}",
-            values(1000, "t")
+            "SELECT length(string_agg(repeat('x', 500 + a.x % 2), ',')) FROM {}, {}",
+            values(5000, "a"),
+            values(20, "b")
         );
         let error = refused(&engine, &sql).await;
         assert!(error.contains("`[admin.query-engine] memory-size` (32 MiB)"), "{error}");
+        assert!(
+            !error.contains("would build"),
+            "the pool, not a function's own check: {error}"
+        );
         // The engine serves the next query.
         assert_eq!(run(&engine, "SELECT 1").await.unwrap(), 1);
     }
