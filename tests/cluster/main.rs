@@ -12,6 +12,7 @@ mod durability;
 mod external;
 mod idempotency;
 mod invocations;
+mod log_cost;
 mod metadata;
 mod migration;
 mod operations;
