@@ -34,9 +34,14 @@ async fn awakeables_are_completed_through_the_ingress_and_by_handlers() -> anyho
     let client = Client::new(&node);
     client.register(json!({"uri": service.uri})).await?;
 
+    let mut ids = std::collections::HashMap::new();
     for tag in ["a1", "a2", "a3", "a4"] {
         let accepted = client.call("Awaiter/awakeable/send", json!(tag)).await?;
         assert_eq!(accepted.status, 202, "{}\n{}", accepted.body, node.log());
+        ids.insert(
+            tag,
+            accepted.json()["invocationId"].as_str().unwrap_or_default().to_owned(),
+        );
     }
     let a1 = awakeable_id(&effects, "a1").await?;
     assert!(a1.starts_with("sign_1"), "{a1}");
@@ -68,6 +73,12 @@ async fn awakeables_are_completed_through_the_ingress_and_by_handlers() -> anyho
         .await?;
     assert_eq!(by_handler.json(), json!("resolved"), "{}", by_handler.body);
     wait_for_side_effect(&effects, "resolved a3 from-handler", WAIT).await?;
+    // Its `ctx.run` is durable once it ended (killed before that, the run would run again:
+    // `ctx.run` is at least once).
+    let a3_output = client
+        .ingress_get(&format!("restate/invocation/{}/attach", ids["a3"]))
+        .await?;
+    assert_eq!(a3_output.json(), json!("from-handler"), "{}", a3_output.body);
 
     // The node dies while a4 waits; after the restart the awakeable still completes it, once.
     let a4 = awakeable_id(&effects, "a4").await?;
@@ -108,6 +119,30 @@ async fn awakeables_are_completed_through_the_ingress_and_by_handlers() -> anyho
             .unwrap_or_default()
             .contains("bad awakeable id 'sign_1bad'")
     );
+    // An id naming the cancel signal (or another reserved index) of a known invocation is not
+    // an awakeable: refused, and the invocation is not cancelled through it.
+    let a5 = {
+        let accepted = client.call("Awaiter/awakeable/send", json!("a5")).await?;
+        awakeable_id(&effects, "a5").await?;
+        accepted.json()["invocationId"].as_str().unwrap_or_default().to_owned()
+    };
+    let cancel = restate_types::AwakeableId {
+        invocation: a5.parse()?,
+        signal_index: 1,
+    };
+    let forged = client
+        .request(
+            reqwest::Method::POST,
+            &format!("{}restate/awakeables/{cancel}/resolve", client.ingress),
+            Some(json!("x")),
+        )
+        .await?;
+    assert_eq!(forged.status, 400, "{}", forged.body);
+    assert!(forged.body.contains("signal index 1 is reserved"), "{}", forged.body);
+    let status = client
+        .query(&format!("SELECT status FROM sys_invocation WHERE id = '{a5}'"))
+        .await?;
+    assert_ne!(status[0]["status"], json!("completed"), "{status:?}");
     let wrong_method = client
         .request(
             reqwest::Method::GET,

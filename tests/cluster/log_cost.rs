@@ -53,7 +53,7 @@ fn kind_of(command: &Command) -> String {
                     Effect::Pin { .. } => "Pin",
                     Effect::Entry { .. } => "Entry",
                     Effect::Suspend { .. } => "Suspend",
-                    Effect::End => "End",
+                    Effect::End { .. } => "End",
                     Effect::AttemptFailed { .. } => "AttemptFailed",
                     Effect::Pause => "Pause",
                     Effect::Fail { .. } => "Fail",

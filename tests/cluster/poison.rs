@@ -82,6 +82,12 @@ async fn a_record_that_cannot_be_applied_fails_its_partition_until_an_operator_s
         refused.message()
     );
 
+    // A call that waits (for its awakeable) when the partition fails.
+    let waiting = {
+        let (http, url) = (client.http().clone(), format!("{}Awaiter/awakeable", client.ingress));
+        tokio::spawn(async move { http.post(url).json(&json!("in-flight")).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     inject(&node.admin_url(), &node.fabric_url(), 0, b"\xffnot a record".to_vec()).await?;
     let fabric = node.fabric_url();
     wait_for("partition 0 failing", START_TIMEOUT, || {
@@ -100,6 +106,23 @@ async fn a_record_that_cannot_be_applied_fails_its_partition_until_an_operator_s
         .and_then(|word| word.parse().ok())
         .unwrap_or_else(|| panic!("no LSN in: {failure}"));
 
+    // The call that was stored before is not invited to be sent again: it will run once the
+    // partition is back, and its result is one attach away.
+    let waited = waiting.await??;
+    assert_eq!(waited.status().as_u16(), 500);
+    assert!(waited.headers().get("retry-after").is_none());
+    let stored_id = waited
+        .headers()
+        .get("x-restate-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = waited.text().await?;
+    assert!(body.contains("do not send it again"), "{body}");
+    assert!(
+        body.contains(&format!("/restate/invocation/{stored_id}/attach")),
+        "{body}"
+    );
     // Callers learn it at once instead of waiting.
     let started = Instant::now();
     let refused = client.call("Greeter/greet", json!("during")).await?;
@@ -233,10 +256,17 @@ async fn a_full_disk_fails_calls_clearly_and_the_node_recovers_when_space_return
     let filler = disk.fill();
     let big = json!("x".repeat(200_000));
     let mut refused = None;
+    // Calls stored just before the store failed: they run once space returns.
+    let mut stored = Vec::new();
     for _ in 0..600 {
         let answer = client.call("ConfUtils/echo", big.clone()).await?;
         match answer.status {
             200 => assert_eq!(answer.json(), big),
+            500 => {
+                assert!(answer.body.contains("do not send it again"), "{}", answer.body);
+                assert_eq!(answer.header("retry-after"), None);
+                stored.push(answer.header("x-restate-id").unwrap_or_default().to_owned());
+            }
             503 => {
                 assert_eq!(answer.header("retry-after"), Some("1"), "{}", answer.body);
                 refused = Some(answer.json()["message"].as_str().unwrap_or_default().to_owned());
@@ -263,11 +293,27 @@ async fn a_full_disk_fails_calls_clearly_and_the_node_recovers_when_space_return
             assert_eq!(answer.json(), json!("after"));
             break;
         }
-        assert_eq!(answer.status, 503, "{}", answer.body);
+        match answer.status {
+            500 => stored.push(answer.header("x-restate-id").unwrap_or_default().to_owned()),
+            status => assert_eq!(status, 503, "{}", answer.body),
+        }
         anyhow::ensure!(Instant::now() < deadline, "still refused: {}", answer.body);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(node.log().contains("the partition applies its log again"));
+    // Each partition retries on its own schedule; every stored call ran, once space returned.
+    for id in stored {
+        loop {
+            let attached = client.ingress_get(&format!("restate/invocation/{id}/attach")).await?;
+            if attached.status == 200 {
+                assert!(attached.json() == big || attached.json() == json!("after"), "{id}");
+                break;
+            }
+            assert_eq!(attached.status, 503, "{id}: {}", attached.body);
+            anyhow::ensure!(Instant::now() < deadline, "{id} still not answered: {}", attached.body);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     drop(service);
     node.kill();
     Ok(())

@@ -234,6 +234,33 @@ fn without_query(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A deployment address that redirects elsewhere (to a cloud metadata address, say) is not
+    /// followed, and nothing it answered is repeated in the error, nor the URI's query.
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_answers_not_echoed() {
+        use axum::http::{StatusCode, header};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let redirect = || async {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, "http://169.254.169.254/latest/meta-data")],
+                "secret body",
+            )
+        };
+        let app = axum::Router::new().route("/discover", axum::routing::get(redirect));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let request = DiscoveryRequest {
+            uri: format!("http://{address}/?token=abc"),
+            additional_headers: BTreeMap::new(),
+            use_http_11: true,
+        };
+        let error = discover(&request).await.unwrap_err().to_string();
+        assert!(error.contains("answered 307"), "{error}");
+        assert!(!error.contains("secret body"), "{error}");
+        assert!(!error.contains("token=abc"), "{error}");
+    }
+
     #[test]
     fn discover_urls_join_the_path_and_keep_the_query() {
         assert_eq!(

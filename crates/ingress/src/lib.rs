@@ -123,6 +123,12 @@ fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
 fn submit_error(error: SubmitError) -> Response {
     match error {
         SubmitError::Unknown { .. } => ingress_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        SubmitError::Unanswered { id, .. } => {
+            let mut response = ingress_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string());
+            let (name, value) = id_header(&id);
+            response.headers_mut().insert(name, value);
+            response
+        }
         SubmitError::Evicted => retry_later(StatusCode::TOO_MANY_REQUESTS, error.to_string()),
         _ => retry_later(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }

@@ -338,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn a_large_announced_frame_reserves_only_what_may_arrive_soon() {
+        let mut decoder = Decoder::with_max_message_size(V6, 32 << 20);
+        // The header of an OutputCommand announcing 32 MiB, and nothing more.
+        let mut header = Vec::new();
+        header.extend_from_slice(&0x0401u16.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        header.extend_from_slice(&(32u32 << 20).to_be_bytes());
+        decoder.push(&header);
+        assert_eq!(decoder.next_message().unwrap(), None);
+        assert!(
+            decoder.buf.capacity() <= 2 * RESERVE_AHEAD,
+            "{}",
+            decoder.buf.capacity()
+        );
+    }
+
+    #[test]
     fn oversized_frame_is_rejected_from_its_header() {
         let mut decoder = Decoder::with_max_message_size(V6, 16);
         // Only the header of an OutputCommand announcing 17 bytes.

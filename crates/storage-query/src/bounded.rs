@@ -32,10 +32,14 @@ enum Growth {
     Range,
     /// `replace(text, from, to)`: every `from` in the text becomes `to`.
     Replace,
+    /// `regexp_replace(text, pattern, to)`: at worst every position matches.
+    RegexpReplace,
+    /// `concat(…)`, `concat_ws(…)`: the arguments joined (chained, they grow geometrically).
+    Sum,
 }
 
-/// The guarded functions.
-const GUARDED: [(&str, Growth); 7] = [
+/// The guarded functions (the list ones exist only when DataFusion's nested functions are in).
+const GUARDED: [(&str, Growth); 10] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
@@ -43,6 +47,9 @@ const GUARDED: [(&str, Growth); 7] = [
     ("range", Growth::Range),
     ("generate_series", Growth::Range),
     ("replace", Growth::Replace),
+    ("regexp_replace", Growth::RegexpReplace),
+    ("concat", Growth::Sum),
+    ("concat_ws", Growth::Sum),
 ];
 
 /// Replaces the guarded functions of `ctx` by guarded versions: one call (one batch of rows)
@@ -97,6 +104,11 @@ impl Bounded {
                     let to = byte_len(arg(2), row);
                     text.saturating_add((text / from).saturating_mul(to))
                 }
+                Growth::RegexpReplace => {
+                    let text = byte_len(arg(0), row);
+                    text.saturating_add((text + 1).saturating_mul(byte_len(arg(2), row)))
+                }
+                Growth::Sum => (0..values.len()).fold(0u64, |sum, n| sum.saturating_add(byte_len(arg(n), row))),
             };
             total = total.saturating_add(bytes);
         }

@@ -257,3 +257,28 @@ fn short_name(ty: MessageType) -> &'static str {
     }
     name
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_an_input_are_shown_redacted() {
+        let header = |key: &str, value: &str| proto::Header {
+            key: key.into(),
+            value: value.into(),
+        };
+        let input = proto::InputCommandMessage {
+            headers: vec![
+                header("Authorization", "Bearer secret"),
+                header("cookie", "session=secret"),
+                header("x-request-id", "42"),
+            ],
+            ..Default::default()
+        };
+        let shown = without_credentials(MessageType::InputCommand, &bytes::Bytes::from(input.encode_to_vec()));
+        let shown = proto::InputCommandMessage::decode(shown).unwrap();
+        let values: Vec<&str> = shown.headers.iter().map(|h| h.value.as_str()).collect();
+        assert_eq!(values, ["<redacted>", "<redacted>", "42"]);
+    }
+}

@@ -221,44 +221,54 @@ impl QueryEngine {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     let _ = batches_tx.send(Err(QueryError::of(error, &limits))).await;
-                    return;
+                    return false;
                 }
                 Err(_) => {
                     let _ = batches_tx.send(Err(QueryError::timed_out(&limits))).await;
-                    return;
+                    return false;
                 }
             };
             if batches_tx.send(Ok(Produced::Started(stream.schema()))).await.is_err() {
-                return;
+                return false;
             }
             loop {
                 let produced = match tokio::time::timeout_at(deadline, stream.next()).await {
                     Ok(Some(Ok(batch))) => Ok(Produced::Batch(batch)),
                     Ok(Some(Err(error))) => Err(QueryError::of(error, &limits)),
-                    Ok(None) => return,
+                    Ok(None) => return false,
                     Err(_) => Err(QueryError::timed_out(&limits)),
                 };
                 let failed = produced.is_err();
-                if batches_tx.send(produced).await.is_err() || failed {
-                    return;
+                match tokio::time::timeout_at(deadline, batches_tx.send(produced)).await {
+                    // A client that stopped reading holds no memory and no slot past the limit.
+                    Err(_) => return true,
+                    Ok(Err(_)) => return false,
+                    Ok(Ok(())) if failed => return false,
+                    Ok(Ok(())) => {}
                 }
             }
         });
         // A panic while the query runs (in DataFusion or Arrow) ends it with the reason, never
         // with a short answer that looks complete: the channel closes only after this.
+        let timed_out = QueryError::timed_out(&self.limits);
         runtime.spawn(async move {
-            if let Err(error) = query.await
-                && error.is_panic()
-            {
-                let panic = error.into_panic();
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                let _ = failures
-                    .send(Err(QueryError::Execution(format!("the query failed: {message}"))))
-                    .await;
+            let failure = match query.await {
+                Ok(false) => None,
+                // It stopped while its client did not read; the client learns why if it reads on.
+                Ok(true) => Some(timed_out),
+                Err(error) if error.is_panic() => {
+                    let panic = error.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Some(QueryError::Execution(format!("the query failed: {message}")))
+                }
+                Err(_) => None,
+            };
+            if let Some(failure) = failure {
+                let _ = failures.send(Err(failure)).await;
             }
         });
         match batches_rx.recv().await {
@@ -350,6 +360,10 @@ mod tests {
         );
         let error = refused(&engine, &sql).await;
         assert!(error.contains("repeat() would build"), "{error}");
+        // Chained, each step small, together huge.
+        let sql = "WITH a AS (SELECT repeat('x', 30000) AS s), b AS (SELECT concat(s, s, s, s, s, s, s, s, s, s) AS s FROM a) SELECT length(s) FROM b";
+        let error = refused(&engine, sql).await;
+        assert!(error.contains("concat() would build"), "{error}");
         // Within the limit they work as usual.
         let sql = "SELECT repeat('ab', 3), lpad('x', 5), replace('aa', 'a', 'b')";
         assert_eq!(run(&engine, sql).await.unwrap(), 1);

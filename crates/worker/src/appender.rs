@@ -171,9 +171,10 @@ impl Appender {
         receiver
     }
 
-    /// Queues a record without waiting for it (its failure shows through [`Self::failures`]).
-    pub fn submit(&self, envelope: &Envelope) {
-        drop(self.propose(envelope));
+    /// Queues a record without waiting for it; `false` when it was refused at once (its later
+    /// failure shows through [`Self::failures`]).
+    pub fn submit(&self, envelope: &Envelope) -> bool {
+        !matches!(self.propose(envelope).try_recv(), Ok(Err(_)))
     }
 
     /// Queues a record and waits until it is durable.

@@ -37,12 +37,23 @@ pub enum SubmitError {
     /// Too many requests wait for this invocation; newer ones took this one's place.
     #[error("too many requests wait for this invocation's result; attach again")]
     Evicted,
+    /// The request is stored (it will take effect), but its answer cannot come now: sending it
+    /// again would run it twice.
+    #[error(
+        "partition {partition} stored the request as invocation {id}, but cannot answer it now ({reason}); \
+         do not send it again: GET /restate/invocation/{id}/attach gives its result"
+    )]
+    Unanswered {
+        partition: u16,
+        id: InvocationId,
+        reason: String,
+    },
 }
 
 impl SubmitError {
     /// Whether the same request may be sent again without running anything twice.
     pub fn retry_is_safe(&self) -> bool {
-        !matches!(self, SubmitError::Unknown { .. })
+        !matches!(self, SubmitError::Unknown { .. } | SubmitError::Unanswered { .. })
     }
 }
 
@@ -294,24 +305,48 @@ impl PartitionHandle {
 
     /// Appends `command` (built with the request id) and waits for the answer to it.
     /// `sink_of`: the invocation that keeps the request as a response sink, if any.
+    /// `creates`: the invocation a call or send stores; once its record is durable, no answer
+    /// is an [`SubmitError::Unanswered`], never an invitation to send it again.
     async fn request(
         &self,
         sink_of: Option<InvocationId>,
+        creates: Option<InvocationId>,
         command: impl FnOnce(u128) -> Command,
     ) -> Result<Answer, SubmitError> {
-        self.check_healthy()?;
         let request_id: u128 = rand::random();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.insert(request_id, tx);
         }
-        let _guard = WaiterGuard {
+        let mut guard = WaiterGuard {
             handle: self.clone(),
             request_id,
-            sink_of,
+            sink_of: None,
         };
+        // After the waiter is in place: a failure from now on drops it, so it cannot hang.
+        self.check_healthy()?;
         self.append(command(request_id)).await?;
-        rx.await.map_err(|_| self.no_answer())
+        guard.sink_of = sink_of;
+        rx.await.map_err(|_| match creates {
+            Some(id) => self.unanswered(id, self.no_answer()),
+            None => self.no_answer(),
+        })
+    }
+
+    /// What a call or send whose record may be durable tells its caller when no answer comes:
+    /// once appended, sending it again would run it twice.
+    fn unanswered(&self, id: InvocationId, error: SubmitError) -> SubmitError {
+        let reason = match error {
+            SubmitError::Failed { reason, .. } => reason,
+            SubmitError::Stopped(_) => "the partition stopped".into(),
+            SubmitError::Evicted => "too many requests wait for its result".into(),
+            other => return other,
+        };
+        SubmitError::Unanswered {
+            partition: self.partition_id,
+            id,
+            reason,
+        }
     }
 
     /// The stored status of an invocation of this partition (read-only).
@@ -389,31 +424,34 @@ impl PartitionHandle {
     pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, Arc<InvocationResult>), SubmitError> {
         let id = request.id;
         let answer = self
-            .request(Some(id), |request_id| {
+            .request(Some(id), Some(id), |request_id| {
                 request.response_sink = Some(ResponseSink::Ingress { request_id });
                 Command::Invoke(Box::new(request))
             })
-            .await?;
+            .await;
         match answer {
-            Answer::Completed(id, result) => Ok((id, result)),
-            Answer::Evicted => Err(SubmitError::Evicted),
-            _ => Err(self.no_answer()),
+            Ok(Answer::Completed(id, result)) => Ok((id, result)),
+            Ok(Answer::Evicted) => Err(self.unanswered(id, SubmitError::Evicted)),
+            Ok(_) => Err(self.unanswered(id, self.no_answer())),
+            Err(error) => Err(error),
         }
     }
 
     /// Stores the invocation; returns whether this created it (`false`: the idempotency key
     /// or id named one that exists).
     pub async fn send(&self, mut request: InvokeRequest) -> Result<bool, SubmitError> {
+        let id = request.id;
         let answer = self
-            .request(None, |request_id| {
+            .request(None, Some(id), |request_id| {
                 request.response_sink = None;
                 request.submit_notification = Some(request_id);
                 Command::Invoke(Box::new(request))
             })
-            .await?;
+            .await;
         match answer {
-            Answer::Submitted(new) => Ok(new),
-            _ => Err(self.no_answer()),
+            Ok(Answer::Submitted(new)) => Ok(new),
+            Ok(_) => Err(self.unanswered(id, self.no_answer())),
+            Err(error) => Err(error),
         }
     }
 
@@ -516,7 +554,7 @@ impl PartitionHandle {
     /// Waits for the result of an existing invocation; `None` if there is none.
     pub async fn attach(&self, id: InvocationId) -> Result<Option<Arc<InvocationResult>>, SubmitError> {
         let answer = self
-            .request(Some(id), |request_id| Command::Attach {
+            .request(Some(id), None, |request_id| Command::Attach {
                 id,
                 sink: ResponseSink::Ingress { request_id },
             })

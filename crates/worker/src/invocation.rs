@@ -263,7 +263,20 @@ impl AttemptDriver {
                         }
                         if !batch.is_empty() && !self.cancel.is_cancelled() {
                             let effects = std::mem::take(&mut batch);
-                            proposals.push(self.appender.propose(&self.envelope(epoch, effects)));
+                            let mut proposal = self.appender.propose(&self.envelope(epoch, effects));
+                            if let Ok(Err(error)) = proposal.try_recv() {
+                                // Refused at once (the log is not keeping up): nothing after it
+                                // may be proposed, or the journal would have a hole.
+                                forced = Some(AttemptError {
+                                    code: restate_invoker::codes::UNAVAILABLE,
+                                    message: format!("cannot store the attempt's effects: {error}"),
+                                    retry_after: None,
+                                    behavior: ErrorBehavior::Retry,
+                                });
+                                attempt_cancel.cancel();
+                            } else {
+                                proposals.push(proposal);
+                            }
                         }
                     }
                     Some(_) => {}
@@ -360,6 +373,7 @@ impl AttemptDriver {
             } => {
                 self.terminal.store(true, Ordering::Release);
                 Ok(Some(Effect::Suspend {
+                    commands: *next_command,
                     completions,
                     signals,
                     named_signals,
@@ -368,7 +382,9 @@ impl AttemptDriver {
             }
             AttemptEvent::End => {
                 self.terminal.store(true, Ordering::Release);
-                Ok(Some(Effect::End))
+                Ok(Some(Effect::End {
+                    commands: *next_command,
+                }))
             }
         }
     }
@@ -615,6 +631,14 @@ pub fn invocation_id_of(target: &InvocationTarget, idempotency_key: Option<&str>
 }
 
 impl RetryPolicy {
+    /// The delay before the next attempt after `attempts` failed ones: what the SDK or the
+    /// deployment asked for (`next_retry_delay`, `Retry-After`) if anything, else the policy's,
+    /// and never more than the policy's longest interval (an absurd request would park the
+    /// invocation for good).
+    pub fn next_delay(&self, attempts: u32, requested: Option<Duration>) -> Duration {
+        requested.unwrap_or_else(|| self.delay(attempts)).min(self.max_interval)
+    }
+
     /// Delay before attempt `attempt + 1` after `attempt` failed ones, with up to a third of
     /// jitter on top.
     pub fn delay(&self, attempt: u32) -> Duration {
@@ -656,6 +680,20 @@ mod tests {
                 "attempt {attempt}: {delay}"
             );
         }
+    }
+
+    #[test]
+    fn a_requested_delay_is_honoured_up_to_the_longest_interval() {
+        let policy = policy(2.0);
+        assert_eq!(
+            policy.next_delay(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            policy.next_delay(1, Some(Duration::from_secs(u64::MAX))),
+            Duration::from_secs(60)
+        );
+        assert!(policy.next_delay(1, None) <= Duration::from_secs(60));
     }
 
     #[test]

@@ -160,6 +160,8 @@ struct ApplyFailure {
     reason: String,
     /// Retrying cannot help (a record that does not decode or apply); a store error may pass.
     permanent: bool,
+    /// An operator may skip the record (not when the log itself is inconsistent).
+    skippable: bool,
 }
 
 /// Records held back because they could not be applied yet.
@@ -198,6 +200,10 @@ pub(crate) struct Processor {
     next_token: u64,
     held: Option<Held>,
     skipped: BTreeSet<Lsn>,
+    /// Invocations waiting out a retry delay: no attempt starts for them before it.
+    backing_off: HashSet<InvocationId>,
+    /// Timers wait until then after the log refused a fired one (it is full).
+    timers_paused_until: Option<Instant>,
     /// Appender failures counted when this processor last became leader.
     append_failures_seen: u64,
 }
@@ -239,6 +245,8 @@ impl Processor {
             next_token: 0,
             held: None,
             skipped: BTreeSet::new(),
+            backing_off: HashSet::new(),
+            timers_paused_until: None,
             append_failures_seen: 0,
         })
     }
@@ -259,11 +267,18 @@ impl Processor {
         self.spawn_leadership();
         loop {
             let next_timer = if self.leading { self.timers.first() } else { None };
+            // Timers the store still holds while none is in memory (a read failed): try again.
+            let refill = self.leading && next_timer.is_none() && self.timers.needs_refill();
+            let paused_until = self.timers_paused_until;
             let timer_sleep = async {
+                if let Some(until) = paused_until {
+                    tokio::time::sleep_until(until).await;
+                }
                 match next_timer {
                     Some((wake_up, _)) => {
                         tokio::time::sleep(Duration::from_millis(wake_up.saturating_sub(now_ms()))).await
                     }
+                    None if refill => tokio::time::sleep(Duration::from_secs(1)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -301,10 +316,14 @@ impl Processor {
                     }
                 }
                 _ = timer_sleep => {
-                    if let Some(timer) = next_timer {
-                        self.timers.remove(timer);
-                        self.refill_timers();
-                        self.fire_timer(timer);
+                    self.timers_paused_until = None;
+                    match next_timer {
+                        Some(timer) => {
+                            self.timers.remove(timer);
+                            self.refill_timers();
+                            self.fire_timer(timer);
+                        }
+                        None => self.refill_timers(),
                     }
                 }
             }
@@ -414,6 +433,11 @@ impl Processor {
 
     fn hold(&mut self, batch: Vec<(Lsn, Vec<u8>)>, failure: ApplyFailure) {
         let reason = match (failure.permanent, failure.lsn) {
+            (true, Some(lsn)) if !failure.skippable => format!(
+                "log {} cannot be applied at record {lsn}: {}; this replica stays at LSN {} instead of \
+                 diverging from the others",
+                self.log_id, failure.reason, self.applied
+            ),
             (true, Some(lsn)) => format!(
                 "record {lsn} of log {} cannot be applied: {}; the partition stays at LSN {} until the record \
                  is skipped (`restatectl partitions skip-record {} {lsn}`, which loses what the record did)",
@@ -453,6 +477,9 @@ impl Processor {
             Ok(()) => self.recovered(),
             Err(failure) if failure.permanent && failure.lsn != held.failure.lsn => {
                 self.apply_or_hold(held.batch);
+                if self.held.is_none() {
+                    self.recovered();
+                }
             }
             Err(failure) => {
                 held.retries += 1;
@@ -500,13 +527,17 @@ impl Processor {
                 lsn: Some(lsn),
                 reason,
                 permanent: true,
+                skippable: true,
             };
             if lsn <= last {
                 // The log handed out an LSN again: applying on (or skipping it) would make this
                 // replica diverge from one that reads the log afresh.
-                return Err(permanent(format!(
-                    "the log went backwards: LSN {lsn} after {last} was applied"
-                )));
+                return Err(ApplyFailure {
+                    lsn: Some(lsn),
+                    reason: format!("the log went backwards: LSN {lsn} after {last} was applied"),
+                    permanent: true,
+                    skippable: false,
+                });
             }
             last = lsn;
             if self.skipped.contains(&lsn) {
@@ -530,6 +561,7 @@ impl Processor {
                         lsn: Some(lsn),
                         reason: error.to_string(),
                         permanent: false,
+                        skippable: false,
                     });
                 }
                 Err(panic) => {
@@ -546,6 +578,7 @@ impl Processor {
             lsn: None,
             reason: error.to_string(),
             permanent: false,
+            skippable: false,
         })?;
         self.applied = last;
         for action in actions {
@@ -559,6 +592,7 @@ impl Processor {
                 .partition(|(_, min_lsn)| *min_lsn <= applied);
             self.pending_retries = waiting;
             for (id, _) in ready {
+                self.backing_off.remove(&id);
                 self.start_attempt(id);
             }
         }
@@ -605,6 +639,7 @@ impl Processor {
                     running.cancel.cancel();
                 }
                 self.retries.remove(&id);
+                self.backing_off.remove(&id);
                 self.handle.state.forget_attempt(&id);
             }
             Action::RegisterTimer { wake_up, seq } => self.timers.insert((wake_up, seq)),
@@ -641,7 +676,9 @@ impl Processor {
             }
             Control::Start { id, permit } => {
                 self.queued.remove(&id);
-                if self.leading {
+                // One found again in the index of running invocations while it waits out a
+                // retry delay starts when the delay is over, not now.
+                if self.leading && !self.backing_off.contains(&id) {
                     self.spawn_attempt(id, permit);
                 }
             }
@@ -665,6 +702,7 @@ impl Processor {
             }
             Control::Retry { id, min_lsn } => {
                 if min_lsn <= self.applied {
+                    self.backing_off.remove(&id);
                     self.start_attempt(id);
                 } else {
                     self.pending_retries.push((id, min_lsn));
@@ -675,6 +713,10 @@ impl Processor {
     }
 
     fn become_leader(&mut self) {
+        if self.leading {
+            // A second leadership of this processor: the first one's tasks end first.
+            self.step_down();
+        }
         tracing::info!(partition = self.partition_id, epoch = ?self.my_epoch, "leading the partition");
         self.leading = true;
         self.append_failures_seen = *self.appender.failures().borrow();
@@ -730,6 +772,8 @@ impl Processor {
         self.timers.clear();
         self.pending_retries.clear();
         self.retries.clear();
+        self.backing_off.clear();
+        self.timers_paused_until = None;
         self.handle.state.clear_attempts();
         self.handle.state.update(|s| s.outbox_problem = None);
         self.publish_state();
@@ -742,17 +786,22 @@ impl Processor {
         }
     }
 
-    fn fire_timer(&self, (wake_up, seq): (u64, u64)) {
+    fn fire_timer(&mut self, (wake_up, seq): (u64, u64)) {
         let envelope = Envelope {
             timestamp: now_ms(),
             leader_epoch: self.my_epoch,
             dedup: None,
             command: Command::FireTimer { wake_up, seq },
         };
-        self.appender.submit(&envelope);
+        if !self.appender.submit(&envelope) {
+            // The log is full: keep the timer and let the log catch up before firing again.
+            self.timers.insert((wake_up, seq));
+            self.timers_paused_until = Some(Instant::now() + Duration::from_millis(100));
+        }
     }
 
-    fn propose_effect(&self, id: InvocationId, epoch: u32, effect: Effect) {
+    /// Proposes what an attempt's failure means; `false` when the log refused it at once.
+    fn propose_effect(&self, id: InvocationId, epoch: u32, effect: Effect) -> bool {
         self.appender.submit(&Envelope {
             timestamp: now_ms(),
             leader_epoch: self.my_epoch,
@@ -763,6 +812,21 @@ impl Processor {
                 effects: vec![effect],
             },
         })
+    }
+
+    /// Starts another attempt of `id` after `delay`, once the log is applied up to `min_lsn`.
+    fn retry_later(&mut self, id: InvocationId, delay: Duration, min_lsn: Lsn) {
+        self.backing_off.insert(id);
+        let control = self.control_tx.clone();
+        let cancel = self.leader_cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {
+                    let _ = control.send(Control::Retry { id, min_lsn });
+                }
+            }
+        });
     }
 
     fn attempt_failed(&mut self, id: InvocationId, error: AttemptError, last_lsn: Lsn, made_progress: bool) {
@@ -785,6 +849,7 @@ impl Processor {
             attempt = attempts, code = error.code, "invocation attempt failed: {}", error.message
         );
         let epoch = status.epoch;
+        // Recorded for operators; a refusal of it only loses the record.
         self.propose_effect(
             id,
             epoch,
@@ -795,59 +860,46 @@ impl Processor {
             },
         );
         let exhausted = policy.max_attempts.is_some_and(|max| attempts >= max);
-        match error.behavior {
-            ErrorBehavior::Fail => {
-                let effect = Effect::Fail {
+        let ending = match error.behavior {
+            ErrorBehavior::Fail => Some(Effect::Fail {
+                code: error.code,
+                message: cut(&error.message, MAX_FAILURE_MESSAGE),
+            }),
+            ErrorBehavior::Pause => Some(Effect::Pause),
+            ErrorBehavior::Retry if exhausted => Some(match policy.kill_on_max_attempts {
+                true => Effect::Fail {
                     code: error.code,
-                    message: cut(&error.message, MAX_FAILURE_MESSAGE),
-                };
-                self.propose_effect(id, epoch, effect);
+                    message: format!(
+                        "retries exhausted after {attempts} attempts: {}",
+                        cut(&error.message, MAX_FAILURE_MESSAGE)
+                    ),
+                },
+                false => Effect::Pause,
+            }),
+            ErrorBehavior::Retry => None,
+        };
+        if let Some(ending) = ending {
+            if !self.propose_effect(id, epoch, ending) {
+                // The log is full: the invocation is decided again after another attempt.
+                let applied = self.applied;
+                self.retry_later(id, Duration::from_secs(1), applied);
             }
-            ErrorBehavior::Pause => self.propose_effect(id, epoch, Effect::Pause),
-            ErrorBehavior::Retry if exhausted => {
-                let effect = match policy.kill_on_max_attempts {
-                    true => Effect::Fail {
-                        code: error.code,
-                        message: format!(
-                            "retries exhausted after {attempts} attempts: {}",
-                            cut(&error.message, MAX_FAILURE_MESSAGE)
-                        ),
-                    },
-                    false => Effect::Pause,
-                };
-                self.propose_effect(id, epoch, effect);
-            }
-            ErrorBehavior::Retry => {
-                // An SDK's or deployment's own delay is honoured, but never beyond the policy's
-                // longest interval (an absurd one would park the invocation for good).
-                let delay = error
-                    .retry_after
-                    .unwrap_or_else(|| policy.delay(attempts))
-                    .min(policy.max_interval);
-                let next_retry_at = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-                self.handle.state.attempt(id, |info| {
-                    info.in_flight = false;
-                    info.retry_count = attempts;
-                    info.next_retry_at = Some(next_retry_at);
-                    info.last_failure = Some((error.code, error.message.clone()));
-                });
-                let control = self.control_tx.clone();
-                let cancel = self.leader_cancel.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {
-                            let _ = control.send(Control::Retry { id, min_lsn: last_lsn });
-                        }
-                    }
-                });
-            }
+            return;
         }
+        let delay = policy.next_delay(attempts, error.retry_after);
+        let next_retry_at = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self.handle.state.attempt(id, |info| {
+            info.in_flight = false;
+            info.retry_count = attempts;
+            info.next_retry_at = Some(next_retry_at);
+            info.last_failure = Some((error.code, error.message.clone()));
+        });
+        self.retry_later(id, delay, last_lsn);
     }
 
     /// Asks for an attempt of `id`: it starts once the leader's starter hands it a permit.
     fn start_attempt(&mut self, id: InvocationId) {
-        if !self.leading {
+        if !self.leading || self.backing_off.contains(&id) {
             return;
         }
         if self

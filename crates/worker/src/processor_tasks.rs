@@ -197,6 +197,7 @@ pub(super) async fn cleaner(
                     break;
                 }
             };
+            let mut last = None;
             for (key, value) in &entries {
                 let (Some(id), Ok(status)) = (
                     InvocationId::from_raw(&key[2..]),
@@ -214,12 +215,17 @@ pub(super) async fn cleaner(
                 } else {
                     continue;
                 };
-                appender.submit(&Envelope {
+                last = Some(appender.propose(&Envelope {
                     timestamp: now,
                     leader_epoch: Some(epoch),
                     dedup: None,
                     command,
-                });
+                }));
+            }
+            // One chunk in the log's queue at a time: the cleaner never crowds out the calls.
+            // What is refused now is purged next round.
+            if let Some(last) = last {
+                let _ = last.await;
             }
             match entries.last() {
                 Some((last, _)) if entries.len() == SCAN_CHUNK && !cancel.is_cancelled() => from = after(last),
@@ -377,13 +383,14 @@ pub(super) async fn shuffle(
         }
         // Everything before the first undelivered message can go.
         let delivered_up_to = undelivered.first().map_or(next_read - 1, |first| first - 1);
-        if delivered_up_to > proposed_truncation {
-            appender.submit(&Envelope {
+        if delivered_up_to > proposed_truncation
+            && appender.submit(&Envelope {
                 timestamp: now_ms(),
                 leader_epoch: Some(epoch),
                 dedup: None,
                 command: Command::TruncateOutbox { up_to: delivered_up_to },
-            });
+            })
+        {
             proposed_truncation = delivered_up_to;
         }
         tokio::select! {

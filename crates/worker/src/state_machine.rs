@@ -257,6 +257,8 @@ impl StateMachine {
             txn.put(key, &dedup.seq);
         }
         let now = envelope.timestamp;
+        // Nothing of an earlier record that failed (or panicked) halfway may run with this one.
+        self.inline.borrow_mut().clear();
         let mut applied = self.dispatch(txn, envelope.command, now, actions);
         while applied.is_ok() {
             let Some(next) = self.inline.borrow_mut().pop_front() else {
@@ -498,6 +500,17 @@ impl StateMachine {
             // and resumed since it started).
             return Ok(());
         }
+        if let Effect::End { commands } | Effect::Suspend { commands, .. } = &effect
+            && *commands != status.commands
+        {
+            // The attempt sent commands that are not in the journal: ending or suspending now
+            // would leave the invocation without them.
+            tracing::warn!(
+                partition = self.partition_id, invocation = %id, commands, stored = status.commands,
+                "an attempt's end does not follow the invocation's journal; dropped"
+            );
+            return Ok(());
+        }
         match effect {
             Effect::Pin {
                 deployment_id,
@@ -551,6 +564,7 @@ impl StateMachine {
                 put_status(txn, &id, &status)?;
             }
             Effect::Suspend {
+                commands: _,
                 completions,
                 signals,
                 named_signals,
@@ -569,7 +583,7 @@ impl StateMachine {
                 }
                 put_status(txn, &id, &status)?;
             }
-            Effect::End => {
+            Effect::End { .. } => {
                 let result = status
                     .output
                     .clone()

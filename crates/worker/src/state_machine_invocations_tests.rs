@@ -72,7 +72,7 @@ fn a_callee_that_already_answered_is_left_alone() {
             invoke(caller, greeter(), 1),
             call(caller, 1, callee, counter("bob")),
             output(callee, 1, b"1"),
-            end(callee),
+            end(callee, 2),
             retained(id(9, "bob"), counter("bob"), 3),
         ],
     );
@@ -90,7 +90,7 @@ fn a_callee_that_already_answered_is_left_alone() {
 fn an_ended_invocation_keeps_status_and_journal_until_each_is_purged() {
     let (_dir, store) = open();
     let g = id(1, "x");
-    apply_all(&store, &[retained(g, greeter(), 1), output(g, 1, b"\"hi\""), end(g)]);
+    apply_all(&store, &[retained(g, greeter(), 1), output(g, 1, b"\"hi\""), end(g, 2)]);
     let status = status_of(&store, &g).expect("kept for its retention");
     assert_eq!(status.phase, Phase::Completed { at: 3_000 });
     assert_eq!(status.output, Some(InvocationResult::Success(b"\"hi\"".to_vec())));
@@ -110,7 +110,10 @@ fn an_ended_invocation_keeps_status_and_journal_until_each_is_purged() {
 fn restart_as_new_runs_the_same_input_under_a_new_id() {
     let (_dir, store) = open();
     let (old, new) = (id(1, "x"), id(2, "x"));
-    apply_all(&store, &[retained(old, greeter(), 1), output(old, 1, b"1"), end(old)]);
+    apply_all(
+        &store,
+        &[retained(old, greeter(), 1), output(old, 1, b"1"), end(old, 2)],
+    );
     let actions = apply_all(&store, &[record(4_000, Command::RestartAsNew { id: old, new_id: new })]);
     assert!(actions.contains(&Action::Invoke(new)));
     let status = status_of(&store, &new).unwrap();
@@ -160,7 +163,7 @@ fn a_state_patch_waits_for_the_running_exclusive_handler() {
         state_of(&store, "Counter", "alice").is_empty(),
         "not while the handler runs"
     );
-    apply_all(&store, &[output(a, 1, b"1"), end(a)]);
+    apply_all(&store, &[output(a, 1, b"1"), end(a, 2)]);
     assert_eq!(
         state_of(&store, "Counter", "alice"),
         vec![(b"total".to_vec(), b"7".to_vec())]
@@ -247,7 +250,7 @@ fn attach_and_get_output_from_a_handler() {
     ));
     assert!(completion(&store, &caller, 2).is_none(), "attach waits");
 
-    apply_all(&store, &[output(target, 1, b"\"done\""), end(target)]);
+    apply_all(&store, &[output(target, 1, b"\"done\""), end(target, 2)]);
     let (ty, payload) = completion(&store, &caller, 2).expect("attach answered at the end");
     assert_eq!(
         MessageType::from_code(ty),
@@ -301,6 +304,7 @@ fn a_named_signal_resumes_the_invocation_waiting_for_it_once() {
                 2_500,
                 waiter,
                 Effect::Suspend {
+                    commands: 1,
                     completions: Vec::new(),
                     signals: Vec::new(),
                     named_signals: vec!["approved".into()],

@@ -104,7 +104,7 @@ fn an_idempotent_call_to_a_completed_callee_keeps_the_call_in_the_journal() {
         &[
             first,
             output(callee, 1, b"\"x\""),
-            end(callee),
+            end(callee, 2),
             invoke(caller, greeter(), 2),
             call_entry(caller, 1, callee, greeter(), Some("K")),
         ],
@@ -154,7 +154,7 @@ fn output_and_attach_answered_at_once_keep_their_commands_in_the_journal() {
         &[
             invoke(target, greeter(), 1),
             output(target, 1, b"1"),
-            end(target),
+            end(target, 2),
             invoke(caller, greeter(), 2),
         ],
     );
@@ -397,7 +397,7 @@ fn a_paused_attempts_late_effects_are_dropped_after_a_resume() {
                     .encode_to_vec(),
                     call: None,
                 },
-                Effect::End,
+                Effect::End { commands: 2 },
             ],
         },
     );
@@ -524,7 +524,7 @@ fn a_long_inbox_drains_in_order_reading_only_its_head() {
     apply_all(&store, &records);
     let mut started = Vec::new();
     for id in &ids {
-        let actions = apply_all(&store, &[output(*id, 1, b"1"), end(*id)]);
+        let actions = apply_all(&store, &[output(*id, 1, b"1"), end(*id, 2)]);
         started.extend(actions.into_iter().filter_map(|a| match a {
             Action::Invoke(id) => Some(id),
             _ => None,
@@ -582,6 +582,7 @@ fn the_index_of_running_invocations_follows_their_phase() {
             3_000,
             a,
             Effect::Suspend {
+                commands: 1,
                 completions: vec![9],
                 signals: Vec::new(),
                 named_signals: Vec::new(),
@@ -592,4 +593,88 @@ fn the_index_of_running_invocations_follows_their_phase() {
     assert_eq!(invoked(&store), 0);
     apply_all(&store, &[record(4_000, Command::Terminate { id: a, kill: true })]);
     assert_eq!(invoked(&store), 1, "the next in the inbox runs");
+}
+
+fn workflow_shared(key: &str) -> InvocationTarget {
+    InvocationTarget {
+        service: "Signup".into(),
+        handler: "status".into(),
+        key: Some(key.into()),
+        service_type: ServiceType::Workflow,
+        handler_type: HandlerType::Shared,
+    }
+}
+
+#[test]
+fn a_state_edit_waits_for_a_running_workflow() {
+    let (_dir, store) = open();
+    let run = crate::invocation::invocation_id_of(&workflow_run("w1"), None);
+    let edit = record(
+        2_500,
+        Command::PatchState {
+            service: "Signup".into(),
+            key: "w1".into(),
+            state: vec![(b"status".to_vec(), b"\"edited\"".to_vec())],
+            expected_version: None,
+        },
+    );
+    apply_all(&store, &[invoke(run, workflow_run("w1"), 1), edit]);
+    let state = |store: &PartitionStore| store.scan_raw(state_prefix("Signup", "w1").as_bytes()).unwrap().len();
+    assert_eq!(state(&store), 0, "not while the run runs");
+    apply_all(&store, &[output(run, 1, b"\"done\""), end(run, 2)]);
+    assert_eq!(state(&store), 1, "applied once the run ended");
+}
+
+#[test]
+fn an_ended_invocation_stops_listening_to_promises() {
+    let (_dir, store) = open();
+    let waiter = id(5, "w1");
+    let get_promise = entry(
+        waiter,
+        1,
+        MessageType::GetPromiseCommand,
+        proto::GetPromiseCommandMessage {
+            key: "approval".into(),
+            result_completion_id: 1,
+            name: String::new(),
+        },
+    );
+    apply_all(&store, &[invoke(waiter, workflow_shared("w1"), 1), get_promise]);
+    let listeners = |store: &PartitionStore| {
+        store
+            .get::<PromiseState>(&promise_prefix("Signup", "w1").str("approval"))
+            .unwrap()
+            .map_or(0, |promise| promise.listeners.len())
+    };
+    assert_eq!(listeners(&store), 1);
+    apply_all(&store, &[record(3_000, Command::Terminate { id: waiter, kill: true })]);
+    assert_eq!(listeners(&store), 0, "the killed one is no longer addressed");
+}
+
+#[test]
+fn an_end_or_suspension_after_a_lost_entry_is_dropped() {
+    let (_dir, store) = open();
+    let g = id(3, "x");
+    // The attempt sent a sleep (command 1, lost) and then suspended, then ended: neither may
+    // apply to a journal without the sleep.
+    let suspend = effect(
+        2_500,
+        g,
+        Effect::Suspend {
+            commands: 2,
+            completions: vec![1],
+            signals: Vec::new(),
+            named_signals: Vec::new(),
+            future: None,
+        },
+    );
+    apply_all(&store, &[invoke(g, greeter(), 1), suspend, end(g, 2)]);
+    let status = status(&store, &g);
+    assert_eq!(status.phase, Phase::Invoked, "still to be run again");
+    assert_eq!(status.commands, 1);
+    assert_eq!(
+        store.scan_raw(TableKind::Invoked.prefix()).unwrap().len(),
+        1,
+        "a new leader resumes it"
+    );
 }

@@ -110,8 +110,9 @@ fn output(id: InvocationId, index: u32, value: &[u8]) -> Envelope {
     )
 }
 
-fn end(id: InvocationId) -> Envelope {
-    effect(3_000, id, Effect::End)
+/// The end of an attempt whose journal holds `commands` commands.
+fn end(id: InvocationId, commands: u32) -> Envelope {
+    effect(3_000, id, Effect::End { commands })
 }
 
 /// Applies each record in its own transaction, like a processor reading one at a time.
@@ -168,6 +169,7 @@ fn scenario() -> Vec<Envelope> {
             4_000,
             a,
             Effect::Suspend {
+                commands: 3,
                 completions: vec![1],
                 signals: vec![1],
                 named_signals: Vec::new(),
@@ -176,7 +178,7 @@ fn scenario() -> Vec<Envelope> {
         ),
         record(5_000, Command::FireTimer { wake_up: 5_000, seq: 1 }),
         output(a, 3, b"5"),
-        end(a),
+        end(a, 4),
         invoke(g, greeter(), 13),
         record(
             6_000,
@@ -205,7 +207,7 @@ fn scenario() -> Vec<Envelope> {
             },
         ),
         output(callee, 1, b"\"Hello Sam!\""),
-        end(callee),
+        end(callee, 2),
     ]
 }
 
@@ -231,7 +233,7 @@ fn exclusive_handlers_queue_behind_the_key_lock_and_run_in_order() {
     );
     let invoked: Vec<&Action> = actions.iter().filter(|a| matches!(a, Action::Invoke(_))).collect();
     assert_eq!(invoked, vec![&Action::Invoke(a)], "the second waits in the inbox");
-    let actions = apply_all(&store, &[invoke(a, counter("alice"), 1), output(a, 1, b"5"), end(a)]);
+    let actions = apply_all(&store, &[invoke(a, counter("alice"), 1), output(a, 1, b"5"), end(a, 2)]);
     assert!(actions.contains(&Action::IngressResponse {
         request_id: 1,
         id: a,
@@ -330,6 +332,7 @@ fn a_v7_future_waiting_for_all_resumes_only_when_all_arrived() {
         3_000,
         g,
         Effect::Suspend {
+            commands: 3,
             completions: vec![1, 2],
             signals: vec![1],
             named_signals: Vec::new(),
@@ -380,6 +383,7 @@ fn a_signal_resumes_the_invocation_waiting_for_it_once() {
         3_000,
         g,
         Effect::Suspend {
+            commands: 1,
             completions: Vec::new(),
             signals: vec![17],
             named_signals: Vec::new(),
@@ -419,7 +423,7 @@ fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
     let mut more = Vec::new();
     let mut txn = store.txn();
     machine().apply(&mut txn, 4, output(a, 1, b"1"), &mut more).unwrap();
-    machine().apply(&mut txn, 5, end(a), &mut more).unwrap();
+    machine().apply(&mut txn, 5, end(a, 2), &mut more).unwrap();
     txn.commit().unwrap();
     assert!(
         !more.contains(&Action::Invoke(b)),

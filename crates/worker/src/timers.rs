@@ -86,6 +86,11 @@ impl TimerQueue {
         self.memory.remove(&timer);
     }
 
+    /// Whether timers wait in the store while none is in memory (a read of them failed).
+    pub(crate) fn needs_refill(&self) -> bool {
+        self.memory.is_empty() && self.unloaded_from.is_some()
+    }
+
     /// The next timer to fire.
     pub(crate) fn first(&self) -> Option<TimerKey> {
         self.memory.first().copied()

@@ -141,10 +141,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
     /// The deployment and protocol version all attempts use (proposed before the first entry).
-    Pin {
-        deployment_id: u128,
-        protocol_version: u32,
-    },
+    Pin { deployment_id: u128, protocol_version: u32 },
     /// A journal entry the SDK sent: a command, or a run completion it proposed.
     Entry {
         /// For a command: its position among the invocation's commands (the input is 0). It
@@ -158,25 +155,23 @@ pub enum Effect {
     },
     /// `future`: the V7 future tree (encoded); without it, any listed id resumes.
     Suspend {
+        /// The commands the attempt's journal holds (see [`Effect::End`]).
+        commands: u32,
         completions: Vec<u32>,
         signals: Vec<u32>,
         named_signals: Vec<String>,
         future: Option<Vec<u8>>,
     },
-    End,
+    /// The SDK ended the invocation. `commands`: the commands the attempt's journal holds; an
+    /// end (or a suspension) is applied only when the journal holds all of them, so one that
+    /// follows a lost entry cannot end the invocation without it.
+    End { commands: u32 },
     /// An attempt failed and will be retried (recorded for visibility).
-    AttemptFailed {
-        attempt: u32,
-        code: u16,
-        message: String,
-    },
+    AttemptFailed { attempt: u32, code: u16, message: String },
     /// Retries are exhausted (or the SDK asked): stop until resumed.
     Pause,
     /// End the invocation with this failure.
-    Fail {
-        code: u16,
-        message: String,
-    },
+    Fail { code: u16, message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
