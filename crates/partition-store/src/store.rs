@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
     WriteBufferManager, WriteOptions,
 };
 use serde::Serialize;
@@ -35,6 +35,29 @@ const PER_PARTITION_WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// A raw key and value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The first key after every key that starts with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Read options for iterating the keys under `prefix`: the iterator stops at the prefix's end
+/// instead of wading through whatever follows it (deleted keys of another table included,
+/// which RocksDB would step over one by one).
+fn prefix_read(prefix: &[u8]) -> ReadOptions {
+    let mut options = ReadOptions::default();
+    if let Some(end) = prefix_end(prefix) {
+        options.set_iterate_upper_bound(end);
+    }
+    options
+}
+
 /// The partition stores of this node.
 #[derive(Clone)]
 pub struct PartitionStores {
@@ -53,6 +76,10 @@ impl PartitionStores {
             WriteBufferManager::new_write_buffer_manager_with_cache(SHARED_WRITE_BUFFER_BYTES, false, cache.clone());
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
+        // The state machine asks for many keys that do not exist (is this completion in the
+        // journal yet, is this invocation indexed as running): a filter answers those without
+        // reading blocks.
+        table.set_bloom_filter(10.0, false);
         let mut cf_options = Options::default();
         cf_options.set_block_based_table_factory(&table);
         cf_options.set_write_buffer_size(PER_PARTITION_WRITE_BUFFER_BYTES);
@@ -122,10 +149,11 @@ impl PartitionStore {
     pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<Entry>, PartitionStoreError> {
         let handle = self.handle()?;
         let mut entries = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(handle, IteratorMode::From(prefix, Direction::Forward))
-        {
+        for item in self.db.iterator_cf_opt(
+            handle,
+            prefix_read(prefix),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
             let (key, value) = item?;
             if !key.starts_with(prefix) {
                 break;
@@ -141,10 +169,11 @@ impl PartitionStore {
         let handle = self.handle()?;
         let start = if from < prefix { prefix } else { from };
         let mut entries = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(handle, IteratorMode::From(start, Direction::Forward))
-        {
+        for item in self.db.iterator_cf_opt(
+            handle,
+            prefix_read(prefix),
+            IteratorMode::From(start, Direction::Forward),
+        ) {
             let (key, value) = item?;
             if !key.starts_with(prefix) || entries.len() >= limit {
                 break;
@@ -152,18 +181,6 @@ impl PartitionStore {
             entries.push((key.to_vec(), value.to_vec()));
         }
         Ok(entries)
-    }
-
-    /// Runs `read` against one consistent view of the store (a RocksDB snapshot): a reader
-    /// that needs several keys to agree (an invocation's status and its journal) sees no
-    /// batch applied halfway.
-    pub fn read_consistent<R>(
-        &self,
-        read: impl FnOnce(&ConsistentRead<'_>) -> Result<R, PartitionStoreError>,
-    ) -> Result<R, PartitionStoreError> {
-        let handle = self.handle()?;
-        let snapshot = self.db.snapshot();
-        read(&ConsistentRead { snapshot, handle })
     }
 
     /// Everything in the partition, for comparing two replicas byte for byte.
@@ -177,40 +194,6 @@ impl PartitionStore {
             store: self,
             overlay: BTreeMap::new(),
         }
-    }
-}
-
-/// Reads from one snapshot of a partition's store (see [`PartitionStore::read_consistent`]).
-pub struct ConsistentRead<'a> {
-    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
-    handle: &'a rocksdb::ColumnFamily,
-}
-
-impl ConsistentRead<'_> {
-    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PartitionStoreError> {
-        Ok(self.snapshot.get_cf(self.handle, key)?)
-    }
-
-    pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, PartitionStoreError> {
-        self.get_raw(key.as_bytes())?
-            .map(|bytes| decode(key, &bytes))
-            .transpose()
-    }
-
-    /// Every entry whose key starts with `prefix`, in key order.
-    pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<Entry>, PartitionStoreError> {
-        let mut entries = Vec::new();
-        for item in self
-            .snapshot
-            .iterator_cf(self.handle, IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (key, value) = item?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            entries.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(entries)
     }
 }
 
@@ -282,11 +265,11 @@ impl Txn<'_> {
         let start = if from < prefix { prefix } else { from };
         let handle = self.store.handle()?;
         let mut stored = None;
-        for item in self
-            .store
-            .db
-            .iterator_cf(handle, IteratorMode::From(start, Direction::Forward))
-        {
+        for item in self.store.db.iterator_cf_opt(
+            handle,
+            prefix_read(prefix),
+            IteratorMode::From(start, Direction::Forward),
+        ) {
             let (key, value) = item?;
             if !key.starts_with(prefix) {
                 break;
@@ -345,6 +328,34 @@ impl Txn<'_> {
 mod tests {
     use super::*;
     use crate::keys::TableKind;
+
+    #[test]
+    fn a_prefix_ends_after_its_last_key() {
+        assert_eq!(prefix_end(b"iv"), Some(b"iw".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn first_from_skips_what_the_transaction_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStores::open(dir.path(), [0]).unwrap().partition(0).unwrap();
+        let key = |n: u64| Key::new(TableKind::Inbox).str("q").u64(n);
+        let mut txn = store.txn();
+        for n in 1..=5 {
+            txn.put(key(n), &n);
+        }
+        txn.commit().unwrap();
+        let mut txn = store.txn();
+        txn.delete(key(1));
+        txn.delete(key(2));
+        let prefix = Key::new(TableKind::Inbox).str("q");
+        let first = txn.first_from(prefix.as_bytes(), prefix.as_bytes()).unwrap().unwrap();
+        assert_eq!(first.0, key(3).into_bytes());
+        let after_four = txn.first_from(prefix.as_bytes(), key(5).as_bytes()).unwrap().unwrap();
+        assert_eq!(after_four.0, key(5).into_bytes());
+        assert!(txn.first_from(prefix.as_bytes(), key(6).as_bytes()).unwrap().is_none());
+    }
 
     #[test]
     fn a_transaction_reads_its_own_writes_and_commits_atomically() {

@@ -187,6 +187,11 @@ impl PartitionState {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Why the partition cannot apply its log, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.lock().ok().and_then(|s| s.failure.clone())
+    }
+
     pub(crate) fn attempt(&self, id: InvocationId, change: impl FnOnce(&mut AttemptInfo)) {
         if let Ok(mut attempts) = self.attempts.lock() {
             change(attempts.entry(id).or_default());
@@ -243,7 +248,7 @@ impl Drop for WaiterGuard {
             .lock()
             .is_ok_and(|mut waiters| waiters.remove(&self.request_id).is_some());
         if let (true, Some(id)) = (unanswered, self.sink_of)
-            && self.handle.state.snapshot().failure.is_none()
+            && self.handle.state.failure().is_none()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let handle = self.handle.clone();
@@ -286,7 +291,7 @@ impl PartitionHandle {
 
     /// Refuses at once while the partition cannot apply its log.
     fn check_healthy(&self) -> Result<(), SubmitError> {
-        match self.state.snapshot().failure {
+        match self.state.failure() {
             Some(reason) => Err(SubmitError::Failed {
                 partition: self.partition_id,
                 reason,

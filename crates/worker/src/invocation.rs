@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 use restate_invoker::{Attempt, AttemptError, AttemptEvent, AttemptOutcome, ErrorBehavior, JournalFrame, run_attempt};
-use restate_partition_store::{ConsistentRead, PartitionStore, PartitionStoreError};
+use restate_partition_store::{PartitionStore, PartitionStoreError};
 use restate_service_protocol::{Encoder, Message, MessageType, ServiceProtocolVersion, proto};
 use restate_types::manifest::ServiceType;
 use restate_types::metadata::Lsn;
@@ -99,51 +99,47 @@ impl AttemptDriver {
         });
     }
 
-    /// Reads the status, journal and (eager) state in one snapshot, off the async threads: only
-    /// now, with the permit held, so waiting attempts hold no journal in memory.
-    async fn load(&self) -> Result<Option<Loaded>, AttemptError> {
-        let (store, ctx, id) = (self.store.clone(), self.ctx.clone(), self.id);
-        let read = tokio::task::spawn_blocking(move || {
-            store.read_consistent(
-                |read| -> Result<Result<Option<Loaded>, AttemptError>, PartitionStoreError> {
-                    let Some(status) = read.get::<InvocationStatus>(&status_key(&id))? else {
-                        return Ok(Ok(None));
-                    };
-                    if status.phase != Phase::Invoked {
-                        return Ok(Ok(None));
-                    }
-                    let prepared = match ctx.settings.prepare(&ctx.schema.get(), &status) {
-                        Ok(prepared) => prepared,
-                        Err(error) => return Ok(Err(error)),
-                    };
-                    let journal = read_journal(read, &id, status.journal_length)?;
-                    let state = match (
-                        &status.target.key,
-                        status.target.can_read_state() && !prepared.lazy_state,
-                    ) {
-                        (Some(key), true) => Some(read_state(read, &status.target.service, key)?),
-                        _ => None,
-                    };
-                    Ok(Ok(Some(Loaded {
-                        status,
-                        journal,
-                        state,
-                        prepared,
-                    })))
-                },
-            )
-        })
-        .await;
-        let store_error = |message: String| AttemptError {
-            code: restate_invoker::codes::INTERNAL,
-            message: format!("cannot read the invocation from the partition store: {message}"),
-            retry_after: None,
-            behavior: ErrorBehavior::Retry,
+    /// Reads the status, journal and (eager) state: only now, with the permit held, so waiting
+    /// attempts hold no journal in memory. The reads need no snapshot: the first
+    /// `journal_length` entries of a journal never change once written (later ones are what
+    /// the processor applied meanwhile, which reach the attempt live), and no one else writes
+    /// the state of a key while its exclusive handler is to run. A running invocation's journal
+    /// is in RocksDB's memtable or block cache, so this reads in place.
+    fn load(&self) -> Result<Option<Loaded>, AttemptError> {
+        let read = || -> Result<Result<Option<Loaded>, AttemptError>, PartitionStoreError> {
+            let Some(status) = self.store.get::<InvocationStatus>(&status_key(&self.id))? else {
+                return Ok(Ok(None));
+            };
+            if status.phase != Phase::Invoked {
+                return Ok(Ok(None));
+            }
+            let prepared = match self.ctx.settings.prepare(&self.ctx.schema.get(), &status) {
+                Ok(prepared) => prepared,
+                Err(error) => return Ok(Err(error)),
+            };
+            let journal = read_journal(&self.store, &self.id, status.journal_length)?;
+            let state = match (
+                &status.target.key,
+                status.target.can_read_state() && !prepared.lazy_state,
+            ) {
+                (Some(key), true) => Some(read_state(&self.store, &status.target.service, key)?),
+                _ => None,
+            };
+            Ok(Ok(Some(Loaded {
+                status,
+                journal,
+                state,
+                prepared,
+            })))
         };
-        match read {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(error)) => Err(store_error(error.to_string())),
-            Err(error) => Err(store_error(error.to_string())),
+        match read() {
+            Ok(loaded) => loaded,
+            Err(error) => Err(AttemptError {
+                code: restate_invoker::codes::INTERNAL,
+                message: format!("cannot read the invocation from the partition store: {error}"),
+                retry_after: None,
+                behavior: ErrorBehavior::Retry,
+            }),
         }
     }
 
@@ -153,10 +149,10 @@ impl AttemptDriver {
             last_lsn: 0,
             made_progress: false,
         };
-        let loaded = tokio::select! {
-            _ = self.cancel.cancelled() => return report,
-            loaded = self.load() => loaded,
-        };
+        if self.cancel.is_cancelled() {
+            return report;
+        }
+        let loaded = self.load();
         let Loaded {
             status,
             journal,
@@ -539,15 +535,17 @@ impl AttemptDriver {
     }
 }
 
-/// The journal as stored, checked against the length its status records.
+/// The first `length` entries of the journal (those its status counted when it was read),
+/// checked to be all there.
 fn read_journal(
-    read: &ConsistentRead<'_>,
+    store: &PartitionStore,
     id: &InvocationId,
     length: u32,
 ) -> Result<Vec<JournalFrame>, PartitionStoreError> {
-    let frames: Vec<JournalFrame> = read
+    let frames: Vec<JournalFrame> = store
         .scan_raw(journal_prefix(id).as_bytes())?
         .iter()
+        .take(length as usize)
         .filter_map(|(_, value)| decode_entry(value))
         .map(|(message_type, payload)| JournalFrame { message_type, payload })
         .collect();
@@ -560,9 +558,9 @@ fn read_journal(
     Ok(frames)
 }
 
-fn read_state(read: &ConsistentRead<'_>, service: &str, key: &str) -> Result<Vec<(Bytes, Bytes)>, PartitionStoreError> {
+fn read_state(store: &PartitionStore, service: &str, key: &str) -> Result<Vec<(Bytes, Bytes)>, PartitionStoreError> {
     let prefix = state_prefix(service, key);
-    Ok(read
+    Ok(store
         .scan_raw(prefix.as_bytes())?
         .into_iter()
         .map(|(k, v)| (Bytes::copy_from_slice(&k[prefix.as_bytes().len()..]), Bytes::from(v)))

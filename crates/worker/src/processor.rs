@@ -909,9 +909,15 @@ impl Processor {
         {
             return;
         }
-        if let Some(starter) = &self.starter
-            && self.queued.insert(id)
-        {
+        if self.queued.contains(&id) {
+            return;
+        }
+        // A free permit means nobody waits for one: start at once, without the starter's hop.
+        if let Ok(permit) = self.ctx.concurrency.clone().try_acquire_owned() {
+            return self.spawn_attempt(id, permit);
+        }
+        if let Some(starter) = &self.starter {
+            self.queued.insert(id);
             let _ = starter.send(id);
         }
     }

@@ -438,7 +438,7 @@ impl StateMachine {
         match request.execution_time {
             Some(at) if at > now => {
                 add_timer(txn, at, Timer::Invoke(id), actions)?;
-                put_status(txn, &id, &status)?;
+                store_status(txn, &id, &status, false);
             }
             _ => self.start_or_inbox(txn, id, &mut status, None, actions)?,
         }
@@ -466,7 +466,7 @@ impl StateMachine {
                     &crate::model::InboxEntry::Invocation(id),
                 );
                 status.phase = Phase::Inboxed { seq };
-                put_status(txn, &id, status)?;
+                store_status(txn, &id, status, false);
                 return Ok(());
             }
             // A free lock means an empty inbox: whatever queues from now on gets a higher
@@ -478,7 +478,7 @@ impl StateMachine {
             txn.put(lock, &LockHolder { id, inbox_from });
         }
         status.phase = Phase::Invoked;
-        put_status(txn, &id, status)?;
+        store_status(txn, &id, status, false);
         actions.push(Action::Invoke(id));
         Ok(())
     }
@@ -521,7 +521,7 @@ impl StateMachine {
                         deployment_id,
                         protocol_version,
                     });
-                    put_status(txn, &id, &status)?;
+                    store_status(txn, &id, &status, true);
                 }
             }
             Effect::Entry {
@@ -561,7 +561,7 @@ impl StateMachine {
                     now,
                     actions,
                 )?;
-                put_status(txn, &id, &status)?;
+                store_status(txn, &id, &status, true);
             }
             Effect::Suspend {
                 commands: _,
@@ -581,7 +581,7 @@ impl StateMachine {
                 } else {
                     status.phase = phase;
                 }
-                put_status(txn, &id, &status)?;
+                store_status(txn, &id, &status, true);
             }
             Effect::End { .. } => {
                 let result = status
@@ -597,12 +597,12 @@ impl StateMachine {
                     code,
                     message,
                 });
-                put_status(txn, &id, &status)?;
+                store_status(txn, &id, &status, true);
             }
             Effect::Pause => {
                 status.phase = Phase::Paused;
                 status.epoch += 1;
-                put_status(txn, &id, &status)?;
+                store_status(txn, &id, &status, true);
                 actions.push(Action::Abort(id));
             }
             Effect::Fail { code, message } => {
@@ -960,6 +960,17 @@ fn put_status(txn: &mut Txn<'_>, id: &InvocationId, status: &InvocationStatus) -
     }
     txn.put(status_key(id), status);
     Ok(())
+}
+
+/// [`put_status`] for a status whose stored phase is known (`was_invoked`: it was `Invoked`,
+/// so the index has it): the hot paths (a new invocation, an attempt's effects) skip a read.
+fn store_status(txn: &mut Txn<'_>, id: &InvocationId, status: &InvocationStatus, was_invoked: bool) {
+    match (was_invoked, status.phase == Phase::Invoked) {
+        (false, true) => txn.put_raw(invoked_key(id), Vec::new()),
+        (true, false) => txn.delete(invoked_key(id)),
+        _ => {}
+    }
+    txn.put(status_key(id), status);
 }
 
 fn delete_status(txn: &mut Txn<'_>, id: &InvocationId) -> ApplyResult<()> {

@@ -284,8 +284,15 @@ impl StateMachine {
         let sinks = std::mem::take(&mut status.sinks);
         let target = status.target.clone();
         let result = Arc::new(result);
+        // `status` is still as stored: whether the index of running invocations has it.
+        let was_invoked = status.phase == Phase::Invoked;
         match status.retention.completion {
-            0 => delete_status(txn, &id)?,
+            0 => {
+                if was_invoked {
+                    txn.delete(invoked_key(&id));
+                }
+                txn.delete(status_key(&id));
+            }
             _ => {
                 // Kept for attach/output, idempotent duplicates and introspection until the
                 // cleaner purges it.
@@ -296,7 +303,7 @@ impl StateMachine {
                     commands: if journal_kept { status.commands } else { 0 },
                     ..status
                 };
-                put_status(txn, &id, &kept)?;
+                store_status(txn, &id, &kept, was_invoked);
             }
         }
         for sink in &sinks {
