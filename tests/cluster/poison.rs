@@ -300,7 +300,12 @@ async fn a_full_disk_fails_calls_clearly_and_the_node_recovers_when_space_return
         anyhow::ensure!(Instant::now() < deadline, "still refused: {}", answer.body);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(node.log().contains("the partition applies its log again"));
+    // The call may have gone to a partition that had nothing to write; the failed ones recover
+    // on their own retry schedule.
+    while !node.log().contains("the partition applies its log again") {
+        anyhow::ensure!(Instant::now() < deadline, "no partition recovered from the full disk");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Each partition retries on its own schedule; every stored call ran, once space returned.
     for id in stored {
         loop {

@@ -343,6 +343,16 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill();
+        let log = self.log();
+        // A panic inside the node is a bug even when the test's own checks passed: whatever
+        // the panicking task owned (an attempt, a connection) was lost.
+        if !std::thread::panicking()
+            && let Some(at) = log.find("panicked at")
+        {
+            let from = log[..at].rfind('\n').map_or(0, |line| line + 1);
+            let excerpt: String = log[from..].lines().take(30).collect::<Vec<_>>().join("\n");
+            panic!("{} panicked ({}):\n{excerpt}", self.name, self.log_path.display());
+        }
         if std::thread::panicking() {
             eprintln!(
                 "---- log of {} ({}) ----\n{}",

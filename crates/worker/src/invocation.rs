@@ -3,11 +3,13 @@
 //! state; the processor learns the outcome when the attempt ends and the effects are durable.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use prost::Message as _;
 use restate_invoker::{Attempt, AttemptError, AttemptEvent, AttemptOutcome, ErrorBehavior, JournalFrame, run_attempt};
 use restate_partition_store::{PartitionStore, PartitionStoreError};
@@ -15,7 +17,7 @@ use restate_service_protocol::{Encoder, Message, MessageType, ServiceProtocolVer
 use restate_types::manifest::ServiceType;
 use restate_types::metadata::Lsn;
 use restate_types::{InvocationId, partition_key_of};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::appender::Proposal;
@@ -90,7 +92,25 @@ impl AttemptDriver {
         permit: OwnedSemaphorePermit,
         notifications: mpsc::UnboundedReceiver<LiveNotification>,
     ) {
-        let report = self.drive(notifications).await;
+        // A panic must still report the attempt finished, or the invocation would wait forever
+        // for an attempt that is gone; it is retried like any failed attempt.
+        let report = match AssertUnwindSafe(self.drive(notifications)).catch_unwind().await {
+            Ok(report) => report,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(invocation = %self.id, message, "an attempt panicked; it is retried");
+                AttemptReport {
+                    outcome: AttemptOutcome::Failed(AttemptError {
+                        code: restate_invoker::codes::INTERNAL,
+                        message: format!("the attempt panicked: {message}"),
+                        retry_after: None,
+                        behavior: ErrorBehavior::Retry,
+                    }),
+                    last_lsn: 0,
+                    made_progress: false,
+                }
+            }
+        };
         drop(permit);
         let _ = self.control.send(Control::AttemptFinished {
             id: self.id,
@@ -260,18 +280,23 @@ impl AttemptDriver {
                         if !batch.is_empty() && !self.cancel.is_cancelled() {
                             let effects = std::mem::take(&mut batch);
                             let mut proposal = self.appender.propose(&self.envelope(epoch, effects));
-                            if let Ok(Err(error)) = proposal.try_recv() {
-                                // Refused at once (the log is not keeping up): nothing after it
-                                // may be proposed, or the journal would have a hole.
-                                forced = Some(AttemptError {
-                                    code: restate_invoker::codes::UNAVAILABLE,
-                                    message: format!("cannot store the attempt's effects: {error}"),
-                                    retry_after: None,
-                                    behavior: ErrorBehavior::Retry,
-                                });
-                                attempt_cancel.cancel();
-                            } else {
-                                proposals.push(proposal);
+                            // A receiver that answered here is spent: it is never awaited again.
+                            match proposal.try_recv() {
+                                Err(oneshot::error::TryRecvError::Empty) => proposals.push(proposal),
+                                Ok(Ok(lsn)) => report.last_lsn = report.last_lsn.max(lsn),
+                                Ok(Err(error)) => {
+                                    // Refused at once (the log is not keeping up): nothing after
+                                    // it may be proposed, or the journal would have a hole.
+                                    forced = Some(AttemptError {
+                                        code: restate_invoker::codes::UNAVAILABLE,
+                                        message: format!("cannot store the attempt's effects: {error}"),
+                                        retry_after: None,
+                                        behavior: ErrorBehavior::Retry,
+                                    });
+                                    attempt_cancel.cancel();
+                                }
+                                // The appender is gone (the partition is shutting down).
+                                Err(oneshot::error::TryRecvError::Closed) => {}
                             }
                         }
                     }
@@ -533,6 +558,15 @@ impl AttemptDriver {
             retention,
         })
     }
+}
+
+/// What a panic said, as far as it said it in text.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// The first `length` entries of the journal (those its status counted when it was read),

@@ -565,11 +565,7 @@ impl Processor {
                     });
                 }
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = crate::invocation::panic_message(panic.as_ref());
                     return Err(permanent(format!("applying it panicked: {message}")));
                 }
             }
