@@ -3,6 +3,7 @@
 //! on one result.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use restate_metadata_store::{ReadModifyWrite, WriteError};
@@ -29,7 +30,8 @@ fn metadata_error(error: WriteError) -> BifrostError {
 }
 
 impl Bifrost {
-    async fn logs(&self) -> Result<LogsConfiguration, BifrostError> {
+    /// The cached configuration, shared (every append and read looks its log up here).
+    async fn logs(&self) -> Result<Arc<LogsConfiguration>, BifrostError> {
         if let Some(logs) = self.inner.logs.read().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(logs);
         }
@@ -39,7 +41,7 @@ impl Bifrost {
             .get_json::<LogsConfiguration>(BIFROST_CONFIG_KEY)
             .await
             .map_err(|e| BifrostError::Unavailable(e.to_string()))?
-            .map(|(_, logs)| logs)
+            .map(|(_, logs)| Arc::new(logs))
             .ok_or_else(|| BifrostError::Unavailable("the logs configuration does not exist yet".into()))?;
         *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(logs.clone());
         Ok(logs)
@@ -65,14 +67,14 @@ impl Bifrost {
             })
             .await
             .map_err(metadata_error)?;
-        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(logs.clone());
+        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(logs.clone()));
         Ok(logs)
     }
 
     /// Every log's chain.
     pub async fn chains(&self) -> Result<LogsConfiguration, BifrostError> {
         self.forget_logs();
-        self.logs().await
+        Ok(self.logs().await?.as_ref().clone())
     }
 
     /// The chain of `log_id`; with `create`, a missing log gets its first segment.
@@ -87,7 +89,7 @@ impl Bifrost {
         if !create {
             return Err(BifrostError::Invalid(format!("log {log_id} does not exist")));
         }
-        let provider = self.logs().await?.default_provider;
+        let provider = self.logs().await?.default_provider.clone();
         let first = Segment {
             index: 0,
             base_lsn: FIRST_LSN,
@@ -261,7 +263,7 @@ impl Bifrost {
         };
         // Trimmed records were committed: the segment never ends below the trim point.
         let end = end.max(trimmed_below);
-        let provider = self.logs().await?.default_provider;
+        let provider = self.logs().await?.default_provider.clone();
         let next = Segment {
             index: tail.index + 1,
             base_lsn: tail.base_lsn + Lsn::from(end),

@@ -80,9 +80,9 @@ struct Inner {
     local_appended: tokio::sync::watch::Sender<u64>,
     sequencers: Sequencers,
     /// Cached `bifrost_config`; refreshed when it may be stale.
-    logs: RwLock<Option<LogsConfiguration>>,
+    logs: RwLock<Option<Arc<LogsConfiguration>>>,
     /// Cached nodes configuration, for addresses and log-server states.
-    nodes: RwLock<Option<NodesConfiguration>>,
+    nodes: RwLock<Option<Arc<NodesConfiguration>>>,
 }
 
 impl Bifrost {
@@ -338,7 +338,7 @@ impl Bifrost {
         *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    async fn nodes_config(&self, refresh: bool) -> Result<NodesConfiguration, BifrostError> {
+    async fn nodes_config(&self, refresh: bool) -> Result<Arc<NodesConfiguration>, BifrostError> {
         if !refresh && let Some(nodes) = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(nodes);
         }
@@ -348,7 +348,7 @@ impl Bifrost {
             .get_json::<NodesConfiguration>(NODES_CONFIG_KEY)
             .await
             .map_err(|e| BifrostError::Unavailable(e.to_string()))?
-            .map(|(_, nodes)| nodes)
+            .map(|(_, nodes)| Arc::new(nodes))
             .ok_or_else(|| BifrostError::Unavailable("the cluster is not provisioned".into()))?;
         *self.inner.nodes.write().unwrap_or_else(|p| p.into_inner()) = Some(nodes.clone());
         Ok(nodes)

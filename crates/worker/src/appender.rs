@@ -104,7 +104,10 @@ impl Appender {
                     }
                     continue;
                 }
-                let payloads = batch.iter().map(|queued| queued.payload.clone()).collect();
+                let payloads = batch
+                    .iter_mut()
+                    .map(|queued| std::mem::take(&mut queued.payload))
+                    .collect();
                 let outcome = match tokio::time::timeout(deadline, bifrost.append(log_id, payloads)).await {
                     Ok(Ok(first_lsn)) => Ok(first_lsn),
                     // Bifrost returns these only when no try wrote anything.

@@ -381,11 +381,15 @@ impl StateMachine {
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         let id = request.id;
+        let known = txn.contains(&status_key(&id))?;
         if let Some(request_id) = request.submit_notification {
-            let new = !txn.contains(&status_key(&id))?;
-            actions.push(Action::Submitted { request_id, id, new });
+            actions.push(Action::Submitted {
+                request_id,
+                id,
+                new: !known,
+            });
         }
-        if txn.contains(&status_key(&id))? {
+        if known {
             let Some(sink) = request.response_sink else {
                 return Ok(());
             };
