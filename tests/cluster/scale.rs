@@ -74,6 +74,34 @@ async fn setup(env: &[(&str, &str)]) -> anyhow::Result<Setup> {
     })
 }
 
+/// A fan-out of 5 000 one-way calls to 5 000 keys: up to `concurrent-invocations-limit` (1 000)
+/// attempts run at once on one HTTP/2 connection to the deployment, each receiving the SDK's
+/// small frames. Every call runs on its first attempt: a connection closed for too many unread
+/// small frames used to fail a thousand attempts at a time and turn the fan-out into retries.
+#[tokio::test]
+async fn a_fan_out_to_five_thousand_keys_runs_every_call_on_its_first_attempt() -> anyhow::Result<()> {
+    const KEYS: usize = 5_000;
+    let s = setup(&[]).await?;
+    let client = &s.client;
+    let started = Instant::now();
+    let fan_out = json!({"prefix": "spread", "count": KEYS, "keys": KEYS});
+    call_slow(client, "ConfProxy/fanOut", fan_out, Duration::from_secs(300)).await?;
+    let done = "SELECT count(*) AS n FROM state WHERE service_name = 'ConfCounter' AND service_key LIKE 'spread-%'";
+    wait_until("every call ran", Duration::from_secs(600), || async {
+        let rows = client.query(done).await?;
+        anyhow::Ok(rows.first().and_then(|r| r["n"].as_u64()) == Some(KEYS as u64))
+    })
+    .await?;
+    let failed = s.node.log().matches("invocation attempt failed").count();
+    println!(
+        "{KEYS} calls to {KEYS} keys ran in {:.1?}; failed attempts: {failed}; peak RSS {} MiB",
+        started.elapsed(),
+        peak_rss_mib(&s.node)
+    );
+    assert_eq!(failed, 0, "{}", restate_cluster_tests::tail(&s.node.log(), 20));
+    Ok(())
+}
+
 const MESSAGES: usize = 50_000;
 
 /// A fan-out of 50 000 one-way calls to one object key whose lock is held: all of them pass

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// HTTP/2 flow-control windows towards deployments: how much a deployment may send ahead of
+/// what the invoker has read, per connection and per invocation.
+const H2_CONNECTION_WINDOW: u32 = 64 << 20;
+const H2_STREAM_WINDOW: u32 = 2 << 20;
+
 /// The two clients; cheap to clone.
 #[derive(Clone)]
 pub struct InvokerClient {
@@ -15,7 +20,13 @@ impl InvokerClient {
     pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
         let h2 = reqwest::Client::builder()
             .http2_prior_knowledge()
-            .http2_adaptive_window(true)
+            // Fixed, large windows: every concurrent invocation of a deployment shares one
+            // connection, and the SDKs send each message as its own small DATA frame. The
+            // HTTP/2 client closes a connection whose unread small frames exceed half its
+            // connection window ("too_many_data_frames"), failing every attempt on it; with
+            // the 64 KiB default that took a thousand busy invocations a few frames each.
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(40))
             .http2_keep_alive_timeout(Duration::from_secs(20))
             .pool_idle_timeout(Duration::from_secs(300))
