@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 
 use restate_bifrost::Bifrost;
 
-use crate::appender::{AppendError, Appender};
 use crate::model::{InvocationResult, InvocationStatus, InvokeRequest, Phase, ResponseSink, SignalResult};
+use crate::processor::appender::{AppendError, Appender};
 use crate::schema_cache::SchemaCache;
 use crate::wal::{Command, Envelope, now_ms};
 

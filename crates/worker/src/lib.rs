@@ -2,18 +2,14 @@
 //! to the partition store and, as leader, running invocations on the invoker. See
 //! `OVERVIEW.md` for how a call flows through the log.
 
-mod appender;
-mod awaiting;
 mod handle;
 pub mod introspect;
-mod invocation;
 mod metrics;
 pub mod model;
 mod processor;
 mod schema_cache;
 mod settings;
 pub mod state_machine;
-mod timers;
 pub mod wal;
 
 use std::sync::Arc;
@@ -30,13 +26,13 @@ pub use handle::{
     AttemptInfo, Managed, Management, Output, PartitionHandle, PartitionSnapshot, Restarted, SubmitError, Terminated,
     WorkerHandle, WorkerSlot,
 };
-pub use invocation::invocation_id_of;
 pub use metrics::WorkerMetrics;
+pub use processor::invocation::invocation_id_of;
 pub use processor::{EpochMetadata, SkippedRecords, skipped_records_key};
 pub use schema_cache::SchemaCache;
 pub use settings::WorkerSettings;
 
-use crate::appender::Appender;
+use crate::processor::appender::Appender;
 use crate::processor::{Processor, ProcessorCtx};
 
 #[derive(Debug, thiserror::Error)]

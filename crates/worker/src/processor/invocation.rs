@@ -20,7 +20,7 @@ use restate_types::{InvocationId, partition_key_of};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::appender::Proposal;
+use super::appender::Proposal;
 use crate::handle::PartitionState;
 use crate::model::{InvocationStatus, InvocationTarget, Phase, RetryPolicy};
 use crate::processor::{Control, PreparedAttempt, ProcessorCtx};
@@ -34,7 +34,7 @@ const MAX_EFFECTS_PER_RECORD: usize = 64;
 pub(crate) struct AttemptDriver {
     pub ctx: Arc<ProcessorCtx>,
     pub store: PartitionStore,
-    pub appender: crate::appender::Appender,
+    pub appender: super::appender::Appender,
     pub control: mpsc::UnboundedSender<Control>,
     pub state: PartitionState,
     pub id: InvocationId,

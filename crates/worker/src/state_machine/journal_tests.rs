@@ -35,7 +35,7 @@ fn assert_consistent(store: &PartitionStore, id: &InvocationId) {
 }
 
 fn idempotent(target: InvocationTarget, key: &str) -> (InvocationId, Envelope) {
-    let id = crate::invocation::invocation_id_of(&target, Some(key));
+    let id = crate::invocation_id_of(&target, Some(key));
     let mut envelope = invoke(id, target, 50);
     if let Command::Invoke(request) = &mut envelope.command {
         request.idempotency_key = Some(key.to_owned());
@@ -124,7 +124,7 @@ fn an_idempotent_call_to_a_completed_callee_keeps_the_call_in_the_journal() {
 #[test]
 fn a_second_call_of_a_workflow_run_keeps_the_call_in_the_journal() {
     let (_dir, store) = open();
-    let run = crate::invocation::invocation_id_of(&workflow_run("w1"), None);
+    let run = crate::invocation_id_of(&workflow_run("w1"), None);
     let caller = id(1, "x");
     apply_all(
         &store,
@@ -608,7 +608,7 @@ fn workflow_shared(key: &str) -> InvocationTarget {
 #[test]
 fn a_state_edit_waits_for_a_running_workflow() {
     let (_dir, store) = open();
-    let run = crate::invocation::invocation_id_of(&workflow_run("w1"), None);
+    let run = crate::invocation_id_of(&workflow_run("w1"), None);
     let edit = record(
         2_500,
         Command::PatchState {

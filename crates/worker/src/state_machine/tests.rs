@@ -437,8 +437,8 @@ fn canceling_an_inboxed_invocation_ends_it_and_takes_it_out_of_the_inbox() {
     );
 }
 
-#[path = "state_machine_invocations_tests.rs"]
+#[path = "invocations_tests.rs"]
 mod invocations;
 
-#[path = "state_machine_journal_tests.rs"]
+#[path = "journal_tests.rs"]
 mod journal;

@@ -580,7 +580,7 @@ impl StateMachine {
                     named_signals,
                     future,
                 };
-                if crate::awaiting::resolved(txn, &id, &phase)? {
+                if crate::state_machine::awaiting::resolved(txn, &id, &phase)? {
                     actions.push(Action::Invoke(id));
                 } else {
                     status.phase = phase;
@@ -922,7 +922,9 @@ impl StateMachine {
             message_type: ty.code(),
             payload: Bytes::from(payload),
         });
-        if matches!(status.phase, Phase::Suspended { .. }) && crate::awaiting::resolved(txn, &id, &status.phase)? {
+        if matches!(status.phase, Phase::Suspended { .. })
+            && crate::state_machine::awaiting::resolved(txn, &id, &status.phase)?
+        {
             status.phase = Phase::Invoked;
             actions.push(Action::Invoke(id));
         }
@@ -1013,16 +1015,12 @@ fn delete_timers(txn: &mut Txn<'_>, id: &InvocationId, actions: &mut Vec<Action>
     Ok(())
 }
 
-#[path = "state_machine_note.rs"]
+pub(crate) mod awaiting;
 mod note;
 use note::{Note, failure_of, proto_failure};
-#[path = "state_machine_invocations.rs"]
 mod invocations;
-#[path = "state_machine_lifecycle.rs"]
 mod lifecycle;
-#[path = "state_machine_promises.rs"]
 mod promises;
 
 #[cfg(test)]
-#[path = "state_machine_tests.rs"]
 mod tests;

@@ -28,18 +28,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::appender::Appender;
+use self::appender::Appender;
+use self::invocation::{AttemptDriver, AttemptReport, LiveNotification};
+use self::timers::TimerQueue;
 use crate::handle::{Answer, PartitionHandle};
-use crate::invocation::{AttemptDriver, AttemptReport, LiveNotification};
 use crate::model::InvocationStatus;
 use crate::schema_cache::SchemaCache;
 use crate::settings::WorkerSettings;
 use crate::state_machine::{self, Action, StateMachine};
-use crate::timers::TimerQueue;
 use crate::wal::{Command, Effect, Envelope, now_ms};
 
-#[path = "processor_tasks.rs"]
+pub(crate) mod appender;
+pub(crate) mod invocation;
 mod tasks;
+mod timers;
 use tasks::{cleaner, shuffle, starter, tail_log};
 
 /// Records read from the log in order, or why the log cannot be applied on.
@@ -565,7 +567,7 @@ impl Processor {
                     });
                 }
                 Err(panic) => {
-                    let message = crate::invocation::panic_message(panic.as_ref());
+                    let message = invocation::panic_message(panic.as_ref());
                     return Err(permanent(format!("applying it panicked: {message}")));
                 }
             }
