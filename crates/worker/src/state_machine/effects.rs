@@ -266,51 +266,31 @@ impl StateMachine {
                 if let (Ok(command), Some(call)) = (proto::CallCommandMessage::decode(payload), call) {
                     let note = Note::call_id(command.invocation_id_notification_idx, &call);
                     self.notify(txn, id, status, note, now, actions)?;
-                    let request = InvokeRequest {
-                        id: call.callee,
-                        target: call.target,
-                        argument: command.parameter.to_vec(),
-                        headers: command.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                        execution_time: None,
-                        response_sink: Some(ResponseSink::Invocation {
-                            caller: id,
-                            completion_id: command.result_completion_id,
-                        }),
-                        idempotency_key: call.idempotency_key,
-                        retention: call.retention,
-                        restarted_from: None,
-                        invoked_by: Some(Caller {
-                            id,
-                            target: status.target.to_string(),
-                        }),
-                        submit_notification: None,
+                    let sink = ResponseSink::Invocation {
+                        caller: id,
+                        completion_id: command.result_completion_id,
                     };
-                    let partition_key = request.id.partition_key;
-                    self.route(txn, partition_key, Command::Invoke(Box::new(request)), actions)?;
+                    let request = call_request(id, status, call, &command.parameter, command.headers, None, Some(sink));
+                    self.route(
+                        txn,
+                        request.id.partition_key,
+                        Command::Invoke(Box::new(request)),
+                        actions,
+                    )?;
                 }
             }
             MessageType::OneWayCallCommand => {
                 if let (Ok(command), Some(call)) = (proto::OneWayCallCommandMessage::decode(payload), call) {
                     let note = Note::call_id(command.invocation_id_notification_idx, &call);
                     self.notify(txn, id, status, note, now, actions)?;
-                    let request = InvokeRequest {
-                        id: call.callee,
-                        target: call.target,
-                        argument: command.parameter.to_vec(),
-                        headers: command.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                        execution_time: (command.invoke_time > now).then_some(command.invoke_time),
-                        response_sink: None,
-                        idempotency_key: call.idempotency_key,
-                        retention: call.retention,
-                        restarted_from: None,
-                        invoked_by: Some(Caller {
-                            id,
-                            target: status.target.to_string(),
-                        }),
-                        submit_notification: None,
-                    };
-                    let partition_key = request.id.partition_key;
-                    self.route(txn, partition_key, Command::Invoke(Box::new(request)), actions)?;
+                    let at = (command.invoke_time > now).then_some(command.invoke_time);
+                    let request = call_request(id, status, call, &command.parameter, command.headers, at, None);
+                    self.route(
+                        txn,
+                        request.id.partition_key,
+                        Command::Invoke(Box::new(request)),
+                        actions,
+                    )?;
                 }
             }
             MessageType::AttachInvocationCommand => self.ask_output(txn, id, status, payload, true, now, actions)?,
@@ -446,5 +426,33 @@ impl StateMachine {
             actions.push(Action::Invoke(id));
         }
         Ok(())
+    }
+}
+
+/// The invocation a `Call` or `OneWayCall` command of `caller` starts.
+fn call_request(
+    caller: InvocationId,
+    status: &InvocationStatus,
+    call: ResolvedCall,
+    parameter: &[u8],
+    headers: Vec<proto::Header>,
+    execution_time: Option<u64>,
+    response_sink: Option<ResponseSink>,
+) -> InvokeRequest {
+    InvokeRequest {
+        id: call.callee,
+        target: call.target,
+        argument: parameter.to_vec(),
+        headers: headers.into_iter().map(|h| (h.key, h.value)).collect(),
+        execution_time,
+        response_sink,
+        idempotency_key: call.idempotency_key,
+        retention: call.retention,
+        restarted_from: None,
+        invoked_by: Some(Caller {
+            id: caller,
+            target: status.target.to_string(),
+        }),
+        submit_notification: None,
     }
 }

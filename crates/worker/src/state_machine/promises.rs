@@ -35,11 +35,7 @@ impl StateMachine {
         actions: &mut Vec<Action>,
     ) -> ApplyResult<()> {
         if let Ok(get) = proto::GetPromiseCommandMessage::decode(payload) {
-            let (service, key) = (
-                status.target.service.clone(),
-                status.target.key.clone().unwrap_or_default(),
-            );
-            let promise_key = promise_prefix(&service, &key).str(&get.key);
+            let promise_key = promise_key(status, &get.key);
             let mut promise = txn.get::<PromiseState>(&promise_key)?.unwrap_or_default();
             match promise.result.clone() {
                 Some(result) => {
@@ -67,11 +63,7 @@ impl StateMachine {
     ) -> ApplyResult<()> {
         if let Ok(peek) = proto::PeekPromiseCommandMessage::decode(payload) {
             use proto::peek_promise_completion_notification_message::Result;
-            let (service, key) = (
-                status.target.service.clone(),
-                status.target.key.clone().unwrap_or_default(),
-            );
-            let promise = txn.get::<PromiseState>(&promise_prefix(&service, &key).str(&peek.key))?;
+            let promise = txn.get::<PromiseState>(&promise_key(status, &peek.key))?;
             let result = match promise.and_then(|p| p.result) {
                 None => Result::Void(proto::Void {}),
                 Some(InvocationResult::Success(value)) => Result::Value(proto::Value {
@@ -110,11 +102,7 @@ impl StateMachine {
         if let Ok(complete) = proto::CompletePromiseCommandMessage::decode(payload) {
             use proto::complete_promise_command_message::Completion;
             use proto::complete_promise_completion_notification_message::Result;
-            let (service, key) = (
-                status.target.service.clone(),
-                status.target.key.clone().unwrap_or_default(),
-            );
-            let promise_key = promise_prefix(&service, &key).str(&complete.key);
+            let promise_key = promise_key(status, &complete.key);
             let mut promise = txn.get::<PromiseState>(&promise_key)?.unwrap_or_default();
             let outcome = if promise.result.is_some() {
                 Result::Failure(proto::Failure {
@@ -164,7 +152,6 @@ impl StateMachine {
         id: InvocationId,
         status: &InvocationStatus,
     ) -> ApplyResult<()> {
-        let key = status.target.key.clone().unwrap_or_default();
         for (_, raw) in txn.scan_raw(journal_prefix(&id).as_bytes())? {
             let Some((ty, payload)) = decode_entry(&raw) else {
                 continue;
@@ -178,7 +165,7 @@ impl StateMachine {
             if txn.contains(&completion_key(&id, get.result_completion_id))? {
                 continue;
             }
-            let promise_key = promise_prefix(&status.target.service, &key).str(&get.key);
+            let promise_key = promise_key(status, &get.key);
             if let Some(mut promise) = txn.get::<PromiseState>(&promise_key)? {
                 promise
                     .listeners
@@ -188,4 +175,9 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// The key of promise `name` of the workflow the invocation belongs to.
+fn promise_key(status: &InvocationStatus, name: &str) -> Key {
+    promise_prefix(&status.target.service, status.target.key.as_deref().unwrap_or_default()).str(name)
 }
