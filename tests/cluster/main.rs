@@ -10,6 +10,7 @@ mod conformance;
 mod deployments;
 mod durability;
 mod external;
+mod failover;
 mod idempotency;
 mod invocations;
 mod log_cost;

@@ -197,7 +197,7 @@ impl Bifrost {
                     )));
                 }
                 // Alive nodes first, so a fresh segment does not start on dead ones.
-                candidates.sort_by_key(|id| (self.inner.view.is_dead(*id), id.0));
+                candidates.sort_by_key(|id| (self.gone(*id), id.0));
                 let size = match usize::from(*target_nodeset_size) {
                     0 => candidates.len(),
                     size => size.clamp(needed, candidates.len()),
@@ -306,7 +306,7 @@ impl Bifrost {
                 .nodes
                 .get(&params.sequencer.id)
                 .is_some_and(|n| n.generation > params.sequencer.generation);
-            if restarted || self.inner.view.is_dead(params.sequencer.id) {
+            if restarted || self.gone(params.sequencer.id) {
                 let index = chain.tail().map_or(0, |s| s.index);
                 tracing::info!(log_id, sequencer = %params.sequencer, restarted, "the log's sequencer is gone; reconfiguring");
                 self.seal_and_extend(*log_id, index).await?;

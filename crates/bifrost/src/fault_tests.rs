@@ -446,6 +446,55 @@ async fn a_dropped_append_does_not_wedge_the_sequencer() {
     assert_eq!(sequencer.committed_tail(), 2);
 }
 
+/// Item: a store waited out the whole store deadline for a member paused with SIGSTOP (its
+/// connection stays open, nothing answers), so appends stalled seconds before the log could be
+/// moved to live members. A member the failure detector finds silent is given up at once.
+#[tokio::test]
+async fn a_store_stops_waiting_for_a_member_that_went_silent() {
+    use restate_types::{ClusterView, Heartbeat, LivenessThresholds, Role};
+    let servers = FaultyLogServers::with_members(2);
+    let nodes = [1, 2];
+    let view = ClusterView::new(LivenessThresholds {
+        suspect_after: Duration::from_millis(20),
+        dead_after: Duration::from_secs(60),
+    });
+    view.set_members(nodes.map(|n| {
+        (
+            PlainNodeId(n).with_generation(1),
+            format!("n{n}"),
+            format!("http://n{n}/"),
+            vec![Role::LogServer],
+        )
+    }));
+    let silence = Duration::from_millis(50);
+    let peers = Arc::new(
+        Peers::with_log_servers(CLUSTER, RPC_TIMEOUT, Duration::from_secs(30), servers.clone())
+            .with_liveness(view.clone(), silence),
+    );
+    let sequencer = Arc::new(Sequencer::new(params(&nodes, 2), addresses(&nodes), peers));
+    servers.inject(2, Call::Store, Fault::Hang);
+    // Node 1 keeps answering heartbeats; node 2 fell silent before the append.
+    view.heard_from(PlainNodeId(2).with_generation(1), Heartbeat::default());
+    let beating = tokio::spawn({
+        let view = view.clone();
+        async move {
+            loop {
+                view.heard_from(PlainNodeId(1).with_generation(1), Heartbeat::default());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    tokio::time::sleep(silence * 2).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), sequencer.append(vec![payload(0)]))
+        .await
+        .expect("the append gives up on the silent member well before the store deadline");
+    beating.abort();
+    assert!(
+        matches!(&outcome, Err(BifrostError::UnknownOutcome(reason)) if reason.contains("stopped answering")),
+        "{outcome:?}"
+    );
+}
+
 /// Item: stores that timed out may have landed; reporting "not appended" made callers
 /// append the same records again after a seal kept them.
 #[tokio::test]

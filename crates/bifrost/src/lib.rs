@@ -109,6 +109,7 @@ impl Bifrost {
         if let Some(service) = local_log_server {
             peers = peers.with_local_log_server(me.id, service);
         }
+        let peers = peers.with_liveness(view.clone(), config.failover_silence());
         Ok(Self {
             inner: Arc::new(Inner {
                 me,
@@ -160,6 +161,7 @@ impl Bifrost {
                         NotAppended::Transient(_) => {
                             let since = *failing_since.get_or_insert(attempt_started);
                             since.elapsed() >= self.inner.options.auto_recovery_interval
+                                || self.too_few_live_members(&tail.loglet)
                         }
                     };
                     tracing::debug!(log_id, %reason, reconfigure, "append did not land; retrying");
@@ -214,8 +216,11 @@ impl Bifrost {
                 sequencer.append(payloads).await
             }
             LogletParams::Replicated(params) => {
-                if self.inner.view.is_dead(params.sequencer.id) {
-                    return Err(BifrostError::sequencer_gone(format!("{} is dead", params.sequencer)));
+                if self.gone(params.sequencer.id) {
+                    return Err(BifrostError::sequencer_gone(format!(
+                        "{} stopped answering",
+                        params.sequencer
+                    )));
                 }
                 if self.current_generation(params.sequencer.id).await? > params.sequencer.generation {
                     return Err(BifrostError::sequencer_gone(format!("{} restarted", params.sequencer)));
@@ -228,6 +233,24 @@ impl Bifrost {
                 )
                 .await
             }
+        }
+    }
+
+    /// Whether `node` is dead, refuses connections or has been silent for the failover silence:
+    /// appends move on from a sequencer or log-server in that state instead of waiting for it.
+    pub(crate) fn gone(&self, node: PlainNodeId) -> bool {
+        self.inner.view.is_dead(node) || self.inner.peers.silent(node)
+    }
+
+    /// Whether a replicated segment's nodeset has fewer members alive (per the failure
+    /// detector) than copies to store: no retry can succeed until the log moves to live nodes.
+    fn too_few_live_members(&self, loglet: &LogletParams) -> bool {
+        match loglet {
+            LogletParams::Replicated(params) => {
+                let live = params.nodeset.iter().filter(|node| !self.gone(**node)).count();
+                live < usize::from(params.replication.num_copies())
+            }
+            LogletParams::Local { .. } => false,
         }
     }
 

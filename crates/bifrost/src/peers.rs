@@ -203,6 +203,8 @@ pub(crate) struct Peers {
     pub(crate) log_servers: Arc<dyn LogServerRpc>,
     channels: Arc<Channels>,
     max_message_size: usize,
+    /// The failure detector and the silence after which a log-server counts as gone.
+    liveness: Option<(restate_types::ClusterView, Duration)>,
 }
 
 impl Peers {
@@ -229,7 +231,21 @@ impl Peers {
             log_servers,
             channels,
             max_message_size,
+            liveness: None,
         }
+    }
+
+    /// Lets stores stop waiting for log-servers the failure detector finds silent.
+    pub(crate) fn with_liveness(mut self, view: restate_types::ClusterView, silence: Duration) -> Self {
+        self.liveness = Some((view, silence));
+        self
+    }
+
+    /// Whether `node` refused a connection or stopped answering heartbeats a while ago.
+    pub(crate) fn silent(&self, node: PlainNodeId) -> bool {
+        self.liveness
+            .as_ref()
+            .is_some_and(|(view, silence)| view.silent(node, *silence))
     }
 
     /// Calls the log-server of node `me` in-process through `local`.

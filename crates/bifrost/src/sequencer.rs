@@ -17,6 +17,9 @@ use tokio::sync::{oneshot, watch};
 use crate::BifrostError;
 use crate::peers::{Peers, refused};
 
+/// How often a store that waits for copies checks whether the members it waits for went silent.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
 pub(crate) struct Sequencer {
     params: ReplicatedParams,
     /// Addresses of the nodeset members.
@@ -213,7 +216,37 @@ impl Sequencer {
                 .iter()
                 .map(|node| self.store_on(*node, first, payloads.clone()))
                 .collect();
-            while let Some((node, outcome)) = calls.next().await {
+            let mut outstanding: Vec<PlainNodeId> = pending.clone();
+            let mut gave_up_waiting = false;
+            let mut liveness_check = tokio::time::interval(LIVENESS_CHECK);
+            liveness_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let (node, outcome) = tokio::select! {
+                    next = calls.next() => match next {
+                        Some(answer) => answer,
+                        None => break,
+                    },
+                    _ = liveness_check.tick() => {
+                        // Members that stopped answering heartbeats will not make up the copies
+                        // in time: stop waiting for them (their stores may still land). The
+                        // others may still store, in this round or the next.
+                        let may_help = pending.iter().filter(|n| !self.peers.silent(**n)).count();
+                        if stored.len() + may_help < needed {
+                            for node in outstanding.drain(..) {
+                                maybe_stored = true;
+                                let reason = match self.peers.silent(node) {
+                                    true => "stopped answering heartbeats",
+                                    false => "not waited for: too few members answer",
+                                };
+                                last_errors.insert(node, reason.into());
+                            }
+                            gave_up_waiting = true;
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                outstanding.retain(|n| *n != node);
                 match outcome {
                     StoreOutcome::Stored => stored.push(node),
                     StoreOutcome::Refused { sealed: s, reason } => {
@@ -238,7 +271,12 @@ impl Sequencer {
                     ),
                 });
             }
-            if Instant::now() + pause > deadline {
+            // Members that are gone (refused connections or stopped answering heartbeats)
+            // cannot make up the copies: give up now, so the log is reconfigured onto live
+            // members at once instead of after the store deadline.
+            let gone = pending.iter().filter(|n| self.peers.silent(**n)).count();
+            let too_few_left = gave_up_waiting || stored.len() + (pending.len() - gone) < needed;
+            if too_few_left || Instant::now() + pause > deadline {
                 let reasons: Vec<String> = last_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect();
                 let reason = format!(
                     "only {} of the {needed} copies needed could be stored ({})",

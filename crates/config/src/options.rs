@@ -135,6 +135,14 @@ impl Default for Configuration {
 }
 
 impl Configuration {
+    /// Silence after which a node that leads a partition, sequences a log or should store its
+    /// copies counts as gone: five missed heartbeats (at most `gossip-suspect-after`), so a few
+    /// late answers on a busy machine move nothing. A killed node is passed over sooner: its
+    /// refused connections count at once.
+    pub fn failover_silence(&self) -> Duration {
+        (self.gossip_interval * 5).min(self.gossip_suspect_after)
+    }
+
     /// The node name, resolved at load time (never empty after [`crate::load`]).
     pub fn node_name(&self) -> &str {
         self.node_name.as_deref().unwrap_or_default()

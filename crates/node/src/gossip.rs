@@ -10,7 +10,8 @@ use std::time::Instant;
 use restate_proto::node_ctl::node_ctl_svc_client::NodeCtlSvcClient;
 use restate_proto::node_ctl::{GossipMessage, RoleState};
 use restate_types::metadata::{NODES_CONFIG_KEY, NodesConfiguration};
-use restate_types::{GenerationalNodeId, PlainNodeId};
+use restate_types::{GenerationalNodeId, Heartbeat, PlainNodeId};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -36,6 +37,14 @@ pub(crate) fn own_message(ctx: &NodeContext) -> GossipMessage {
             })
             .collect(),
         nodes_config_version: state.nodes_config_version,
+        leading_partitions: ctx.worker.get().map_or_else(Vec::new, |worker| {
+            worker
+                .partitions()
+                .iter()
+                .filter(|p| p.is_leader)
+                .map(|p| u32::from(p.partition_id))
+                .collect()
+        }),
     }
 }
 
@@ -51,20 +60,27 @@ pub(crate) fn record(ctx: &NodeContext, message: &GossipMessage) {
         .collect();
     ctx.view.heard_from(
         PlainNodeId(message.node_id).with_generation(message.generation),
-        message.uptime_s,
-        &message.status,
-        role_status,
+        Heartbeat {
+            uptime_s: message.uptime_s,
+            status: message.status.clone(),
+            role_status,
+            leading_partitions: message
+                .leading_partitions
+                .iter()
+                .filter_map(|p| u16::try_from(*p).ok())
+                .collect(),
+        },
     );
 }
 
-/// Runs the detector until `shutdown`.
+/// Runs the detector until `shutdown`: heartbeats on every tick, and the membership kept
+/// current from the nodes configuration by a task of its own, so a slow metadata read (its
+/// leader just died) never delays a heartbeat and makes healthy peers look silent.
 pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: CancellationToken) -> JoinHandle<()> {
+    let (members_tx, members) = watch::channel(Vec::new());
+    tokio::spawn(refresh_members(ctx.clone(), me, members_tx, shutdown.clone()));
     tokio::spawn(async move {
         let mut channels: HashMap<String, Channel> = HashMap::new();
-        let mut members: Vec<(PlainNodeId, String)> = Vec::new();
-        let mut known_version = 0u32;
-        let refresh_every = ctx.config.metadata_update_interval;
-        let mut refreshed = Instant::now() - refresh_every;
         let mut tick = tokio::time::interval(ctx.config.gossip_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -72,34 +88,11 @@ pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: Can
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let newest_seen = ctx.health.snapshot().nodes_config_version;
-            if refreshed.elapsed() >= refresh_every || newest_seen > known_version {
-                if let Ok(Some((version, nodes))) = ctx.metadata.get_json::<NodesConfiguration>(NODES_CONFIG_KEY).await
-                {
-                    known_version = version.0;
-                    if let (Some(server), Some(own)) = (&ctx.log_server, nodes.nodes.get(&me.id)) {
-                        server.apply_state(own.log_server_state);
-                    }
-                    ctx.health.set_nodes_config_version(version.0);
-                    ctx.view.set_members(
-                        nodes
-                            .nodes
-                            .values()
-                            .map(|n| (n.generational_id(), n.name.clone(), n.address.clone(), n.roles.clone())),
-                    );
-                    members = nodes
-                        .nodes
-                        .values()
-                        .filter(|n| n.id != me.id)
-                        .map(|n| (n.id, n.address.clone()))
-                        .collect();
-                }
-                refreshed = Instant::now();
-            }
+            let members = members.borrow().clone();
             let message = own_message(&ctx);
             record(&ctx, &message);
             let timeout = ctx.config.gossip_suspect_after;
-            for (_, address) in &members {
+            for (peer, address) in &members {
                 let channel = match channels.get(address) {
                     Some(channel) => channel.clone(),
                     None => match restate_net::channel(address, ctx.config.networking.connect_timeout, timeout) {
@@ -112,15 +105,79 @@ pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: Can
                 };
                 let ctx = ctx.clone();
                 let message = message.clone();
+                let peer = *peer;
                 tokio::spawn(async move {
                     let answer = tokio::time::timeout(timeout, NodeCtlSvcClient::new(channel).gossip(message)).await;
-                    if let Ok(Ok(answer)) = answer {
-                        let answer = answer.into_inner();
-                        ctx.health.set_nodes_config_version(answer.nodes_config_version);
-                        record(&ctx, &answer);
+                    match answer {
+                        Ok(Ok(answer)) => {
+                            let answer = answer.into_inner();
+                            ctx.health.set_nodes_config_version(answer.nodes_config_version);
+                            record(&ctx, &answer);
+                        }
+                        // Nothing listens there: the node is gone now, not after the silence.
+                        Ok(Err(status)) if unreachable(&status) => {
+                            ctx.view.connection_refused(peer);
+                        }
+                        _ => {}
                     }
                 });
             }
         }
     })
+}
+
+/// Whether a failed heartbeat never reached a process (refused or unroutable connection), as
+/// opposed to a node that answered with an error.
+fn unreachable(status: &tonic::Status) -> bool {
+    use restate_metadata_store::proto_conv::{NOT_APPLIED_HEADER, certainly_not_applied};
+    certainly_not_applied(status) && !status.metadata().contains_key(NOT_APPLIED_HEADER)
+}
+
+/// Keeps the view's membership (and the heartbeat targets) current from the nodes
+/// configuration: every `metadata-update-interval`, and at once when a peer reports a newer one.
+async fn refresh_members(
+    ctx: Arc<NodeContext>,
+    me: GenerationalNodeId,
+    members: watch::Sender<Vec<(PlainNodeId, String)>>,
+    shutdown: CancellationToken,
+) {
+    let mut known_version = 0u32;
+    let refresh_every = ctx.config.metadata_update_interval;
+    let mut refreshed = Instant::now() - refresh_every;
+    let mut tick = tokio::time::interval(ctx.config.gossip_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let newest_seen = ctx.health.snapshot().nodes_config_version;
+        if refreshed.elapsed() < refresh_every && newest_seen <= known_version {
+            continue;
+        }
+        if let Ok(Some((version, nodes))) = ctx.metadata.get_json::<NodesConfiguration>(NODES_CONFIG_KEY).await {
+            known_version = version.0;
+            if let (Some(server), Some(own)) = (&ctx.log_server, nodes.nodes.get(&me.id)) {
+                server.apply_state(own.log_server_state);
+            }
+            ctx.health.set_nodes_config_version(version.0);
+            ctx.view.set_members(
+                nodes
+                    .nodes
+                    .values()
+                    .map(|n| (n.generational_id(), n.name.clone(), n.address.clone(), n.roles.clone())),
+            );
+            // This node is in the view from now on: record its own state at once.
+            record(&ctx, &own_message(&ctx));
+            members.send_replace(
+                nodes
+                    .nodes
+                    .values()
+                    .filter(|n| n.id != me.id)
+                    .map(|n| (n.id, n.address.clone()))
+                    .collect(),
+            );
+        }
+        refreshed = Instant::now();
+    }
 }

@@ -7,6 +7,10 @@ pub(crate) fn init(config: &Configuration) -> Result<(), String> {
         .map_err(|e| format!("invalid value for key `log-filter` (`{}`): {e}", config.log_filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // A log line that cannot be written (the disk holding the log is full) is dropped; by
+        // default the subscriber reports it with `eprintln!`, which panics the task that logged
+        // when stderr is on the same full disk.
+        .log_internal_errors(false)
         .with_ansi(!config.log_disable_ansi_codes && std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let result = match config.log_format {
         LogFormat::Pretty => builder.try_init(),

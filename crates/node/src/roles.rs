@@ -320,6 +320,7 @@ impl RoleService for WorkerRole {
             bifrost,
             self.ctx.metadata.clone(),
             node_id,
+            self.ctx.view.clone(),
             self.ctx.worker_metrics.clone(),
         )
         .await?;

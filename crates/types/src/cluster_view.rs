@@ -41,6 +41,8 @@ pub struct PeerState {
     pub role_status: BTreeMap<String, String>,
     /// The peer's node status (ALIVE, STARTING_UP, …).
     pub status: String,
+    /// The partitions the peer said it leads in its last heartbeat.
+    pub leading_partitions: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,20 @@ struct PeerEntry {
     uptime_s: u64,
     role_status: BTreeMap<String, String>,
     status: String,
+    leading_partitions: Vec<u16>,
+    /// A connection to it was refused since it was last heard from: on loopback and on a
+    /// reachable host that means no process listens, so it is dead without waiting out silence.
+    refused: bool,
+}
+
+/// What a heartbeat says about its sender.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub uptime_s: u64,
+    /// The sender's node status (ALIVE, STARTING_UP, …).
+    pub status: String,
+    pub role_status: BTreeMap<String, String>,
+    pub leading_partitions: Vec<u16>,
 }
 
 /// Thresholds of the failure detector.
@@ -100,6 +116,8 @@ impl ClusterView {
                 uptime_s: 0,
                 role_status: BTreeMap::new(),
                 status: String::new(),
+                leading_partitions: Vec::new(),
+                refused: false,
             });
             if node_id.generation > entry.node_id.generation {
                 entry.node_id = node_id;
@@ -112,13 +130,7 @@ impl ClusterView {
     }
 
     /// Records a heartbeat answer (or this node's own state).
-    pub fn heard_from(
-        &self,
-        node_id: GenerationalNodeId,
-        uptime_s: u64,
-        status: &str,
-        role_status: BTreeMap<String, String>,
-    ) {
+    pub fn heard_from(&self, node_id: GenerationalNodeId, heartbeat: Heartbeat) {
         let mut peers = self.lock();
         if let Some(entry) = peers.get_mut(&node_id.id) {
             if node_id.generation < entry.node_id.generation {
@@ -126,10 +138,60 @@ impl ClusterView {
             }
             entry.node_id = node_id;
             entry.last_seen = Some(Instant::now());
-            entry.uptime_s = uptime_s;
-            entry.status = status.to_owned();
-            entry.role_status = role_status;
+            entry.uptime_s = heartbeat.uptime_s;
+            entry.status = heartbeat.status;
+            entry.role_status = heartbeat.role_status;
+            entry.leading_partitions = heartbeat.leading_partitions;
+            entry.refused = false;
         }
+    }
+
+    /// Records that a connection to `node` was refused: it counts as dead until it answers again.
+    pub fn connection_refused(&self, node: PlainNodeId) {
+        if let Some(entry) = self.lock().get_mut(&node) {
+            entry.refused = true;
+            entry.leading_partitions.clear();
+        }
+    }
+
+    /// Whether `node` answered within `silence` (and no connection to it was refused since).
+    /// Nodes not heard from yet count as responsive while the detector warms up, so a node
+    /// that just started waits for its peers' first answers before taking over from them.
+    pub fn responsive(&self, node: PlainNodeId, silence: Duration) -> bool {
+        let now = Instant::now();
+        let warming_up = now.duration_since(self.created) < self.thresholds.suspect_after;
+        self.lock().get(&node).is_some_and(|entry| match entry.last_seen {
+            _ if entry.refused => false,
+            Some(seen) => now.duration_since(seen) < silence,
+            None => warming_up,
+        })
+    }
+
+    /// Whether a node refused a connection, or answered before and has been silent for
+    /// `silence` since. Nodes never heard from are not silent: nothing is known of them (a node
+    /// that just started must still reach its peers). Shorter than `dead_after`, for the paths
+    /// that must move on quickly from a node that stopped answering (leaders, sequencers,
+    /// copies, the metadata leader).
+    pub fn silent(&self, node: PlainNodeId, silence: Duration) -> bool {
+        self.lock()
+            .get(&node)
+            .is_some_and(|entry| entry.refused || entry.last_seen.is_some_and(|seen| seen.elapsed() >= silence))
+    }
+
+    /// Whether `node`'s last heartbeat said it leads `partition`.
+    pub fn leads(&self, node: PlainNodeId, partition: u16) -> bool {
+        self.lock()
+            .get(&node)
+            .is_some_and(|entry| !entry.refused && entry.leading_partitions.contains(&partition))
+    }
+
+    /// The nodes with `role`, by id.
+    pub fn nodes_with_role(&self, role: Role) -> Vec<PlainNodeId> {
+        self.lock()
+            .values()
+            .filter(|entry| entry.roles.contains(&role))
+            .map(|entry| entry.node_id.id)
+            .collect()
     }
 
     /// Every known node with its liveness, by id.
@@ -142,6 +204,7 @@ impl ClusterView {
             .map(|entry| {
                 let silence = entry.last_seen.map(|seen| now.duration_since(seen));
                 let liveness = match silence {
+                    _ if entry.refused => Liveness::Dead,
                     Some(s) if s < self.thresholds.suspect_after => Liveness::Alive,
                     Some(s) if s < self.thresholds.dead_after => Liveness::Suspect,
                     None if warming_up => Liveness::Suspect,
@@ -157,6 +220,7 @@ impl ClusterView {
                     uptime_s: entry.uptime_s,
                     role_status: entry.role_status.clone(),
                     status: entry.status.clone(),
+                    leading_partitions: entry.leading_partitions.clone(),
                 }
             })
             .collect()
@@ -192,6 +256,7 @@ impl ClusterView {
                 "last_seen_ms_ago": p.last_seen_ms_ago,
                 "uptime_s": p.uptime_s,
                 "role_status": p.role_status,
+                "leading_partitions": p.leading_partitions,
             })).collect::<Vec<_>>(),
         })
     }
@@ -200,6 +265,63 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn beat(uptime_s: u64) -> Heartbeat {
+        Heartbeat {
+            uptime_s,
+            status: "ALIVE".into(),
+            ..Heartbeat::default()
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_makes_a_node_dead_until_it_answers_again() {
+        let view = ClusterView::new(LivenessThresholds {
+            suspect_after: Duration::from_secs(10),
+            dead_after: Duration::from_secs(20),
+        });
+        let n1 = PlainNodeId(1).with_generation(1);
+        view.set_members([(n1, "a".into(), "http://a/".into(), vec![Role::Worker])]);
+        view.heard_from(
+            n1,
+            Heartbeat {
+                leading_partitions: vec![3],
+                ..beat(1)
+            },
+        );
+        assert!(view.responsive(n1.id, Duration::from_secs(1)));
+        assert!(view.leads(n1.id, 3));
+        view.connection_refused(n1.id);
+        assert!(view.is_dead(n1.id));
+        assert!(!view.responsive(n1.id, Duration::from_secs(1)));
+        assert!(!view.leads(n1.id, 3), "a node that refuses connections leads nothing");
+        assert!(view.silent(n1.id, Duration::from_secs(1)));
+        assert!(
+            !view.silent(PlainNodeId(9), Duration::from_secs(1)),
+            "unknown nodes are not silent"
+        );
+        view.heard_from(PlainNodeId(1).with_generation(2), beat(0));
+        assert!(!view.is_dead(n1.id));
+        assert_eq!(view.nodes_with_role(Role::Worker), vec![n1.id]);
+    }
+
+    #[test]
+    fn a_node_never_heard_from_is_not_silent() {
+        let view = ClusterView::new(LivenessThresholds {
+            suspect_after: Duration::from_millis(1),
+            dead_after: Duration::from_millis(2),
+        });
+        let n1 = PlainNodeId(1).with_generation(1);
+        view.set_members([(n1, "a".into(), "http://a/".into(), vec![Role::MetadataServer])]);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            !view.silent(n1.id, Duration::from_millis(5)),
+            "nothing is known of it yet"
+        );
+        view.heard_from(n1, beat(1));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(view.silent(n1.id, Duration::from_millis(5)));
+    }
 
     #[test]
     fn liveness_follows_heartbeats_and_generations() {
@@ -213,18 +335,18 @@ mod tests {
             (n1, "a".into(), "http://a/".into(), vec![Role::Admin]),
             (n2, "b".into(), "http://b/".into(), vec![Role::Admin]),
         ]);
-        view.heard_from(n1, 1, "ALIVE", BTreeMap::new());
-        view.heard_from(n2, 1, "ALIVE", BTreeMap::new());
+        view.heard_from(n1, beat(1));
+        view.heard_from(n2, beat(1));
         assert_eq!(view.active_controller(), Some(PlainNodeId(1)));
         std::thread::sleep(Duration::from_millis(120));
-        view.heard_from(n2, 2, "ALIVE", BTreeMap::new());
+        view.heard_from(n2, beat(2));
         let peers = view.peers();
         assert_eq!(peers[0].liveness, Liveness::Dead);
         assert_eq!(peers[1].liveness, Liveness::Alive);
         assert_eq!(view.active_controller(), Some(PlainNodeId(2)));
         // A restart shows as a higher generation; answers of the old one are ignored.
-        view.heard_from(PlainNodeId(1).with_generation(2), 0, "ALIVE", BTreeMap::new());
-        view.heard_from(n1, 99, "ALIVE", BTreeMap::new());
+        view.heard_from(PlainNodeId(1).with_generation(2), beat(0));
+        view.heard_from(n1, beat(99));
         assert_eq!(view.peers()[0].node_id.generation, 2);
         assert_eq!(view.peers()[0].uptime_s, 0);
     }

@@ -16,7 +16,7 @@ pub mod schema;
 mod state_version;
 mod status;
 
-pub use cluster_view::{ClusterView, Liveness, LivenessThresholds, PeerState};
+pub use cluster_view::{ClusterView, Heartbeat, Liveness, LivenessThresholds, PeerState};
 pub use health::{HealthState, NodeHealth, RoleState};
 pub use identifiers::{
     AwakeableId, DeploymentId, IdParseError, InvocationId, InvocationSeed, PartitionKey, partition_key_of,

@@ -4,6 +4,7 @@
 
 mod handle;
 pub mod introspect;
+pub mod leadership;
 mod metrics;
 pub mod model;
 mod processor;
@@ -26,9 +27,11 @@ pub use handle::{
     AttemptInfo, Managed, Management, Output, PartitionHandle, PartitionSnapshot, Restarted, SubmitError, Terminated,
     WorkerHandle, WorkerSlot,
 };
+pub use leadership::EpochMetadata;
+pub use leadership::election::preference;
 pub use metrics::WorkerMetrics;
 pub use processor::invocation::invocation_id_of;
-pub use processor::{EpochMetadata, SkippedRecords, skipped_records_key};
+pub use processor::{SkippedRecords, skipped_records_key};
 pub use schema_cache::SchemaCache;
 pub use settings::WorkerSettings;
 
@@ -59,6 +62,7 @@ impl Worker {
         bifrost: Bifrost,
         metadata: MetadataClient,
         node_id: u32,
+        view: restate_types::ClusterView,
         metrics: WorkerMetrics,
     ) -> Result<Self, WorkerError> {
         let table = match metadata.get_json::<PartitionTable>(PARTITION_TABLE_KEY).await {
@@ -75,7 +79,8 @@ impl Worker {
         let stores = tokio::task::spawn_blocking(move || PartitionStores::open(&path, ids))
             .await
             .map_err(|e| WorkerError::Invoker(e.to_string()))??;
-        let mut ctx = ProcessorCtx::new(config, bifrost.clone(), metadata, node_id).map_err(WorkerError::Invoker)?;
+        let mut ctx =
+            ProcessorCtx::new(config, bifrost.clone(), metadata, node_id, view).map_err(WorkerError::Invoker)?;
         ctx.metrics = metrics;
         ctx.partitions = table
             .partitions

@@ -1,3 +1,6 @@
+//! `restatectl partitions list`: each partition's replicas, leader and epoch, and how far each
+//! replica applied its log.
+//!
 //! `restatectl partitions skip-record`: the way out for a partition held at a record it
 //! cannot apply (its failure in `restatectl status` names the record). The skip is kept in the
 //! metadata store (`pp_skip_<partition>`), so every replica of the partition passes over the
@@ -7,12 +10,20 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use restate_proto::metadata as pb;
 use restate_proto::metadata::metadata_proxy_svc_client::MetadataProxySvcClient;
+use restate_proto::node_ctl::PartitionProcessorState;
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Addresses;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PartitionsCommand {
+    /// Each partition's replicas (the worker nodes that run it), its leader and leader epoch,
+    /// and the LSN each replica applied. Nodes that do not answer are left out.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a partition pass over one record of its log without applying it. Whatever the
     /// record did (an invocation it started, a result it carried) is lost: use it only for
     /// the record that `restatectl status` names as the reason a partition failed.
@@ -35,8 +46,71 @@ struct SkippedRecords {
 
 pub(crate) async fn run(command: PartitionsCommand, addresses: &Addresses) -> anyhow::Result<()> {
     match command {
+        PartitionsCommand::List { json } => list(addresses, json).await,
         PartitionsCommand::SkipRecord { partition, lsn, yes } => skip_record(addresses, partition, lsn, yes).await,
     }
+}
+
+async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
+    let (_, nodes) = crate::cluster::nodes_config(addresses).await?;
+    let processors = super::status::partition_processors(addresses, &nodes).await;
+    let mut partitions: std::collections::BTreeMap<u32, Vec<(String, PartitionProcessorState)>> =
+        std::collections::BTreeMap::new();
+    for (node, processor) in processors {
+        partitions
+            .entry(processor.partition_id)
+            .or_default()
+            .push((node, processor));
+    }
+    let leader_of = |replicas: &[(String, PartitionProcessorState)]| {
+        replicas
+            .iter()
+            .find(|(_, p)| p.is_leader)
+            .map(|(node, p)| (node.clone(), p.leader_epoch))
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = partitions
+            .iter()
+            .map(|(id, replicas)| {
+                let leader = leader_of(replicas);
+                serde_json::json!({
+                    "partition_id": id,
+                    "leader": leader.as_ref().map(|(node, _)| node),
+                    "leader_epoch": leader.and_then(|(_, epoch)| epoch),
+                    "replicas": replicas.iter().map(|(node, p)| serde_json::json!({
+                        "node": node,
+                        "mode": super::status::mode(p),
+                        "applied_lsn": p.applied_lsn,
+                        "failure": p.failure,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if partitions.is_empty() {
+        println!("No worker node answered: no partition processor is known.");
+        return Ok(());
+    }
+    let mut table = crate::table::new_table(&["PARTITION", "LEADER", "EPOCH", "REPLICAS (MODE@APPLIED-LSN)"]);
+    for (id, replicas) in &partitions {
+        let leader = leader_of(replicas);
+        let replicas: Vec<String> = replicas
+            .iter()
+            .map(|(node, p)| format!("{node}:{}@{}", super::status::mode(p), p.applied_lsn))
+            .collect();
+        table.add_row(vec![
+            id.to_string(),
+            leader.as_ref().map_or("-".to_owned(), |(node, _)| node.clone()),
+            leader
+                .and_then(|(_, epoch)| epoch)
+                .map_or("-".to_owned(), |epoch| epoch.to_string()),
+            replicas.join(" "),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
 }
 
 async fn skip_record(addresses: &Addresses, partition: u16, lsn: u64, yes: bool) -> anyhow::Result<()> {

@@ -146,9 +146,15 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
     }
     if !processors.is_empty() {
         let leading = processors.iter().filter(|(_, p)| p.is_leader).count();
+        let mut per_node: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for (node, p) in &processors {
+            *per_node.entry(node.as_str()).or_default() += usize::from(p.is_leader);
+        }
+        let per_node: Vec<String> = per_node.iter().map(|(node, n)| format!("{node} {n}")).collect();
         println!(
-            "\nPartition processors: {} running, {leading} leading",
-            processors.len()
+            "\nPartition processors: {} running, {leading} leading (leaders per node: {})",
+            processors.len(),
+            per_node.join(", ")
         );
         let mut table = new_table(&["PARTITION", "NODE", "MODE", "EPOCH", "APPLIED-LSN"]);
         for (node, p) in &processors {
@@ -227,7 +233,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
 }
 
 /// The partition processors of every worker node, by node.
-async fn partition_processors(
+pub(crate) async fn partition_processors(
     addresses: &Addresses,
     nodes: &restate_types::metadata::NodesConfiguration,
 ) -> Vec<(String, PartitionProcessorState)> {
@@ -252,7 +258,7 @@ async fn partition_processors(
     all
 }
 
-fn mode(partition: &PartitionProcessorState) -> &'static str {
+pub(crate) fn mode(partition: &PartitionProcessorState) -> &'static str {
     match (&partition.failure, partition.is_leader) {
         (Some(_), _) => "Failed",
         (None, true) => "Leader",

@@ -3,7 +3,9 @@
 //!
 //! Proposals are appended in the order they were made. After a failed append every later
 //! proposal is refused (not appended) until [`Appender::reset`]: an invocation's effects must
-//! never reach the log with a gap in the middle.
+//! never reach the log with a gap in the middle. A follower clears the failure at once
+//! ([`Appender::clear_failure`]): its ingress is not held up by an append that failed while the
+//! log's sequencer moved.
 //!
 //! The queue is bounded (in records and bytes): when the log cannot keep up, a proposal is
 //! refused at once instead of piling up in memory, and every append has a deadline.
@@ -190,6 +192,12 @@ impl Appender {
     /// The number of failed appends so far; changes with every failure.
     pub fn failures(&self) -> watch::Receiver<u64> {
         self.failures.subscribe()
+    }
+
+    /// Accepts proposals again after a failed append, without fencing any leader: a follower's
+    /// appender carries only records from the ingress and admin API, which stand alone.
+    pub fn clear_failure(&self) {
+        self.failed.store(false, Ordering::Release);
     }
 
     /// Accepts proposals again, only from leaders of `epoch` or later (called when this

@@ -3,56 +3,32 @@
 //! timers) started and stopped together.
 
 use super::*;
+use crate::leadership::claim::spawn_claim;
+use crate::leadership::election::{Claim, ViewPeers};
 
 impl Processor {
-    /// Claims the next epoch (compare-and-swap in metadata) and announces it through the log; the
-    /// processor leads once it applies its own announcement.
-    pub(super) fn spawn_leadership(&self) {
-        let (ctx, appender, control, partition) = (
+    /// Claims leadership (an epoch in metadata, announced through the log); the processor
+    /// leads once it applies its own announcement.
+    pub(super) fn claim_leadership(&mut self, why: Claim) {
+        tracing::info!(partition = self.partition_id, leader = ?self.election.leader(), "claiming leadership: {}", why.describe());
+        self.election.claim_started(Instant::now());
+        spawn_claim(
             self.ctx.clone(),
             self.appender.clone(),
             self.control_tx.clone(),
             self.partition_id,
         );
-        tokio::spawn(async move {
-            let key = format!("pp_epoch_{partition}");
-            let node = ctx.node_id;
-            let epoch = ctx
-                .metadata
-                .read_modify_write::<EpochMetadata, _>(&key, |current| {
-                    Ok(ReadModifyWrite::Write(EpochMetadata {
-                        epoch: current.map_or(1, |c| c.epoch + 1),
-                        node,
-                    }))
-                })
-                .await;
-            let epoch = match epoch {
-                Ok((_, stored)) => stored.epoch,
-                Err(error) => {
-                    tracing::warn!(partition, %error, "cannot obtain a leader epoch; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = control.send(Control::LeadershipFailed);
-                    return;
-                }
-            };
-            appender.reset(epoch);
-            let announce = Envelope {
-                timestamp: now_ms(),
-                leader_epoch: None,
-                dedup: None,
-                command: Command::AnnounceLeader { epoch, node },
-            };
-            match appender.append(&announce).await {
-                Ok(_) => {
-                    let _ = control.send(Control::Epoch(epoch));
-                }
-                Err(error) => {
-                    tracing::warn!(partition, %error, "cannot announce leadership; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = control.send(Control::LeadershipFailed);
-                }
-            }
-        });
+    }
+
+    /// Claims leadership if the election says this replica should.
+    pub(super) fn elect(&mut self) {
+        let peers = ViewPeers {
+            view: &self.ctx.view,
+            silence: self.ctx.failover_silence,
+        };
+        if let Some(why) = self.election.decide(Instant::now(), self.leading, &peers) {
+            self.claim_leadership(why);
+        }
     }
 
     pub(super) fn become_leader(&mut self) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use restate_bifrost::{Bifrost, LogEntry};
 use restate_config::Configuration;
 use restate_invoker::{AttemptDeployment, AttemptError, AttemptOutcome, ErrorBehavior, InvokerClient};
-use restate_metadata_store::{MetadataClient, ReadModifyWrite};
+use restate_metadata_store::MetadataClient;
 use restate_partition_store::{Key, PartitionStore, PartitionStoreError, TableKind};
 use restate_service_protocol::ServiceProtocolVersion;
 use restate_types::InvocationId;
@@ -32,6 +32,7 @@ use self::appender::Appender;
 use self::invocation::{AttemptDriver, AttemptReport, LiveNotification};
 use self::timers::TimerQueue;
 use crate::handle::{Answer, PartitionHandle};
+use crate::leadership::election::{Claim, Election};
 use crate::model::InvocationStatus;
 use crate::schema_cache::SchemaCache;
 use crate::settings::WorkerSettings;
@@ -69,6 +70,10 @@ pub(crate) struct ProcessorCtx {
     /// Partition id and key range of every partition, to route outbox messages.
     pub partitions: Vec<(u16, RangeInclusive<u64>)>,
     pub metrics: crate::metrics::WorkerMetrics,
+    /// The failure detector's view: whether a partition's leader is still there.
+    pub view: restate_types::ClusterView,
+    /// Silence after which a leader's node counts as gone.
+    pub failover_silence: Duration,
 }
 
 impl ProcessorCtx {
@@ -84,6 +89,7 @@ impl ProcessorCtx {
         bifrost: Bifrost,
         metadata: MetadataClient,
         node_id: u32,
+        view: restate_types::ClusterView,
     ) -> Result<Self, String> {
         let client = InvokerClient::new(config.worker.invoker.connect_timeout).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -98,9 +104,14 @@ impl ProcessorCtx {
             )),
             partitions: Vec::new(),
             metrics: crate::metrics::WorkerMetrics::default(),
+            view,
+            failover_silence: config.failover_silence(),
         })
     }
 }
+
+/// How often a follower checks whether it should take over leadership.
+const ELECTION_TICK: Duration = Duration::from_millis(50);
 
 /// Messages to the processor loop from its tasks.
 pub(crate) enum Control {
@@ -135,13 +146,6 @@ struct Running {
 #[derive(Default)]
 struct RetryState {
     attempts: u32,
-}
-
-/// The epoch of partition `id` in metadata (`pp_epoch_<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochMetadata {
-    pub epoch: u64,
-    pub node: u32,
 }
 
 /// Records of partition `id`'s log its processors skip instead of applying
@@ -209,6 +213,7 @@ pub(crate) struct Processor {
     timers_paused_until: Option<Instant>,
     /// Appender failures counted when this processor last became leader.
     append_failures_seen: u64,
+    election: Election,
 }
 
 impl Processor {
@@ -224,6 +229,10 @@ impl Processor {
         let applied = store
             .get::<u64>(&fsm_key(state_machine::fsm::APPLIED_LSN))?
             .unwrap_or(0);
+        let announced = store
+            .get::<u64>(&fsm_key(state_machine::fsm::LEADER_EPOCH))?
+            .zip(store.get::<u32>(&fsm_key(state_machine::fsm::LEADER_NODE))?);
+        let election = Election::new(partition_id, ctx.node_id, announced, Instant::now());
         Ok(Self {
             appender: handle.appender.clone(),
             timers: TimerQueue::new(ctx.settings.timers_in_memory),
@@ -251,6 +260,7 @@ impl Processor {
             backing_off: HashSet::new(),
             timers_paused_until: None,
             append_failures_seen: 0,
+            election,
         })
     }
 
@@ -267,7 +277,8 @@ impl Processor {
             cancel.clone(),
         ));
         let mut append_failures = self.appender.failures();
-        self.spawn_leadership();
+        let mut election_tick = tokio::time::interval(ELECTION_TICK);
+        election_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_timer = if self.leading { self.timers.first() } else { None };
             // Timers the store still holds while none is in memory (a read failed): try again.
@@ -306,16 +317,21 @@ impl Processor {
                     None => break,
                 },
                 _ = retry_held => self.retry_held().await,
+                _ = election_tick.tick(), if self.held.is_none() => self.elect(),
                 control = self.control_rx.recv() => {
                     if let Some(control) = control {
                         self.on_control(control);
                     }
                 }
-                changed = append_failures.changed(), if self.leading => {
-                    if changed.is_ok() && *append_failures.borrow_and_update() > self.append_failures_seen {
+                changed = append_failures.changed() => {
+                    let failures = *append_failures.borrow_and_update();
+                    if changed.is_ok() && !self.leading {
+                        // Only a leader's proposals need the gap-free order a failure protects.
+                        self.appender.clear_failure();
+                    } else if changed.is_ok() && failures > self.append_failures_seen {
                         tracing::warn!(partition = self.partition_id, "an append failed: re-establishing leadership");
                         self.step_down();
-                        self.spawn_leadership();
+                        self.claim_leadership(Claim::WasLeader);
                     }
                 }
                 _ = timer_sleep => {
@@ -363,7 +379,6 @@ impl Processor {
         );
         self.handle.state.update(|state| state.failure = None);
         self.ctx.metrics.partition_failed(self.partition_id, false);
-        self.spawn_leadership();
     }
 
     /// Applies a batch, or holds it back (failed, with the reason) when it cannot be applied.
@@ -553,7 +568,8 @@ impl Processor {
 
     fn on_action(&mut self, action: Action) {
         match action {
-            Action::LeaderAnnounced { epoch, .. } => {
+            Action::LeaderAnnounced { epoch, node } => {
+                self.election.announced(epoch, node, Instant::now());
                 if Some(epoch) == self.my_epoch {
                     self.become_leader();
                 } else if self.leading {
@@ -609,6 +625,7 @@ impl Processor {
     fn on_control(&mut self, control: Control) {
         match control {
             Control::Epoch(epoch) => {
+                self.election.claim_obtained(epoch);
                 if self.held.is_some() {
                     // Failed meanwhile: it seeks leadership again once it applies.
                     return;
@@ -620,11 +637,7 @@ impl Processor {
                     self.become_leader();
                 }
             }
-            Control::LeadershipFailed => {
-                if self.held.is_none() {
-                    self.spawn_leadership();
-                }
-            }
+            Control::LeadershipFailed => self.election.claim_failed(),
             Control::Start { id, permit } => {
                 self.queued.remove(&id);
                 // One found again in the index of running invocations while it waits out a

@@ -32,6 +32,8 @@ pub mod fsm {
     pub const NEXT_OUTBOX_SEQ: u8 = 4;
     /// Outbox messages up to this sequence number were delivered and deleted.
     pub const OUTBOX_TRUNCATED: u8 = 5;
+    /// The node that announced `LEADER_EPOCH`.
+    pub const LEADER_NODE: u8 = 6;
 }
 
 /// What the leader does after a record is applied (followers ignore all of it).
@@ -275,6 +277,7 @@ impl StateMachine {
             Command::AnnounceLeader { epoch, node } => {
                 if epoch > leader_epoch(txn)? {
                     txn.put(fsm_key(fsm::LEADER_EPOCH), &epoch);
+                    txn.put(fsm_key(fsm::LEADER_NODE), &node);
                     actions.push(Action::LeaderAnnounced { epoch, node });
                 }
             }
