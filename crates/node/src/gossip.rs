@@ -81,13 +81,8 @@ pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: Can
     tokio::spawn(refresh_members(ctx.clone(), me, members_tx, shutdown.clone()));
     tokio::spawn(async move {
         let mut channels: HashMap<String, Channel> = HashMap::new();
-        let mut tick = tokio::time::interval(ctx.config.gossip_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        let mut tick = ticker(ctx.config.gossip_interval);
+        while next_tick(&mut tick, &shutdown).await {
             let members = members.borrow().clone();
             let message = own_message(&ctx);
             record(&ctx, &message);
@@ -144,13 +139,8 @@ async fn refresh_members(
     let mut known_version = 0u32;
     let refresh_every = ctx.config.metadata_update_interval;
     let mut refreshed = Instant::now() - refresh_every;
-    let mut tick = tokio::time::interval(ctx.config.gossip_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = ticker(ctx.config.gossip_interval);
+    while next_tick(&mut tick, &shutdown).await {
         let newest_seen = ctx.health.snapshot().nodes_config_version;
         if refreshed.elapsed() < refresh_every && newest_seen <= known_version {
             continue;
@@ -179,5 +169,20 @@ async fn refresh_members(
             );
         }
         refreshed = Instant::now();
+    }
+}
+
+/// An interval that skips ticks missed while the node was busy instead of bursting.
+fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; `false` once `shutdown` is cancelled.
+async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tick.tick() => true,
     }
 }
