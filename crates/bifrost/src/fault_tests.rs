@@ -468,8 +468,11 @@ async fn a_store_stops_waiting_for_a_member_that_went_silent() {
     }));
     let silence = Duration::from_millis(50);
     let peers = Arc::new(
-        Peers::with_log_servers(CLUSTER, RPC_TIMEOUT, Duration::from_secs(30), servers.clone())
-            .with_liveness(view.clone(), silence),
+        Peers::with_log_servers(CLUSTER, RPC_TIMEOUT, Duration::from_secs(30), servers.clone()).with_liveness(
+            view.clone(),
+            silence,
+            PlainNodeId(99),
+        ),
     );
     let sequencer = Arc::new(Sequencer::new(params(&nodes, 2), addresses(&nodes), peers));
     servers.inject(2, Call::Store, Fault::Hang);

@@ -109,7 +109,7 @@ impl Bifrost {
         if let Some(service) = local_log_server {
             peers = peers.with_local_log_server(me.id, service);
         }
-        let peers = peers.with_liveness(view.clone(), config.failover_silence());
+        let peers = peers.with_liveness(view.clone(), config.failover_silence(), me.id);
         Ok(Self {
             inner: Arc::new(Inner {
                 me,
@@ -239,7 +239,7 @@ impl Bifrost {
     /// Whether `node` is dead, refuses connections or has been silent for the failover silence:
     /// appends move on from a sequencer or log-server in that state instead of waiting for it.
     pub(crate) fn gone(&self, node: PlainNodeId) -> bool {
-        self.inner.view.is_dead(node) || self.inner.peers.silent(node)
+        node != self.inner.me.id && (self.inner.view.is_dead(node) || self.inner.peers.silent(node))
     }
 
     /// Whether a replicated segment's nodeset has fewer members alive (per the failure

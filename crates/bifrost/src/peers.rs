@@ -203,8 +203,9 @@ pub(crate) struct Peers {
     pub(crate) log_servers: Arc<dyn LogServerRpc>,
     channels: Arc<Channels>,
     max_message_size: usize,
-    /// The failure detector and the silence after which a log-server counts as gone.
-    liveness: Option<(restate_types::ClusterView, Duration)>,
+    /// The failure detector, the silence after which a log-server counts as gone, and this
+    /// node (never gone to itself, however late its own heartbeat loop runs under load).
+    liveness: Option<(restate_types::ClusterView, Duration, PlainNodeId)>,
 }
 
 impl Peers {
@@ -236,16 +237,22 @@ impl Peers {
     }
 
     /// Lets stores stop waiting for log-servers the failure detector finds silent.
-    pub(crate) fn with_liveness(mut self, view: restate_types::ClusterView, silence: Duration) -> Self {
-        self.liveness = Some((view, silence));
+    pub(crate) fn with_liveness(
+        mut self,
+        view: restate_types::ClusterView,
+        silence: Duration,
+        me: PlainNodeId,
+    ) -> Self {
+        self.liveness = Some((view, silence, me));
         self
     }
 
-    /// Whether `node` refused a connection or stopped answering heartbeats a while ago.
+    /// Whether `node` (another node) refused a connection or stopped answering heartbeats a
+    /// while ago.
     pub(crate) fn silent(&self, node: PlainNodeId) -> bool {
         self.liveness
             .as_ref()
-            .is_some_and(|(view, silence)| view.silent(node, *silence))
+            .is_some_and(|(view, silence, me)| node != *me && view.silent(node, *silence))
     }
 
     /// Calls the log-server of node `me` in-process through `local`.

@@ -31,6 +31,22 @@ impl Processor {
         }
     }
 
+    /// An append of this partition failed (`failures` so far): a leader claims a new epoch
+    /// (its later proposals must not reach the log after a gap); a follower clears the failure,
+    /// since its records (from the ingress and admin API) stand alone.
+    pub(super) fn on_append_failure(&mut self, failures: u64) {
+        if !self.leading {
+            self.appender.clear_failure();
+        } else if failures > self.append_failures_seen {
+            tracing::warn!(
+                partition = self.partition_id,
+                "an append failed: re-establishing leadership"
+            );
+            self.step_down();
+            self.claim_leadership(Claim::WasLeader);
+        }
+    }
+
     pub(super) fn become_leader(&mut self) {
         if self.leading {
             // A second leadership of this processor: the first one's tasks end first.

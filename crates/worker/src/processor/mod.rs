@@ -32,7 +32,7 @@ use self::appender::Appender;
 use self::invocation::{AttemptDriver, AttemptReport, LiveNotification};
 use self::timers::TimerQueue;
 use crate::handle::{Answer, PartitionHandle};
-use crate::leadership::election::{Claim, Election};
+use crate::leadership::election::Election;
 use crate::model::InvocationStatus;
 use crate::schema_cache::SchemaCache;
 use crate::settings::WorkerSettings;
@@ -324,14 +324,9 @@ impl Processor {
                     }
                 }
                 changed = append_failures.changed() => {
-                    let failures = *append_failures.borrow_and_update();
-                    if changed.is_ok() && !self.leading {
-                        // Only a leader's proposals need the gap-free order a failure protects.
-                        self.appender.clear_failure();
-                    } else if changed.is_ok() && failures > self.append_failures_seen {
-                        tracing::warn!(partition = self.partition_id, "an append failed: re-establishing leadership");
-                        self.step_down();
-                        self.claim_leadership(Claim::WasLeader);
+                    if changed.is_ok() {
+                        let failures = *append_failures.borrow_and_update();
+                        self.on_append_failure(failures);
                     }
                 }
                 _ = timer_sleep => {
