@@ -316,8 +316,5 @@ impl Peers {
 
 /// Whether a failed call certainly never reached the peer's process (it is not running).
 pub(crate) fn refused(status: &tonic::Status) -> bool {
-    restate_metadata_store::proto_conv::certainly_not_applied(status)
-        && !status
-            .metadata()
-            .contains_key(restate_metadata_store::proto_conv::NOT_APPLIED_HEADER)
+    restate_metadata_store::proto_conv::never_reached_a_process(status)
 }

@@ -94,6 +94,12 @@ pub fn write_error_to_status(error: WriteError) -> Status {
     }
 }
 
+/// Whether a failed call never reached a process at all (the connection was refused or could
+/// not be opened), as opposed to a server that answered "not applied".
+pub fn never_reached_a_process(status: &Status) -> bool {
+    certainly_not_applied(status) && !status.metadata().contains_key(NOT_APPLIED_HEADER)
+}
+
 /// Whether a failed call certainly did not reach the server (so a write was not applied).
 pub fn certainly_not_applied(status: &Status) -> bool {
     if status.metadata().contains_key(NOT_APPLIED_HEADER) {

@@ -110,7 +110,7 @@ pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: Can
                             record(&ctx, &answer);
                         }
                         // Nothing listens there: the node is gone now, not after the silence.
-                        Ok(Err(status)) if unreachable(&status) => {
+                        Ok(Err(status)) if restate_metadata_store::proto_conv::never_reached_a_process(&status) => {
                             ctx.view.connection_refused(peer);
                         }
                         _ => {}
@@ -119,13 +119,6 @@ pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: Can
             }
         }
     })
-}
-
-/// Whether a failed heartbeat never reached a process (refused or unroutable connection), as
-/// opposed to a node that answered with an error.
-fn unreachable(status: &tonic::Status) -> bool {
-    use restate_metadata_store::proto_conv::{NOT_APPLIED_HEADER, certainly_not_applied};
-    certainly_not_applied(status) && !status.metadata().contains_key(NOT_APPLIED_HEADER)
 }
 
 /// Keeps the view's membership (and the heartbeat targets) current from the nodes
