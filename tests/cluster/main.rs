@@ -11,6 +11,7 @@ mod deployments;
 mod durability;
 mod external;
 mod failover;
+mod gateway;
 mod idempotency;
 mod invocations;
 mod log_cost;

@@ -8,47 +8,58 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, patch, post};
 use restate_types::InvocationId;
-use restate_worker::{Managed, Management, PartitionHandle, Restarted, Terminated, WorkerSlot};
+use std::sync::Arc;
+
+use restate_metadata_store::SchemaCache;
+use restate_partition_api::{Managed, Management, PartitionApi, Partitions, Restarted, Terminated};
 use serde::Deserialize;
 
-pub(crate) fn router(worker: WorkerSlot) -> Router {
+/// What these routes reach: the partitions (through the partition API, on this node or
+/// another) and the schema.
+#[derive(Clone)]
+pub(crate) struct PartitionAccess {
+    pub partitions: Partitions,
+    pub schema: SchemaCache,
+}
+
+pub(crate) fn router(access: PartitionAccess) -> Router {
     Router::new()
         .route(
             "/invocations/{id}/cancel",
-            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move { terminate(&w, &id, false).await }),
+            patch(|State(w): State<PartitionAccess>, Path(id): Path<String>| async move { terminate(&w, &id, false).await }),
         )
         .route(
             "/invocations/{id}/kill",
-            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move { terminate(&w, &id, true).await }),
+            patch(|State(w): State<PartitionAccess>, Path(id): Path<String>| async move { terminate(&w, &id, true).await }),
         )
         .route(
             "/invocations/{id}/pause",
-            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+            patch(|State(w): State<PartitionAccess>, Path(id): Path<String>| async move {
                 manage(&w, &id, Management::Pause).await
             }),
         )
         .route(
             "/invocations/{id}/resume",
-            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+            patch(|State(w): State<PartitionAccess>, Path(id): Path<String>| async move {
                 manage(&w, &id, Management::Resume).await
             }),
         )
         .route(
             "/invocations/{id}/purge",
-            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+            patch(|State(w): State<PartitionAccess>, Path(id): Path<String>| async move {
                 manage(&w, &id, Management::Purge).await
             }),
         )
         .route(
             "/invocations/{id}/purge-journal",
-            patch(|State(w): State<WorkerSlot>, Path(id): Path<String>| async move {
+            patch(|State(w): State<PartitionAccess>, Path(id): Path<String>| async move {
                 manage(&w, &id, Management::PurgeJournal).await
             }),
         )
         .route("/invocations/{id}/restart-as-new", patch(restart_as_new))
         .route("/invocations/{id}", delete(delete_invocation))
         .route("/services/{service}/state", post(crate::service_state::patch_state))
-        .with_state(worker)
+        .with_state(access)
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +69,7 @@ struct DeleteQuery {
 
 /// The deprecated form: `mode` is `cancel` (default) or `kill`.
 async fn delete_invocation(
-    State(worker): State<WorkerSlot>,
+    State(access): State<PartitionAccess>,
     Path(id): Path<String>,
     Query(query): Query<DeleteQuery>,
 ) -> Response {
@@ -72,7 +83,7 @@ async fn delete_invocation(
             );
         }
     };
-    match terminate(&worker, &id, kill).await {
+    match terminate(&access, &id, kill).await {
         // The old endpoint answers 202 for both.
         response if response.status() == StatusCode::OK => StatusCode::ACCEPTED.into_response(),
         response => response,
@@ -87,7 +98,7 @@ struct RestartQuery {
 
 /// Starts a new invocation with the input of an ended one, on the latest deployment.
 async fn restart_as_new(
-    State(worker): State<WorkerSlot>,
+    State(access): State<PartitionAccess>,
     Path(id): Path<String>,
     Query(query): Query<RestartQuery>,
 ) -> Response {
@@ -107,7 +118,7 @@ async fn restart_as_new(
             ),
         );
     }
-    let (id, partition) = match locate(&worker, &id) {
+    let (id, partition) = match locate(&access, &id).await {
         Ok(located) => located,
         Err(response) => return response,
     };
@@ -144,9 +155,10 @@ pub(crate) fn error(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-/// The invocation id and the partition handling it, or the error answer.
+/// The invocation id and the partition handling it (on this node or another), or the error
+/// answer.
 #[allow(clippy::result_large_err)]
-fn locate(worker: &WorkerSlot, id: &str) -> Result<(InvocationId, PartitionHandle), Response> {
+async fn locate(access: &PartitionAccess, id: &str) -> Result<(InvocationId, Arc<dyn PartitionApi>), Response> {
     let id = match id.parse::<InvocationId>() {
         Ok(id) => id,
         Err(reason) => {
@@ -156,23 +168,14 @@ fn locate(worker: &WorkerSlot, id: &str) -> Result<(InvocationId, PartitionHandl
             ));
         }
     };
-    let Some(worker) = worker.get() else {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node runs no worker: send the request to the admin API of a node with the worker role".into(),
-        ));
-    };
-    match worker.partition_for(id.partition_key) {
-        Some(partition) => Ok((id, partition.clone())),
-        None => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the partition of {id} is not run on this node"),
-        )),
+    match access.partitions.for_key(id.partition_key).await {
+        Ok(partition) => Ok((id, partition)),
+        Err(reason) => Err(error(StatusCode::SERVICE_UNAVAILABLE, reason.to_string())),
     }
 }
 
-async fn manage(worker: &WorkerSlot, id: &str, operation: Management) -> Response {
-    let (id, partition) = match locate(worker, id) {
+async fn manage(access: &PartitionAccess, id: &str, operation: Management) -> Response {
+    let (id, partition) = match locate(access, id).await {
         Ok(located) => located,
         Err(response) => return response,
     };
@@ -195,8 +198,8 @@ async fn manage(worker: &WorkerSlot, id: &str, operation: Management) -> Respons
     }
 }
 
-async fn terminate(worker: &WorkerSlot, id: &str, kill: bool) -> Response {
-    let (id, partition) = match locate(worker, id) {
+async fn terminate(access: &PartitionAccess, id: &str, kill: bool) -> Response {
+    let (id, partition) = match locate(access, id).await {
         Ok(located) => located,
         Err(response) => return response,
     };

@@ -14,10 +14,11 @@ mod query;
 pub use pgsql::serve_pgsql;
 pub use restate_storage_query::QueryEngine;
 
-/// The SQL engine of this node over its worker's partitions; `None` (logged) when its runtime
+/// The SQL engine of this node over its partition replicas; `None` (logged) when its runtime
 /// cannot start, in which case `/query` answers 503.
 pub fn query_engine(
-    worker: restate_worker::WorkerSlot,
+    partitions: restate_partition_api::Partitions,
+    schema: restate_metadata_store::SchemaCache,
     options: &restate_config::QueryEngineOptions,
 ) -> Option<QueryEngine> {
     let limits = restate_storage_query::QueryLimits {
@@ -25,7 +26,7 @@ pub fn query_engine(
         timeout: options.query_timeout,
         concurrent_queries: options.concurrent_queries_limit,
     };
-    match QueryEngine::new(worker, limits) {
+    match QueryEngine::new(partitions, schema, limits) {
         Ok(engine) => Some(engine),
         Err(failure) => {
             tracing::error!("the query engine could not start its runtime; /query answers 503: {failure}");
@@ -57,15 +58,17 @@ pub fn router(
     health: NodeHealth,
     view: ClusterView,
     metadata: MetadataClient,
-    worker: restate_worker::WorkerSlot,
+    partitions: restate_partition_api::Partitions,
+    schema: restate_metadata_store::SchemaCache,
     engine: Option<restate_storage_query::QueryEngine>,
 ) -> Router {
+    let access = invocations::PartitionAccess { partitions, schema };
     let versioned = |version| {
         versioned_router(
             health.clone(),
             view.clone(),
             metadata.clone(),
-            worker.clone(),
+            access.clone(),
             engine.clone(),
             version,
         )
@@ -86,7 +89,7 @@ fn versioned_router(
     health: NodeHealth,
     view: ClusterView,
     metadata: MetadataClient,
-    worker: restate_worker::WorkerSlot,
+    access: invocations::PartitionAccess,
     engine: Option<restate_storage_query::QueryEngine>,
     version: ApiVersion,
 ) -> Router {
@@ -107,7 +110,7 @@ fn versioned_router(
         )
         .route("/version", get(version_information))
         .merge(deployments::router(metadata, version))
-        .merge(invocations::router(worker))
+        .merge(invocations::router(access))
         .merge(
             Router::new()
                 .route("/query", axum::routing::post(query::query))

@@ -8,10 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use restate_types::manifest::ServiceType;
 use restate_types::partition_key_of;
-use restate_worker::WorkerSlot;
 use serde::Deserialize;
 
-use crate::invocations::error;
+use crate::invocations::{PartitionAccess, error};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +26,7 @@ pub(crate) struct PatchStateRequest {
 
 /// Appends the replacement to the key's partition; 202 once it is durable.
 pub(crate) async fn patch_state(
-    State(worker): State<WorkerSlot>,
+    State(access): State<PartitionAccess>,
     Path(service): Path<String>,
     body: Result<axum::Json<PatchStateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -49,13 +48,7 @@ pub(crate) async fn patch_state(
             "The request field 'scope' is invalid. Reason: scopes are not supported by this server".into(),
         );
     }
-    let Some(worker) = worker.get() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node runs no worker: send the request to the admin API of a node with the worker role".into(),
-        );
-    };
-    let schema = worker.schema().refresh().await;
+    let schema = access.schema.refresh().await;
     match schema.active_service(&service).map(|(_, s)| s.manifest.ty) {
         None if !request.new_state.is_empty() => {
             return error(StatusCode::NOT_FOUND, format!("service '{service}' not found"));
@@ -69,11 +62,9 @@ pub(crate) async fn patch_state(
         _ => {}
     }
     let partition_key = partition_key_of(request.object_key.as_bytes());
-    let Some(partition) = worker.partition_for(partition_key) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no partition of this node owns the key '{}'", request.object_key),
-        );
+    let partition = match access.partitions.for_key(partition_key).await {
+        Ok(partition) => partition,
+        Err(reason) => return error(StatusCode::SERVICE_UNAVAILABLE, reason.to_string()),
     };
     let state = request
         .new_state

@@ -16,19 +16,21 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use restate_metadata_store::SchemaCache;
+use restate_partition_api::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
+use restate_partition_api::{Output, Partitions, RetentionDefaults, SubmitError, invocation_id_of};
 use restate_types::InvocationId;
 use restate_types::manifest::{HandlerManifest, HandlerType, ServiceType};
-use restate_worker::model::{InvocationResult, InvocationTarget, InvokeRequest, SignalResult};
-use restate_worker::{SubmitError, WorkerHandle};
 use tokio::sync::Semaphore;
 
 use crate::paths::{IngressPath, parse_path};
 
-pub use restate_worker::WorkerSlot;
-
 #[derive(Clone)]
 struct Ingress {
-    worker: WorkerSlot,
+    /// The partitions, on this node or others: the ingress never runs invocations itself.
+    partitions: Partitions,
+    schema: SchemaCache,
+    retention: RetentionDefaults,
     request_size_limit: usize,
     /// One permit per request being handled (`ingress.concurrent-api-requests-limit`).
     in_flight: Arc<Semaphore>,
@@ -43,15 +45,29 @@ const DROPPED_HEADERS: [&str; 4] = ["connection", "host", "idempotency-key", "id
 
 /// The ingress: `/health` (the node's health, as on every port), `/restate/health` (the
 /// services), and every other path is an invocation.
+/// What the ingress reaches and how it decides a new invocation's settings.
+pub struct IngressDeps {
+    pub partitions: Partitions,
+    pub schema: SchemaCache,
+    pub retention: RetentionDefaults,
+}
+
 pub fn router(
     node_health: restate_types::NodeHealth,
-    worker: WorkerSlot,
+    deps: IngressDeps,
     request_size_limit: usize,
     concurrent_requests_limit: usize,
 ) -> Router {
     let limit = concurrent_requests_limit.max(1);
+    let IngressDeps {
+        partitions,
+        schema,
+        retention,
+    } = deps;
     let state = Ingress {
-        worker,
+        partitions,
+        schema,
+        retention,
         request_size_limit,
         in_flight: Arc::new(Semaphore::new(limit)),
         limit,
@@ -88,13 +104,7 @@ fn id_header(id: &InvocationId) -> (header::HeaderName, HeaderValue) {
 }
 
 async fn health(State(ingress): State<Ingress>) -> Response {
-    let Some(worker) = ingress.worker.get() else {
-        return ingress_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the worker of this node is not running yet",
-        );
-    };
-    let schema = worker.schema().get();
+    let schema = ingress.schema.get();
     let services: Vec<&String> = schema.active_service_revisions.keys().collect();
     axum::Json(serde_json::json!({ "services": services })).into_response()
 }
@@ -151,32 +161,33 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let Some(worker) = ingress.worker.get() else {
-        return ingress_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node runs no worker yet (it is starting, or the worker role is not configured here)",
-        );
-    };
     if let Some(rest) = parts
         .uri
         .path()
         .strip_prefix("/restate/awakeables/")
         .or_else(|| parts.uri.path().strip_prefix("/restate/a/"))
     {
-        return complete_awakeable(worker, &parts.method, rest, body, ingress.request_size_limit).await;
+        return complete_awakeable(
+            &ingress.partitions,
+            &parts.method,
+            rest,
+            body,
+            ingress.request_size_limit,
+        )
+        .await;
     }
     if let Some(rest) = parts.uri.path().strip_prefix("/restate/invocation/") {
-        return attach_or_output(worker, &parts.method, rest, false).await;
+        return attach_or_output(&ingress, &parts.method, rest, false).await;
     }
     if let Some(rest) = parts.uri.path().strip_prefix("/restate/workflow/") {
-        return attach_or_output(worker, &parts.method, rest, true).await;
+        return attach_or_output(&ingress, &parts.method, rest, true).await;
     }
     let path = match parse_path(parts.uri.path()) {
         Ok(path) => path,
         Err(message) => return ingress_error(StatusCode::BAD_REQUEST, message),
     };
     let IngressPath { service, rest } = path;
-    let mut schema = worker.schema().get();
+    let mut schema = ingress.schema.get();
     // A service or handler registered a moment ago may not be in this node's copy yet.
     let known = |schema: &restate_types::schema::SchemaRegistry| {
         schema.active_service(&service).is_some_and(|(_, s)| {
@@ -185,7 +196,7 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         })
     };
     if !known(&schema) {
-        schema = worker.schema().refresh().await;
+        schema = ingress.schema.refresh().await;
     }
     let Some((_, registered)) = schema.active_service(&service) else {
         return ingress_error(
@@ -312,10 +323,10 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
             "an idempotency-key is not allowed on a workflow's run handler: the workflow key already identifies the run",
         );
     }
-    let id = restate_worker::invocation_id_of(&target, idempotency_key.as_deref());
+    let id = invocation_id_of(&target, idempotency_key.as_deref());
     let partition_key = id.partition_key;
-    let retention = worker
-        .settings()
+    let retention = ingress
+        .retention
         .retention_of(registered, &target, idempotency_key.as_deref());
     let now = unix_ms();
     let execution_time = delay.map(|d| now + d.as_millis() as u64);
@@ -332,11 +343,9 @@ async fn invoke(State(ingress): State<Ingress>, request: Request) -> Response {
         invoked_by: None,
         submit_notification: None,
     };
-    let Some(partition) = worker.partition_for(partition_key) else {
-        return ingress_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no partition of this node owns partition key {partition_key}; retrying is safe"),
-        );
+    let partition = match ingress.partitions.for_key(partition_key).await {
+        Ok(partition) => partition,
+        Err(error) => return submit_error(error),
     };
     if send {
         return match partition.send(request).await {
@@ -407,7 +416,7 @@ fn result_response(id: &InvocationId, handler: Option<&HandlerManifest>, result:
 /// `GET /restate/invocation/{id}/attach|output` and
 /// `GET /restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output`:
 /// attach waits for the result, output answers at once (470 while it runs).
-async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, workflow: bool) -> Response {
+async fn attach_or_output(ingress: &Ingress, method: &Method, rest: &str, workflow: bool) -> Response {
     let segments: Vec<String> = match rest.split('/').map(paths::percent_decode).collect::<Option<Vec<_>>>() {
         Some(segments) if segments.iter().all(|s| !s.is_empty()) => segments,
         _ => return ingress_error(StatusCode::BAD_REQUEST, format!("bad path: /restate/invocation/{rest}")),
@@ -431,7 +440,7 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, wo
             format!("method {method} is not allowed; use GET"),
         );
     }
-    let schema = worker.schema().get();
+    let schema = ingress.schema.get();
     let (id, handler) = match target {
         [workflow_name, key] if workflow => {
             let workflow = workflow_name;
@@ -453,7 +462,7 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, wo
                 service_type: ServiceType::Workflow,
                 handler_type: HandlerType::Workflow,
             };
-            (restate_worker::invocation_id_of(&target, None), Some(run))
+            (invocation_id_of(&target, None), Some(run))
         }
         _ if workflow => {
             return ingress_error(
@@ -498,18 +507,13 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, wo
                 service_type: registered.manifest.ty,
                 handler_type,
             };
-            (
-                restate_worker::invocation_id_of(&target, Some(idempotency_key)),
-                Some(handler_manifest),
-            )
+            (invocation_id_of(&target, Some(idempotency_key)), Some(handler_manifest))
         }
         _ => return ingress_error(StatusCode::BAD_REQUEST, format!("bad path: /restate/invocation/{rest}")),
     };
-    let Some(partition) = worker.partition_for(id.partition_key) else {
-        return ingress_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the invocation's partition is not run on this node",
-        );
+    let partition = match ingress.partitions.for_key(id.partition_key).await {
+        Ok(partition) => partition,
+        Err(error) => return submit_error(error),
     };
     let not_found = || ingress_error(StatusCode::NOT_FOUND, "invocation not found");
     if attach {
@@ -519,10 +523,10 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, wo
             Err(error) => submit_error(error),
         };
     }
-    match partition.output(&id).await {
-        Ok(restate_worker::Output::Completed(result)) => result_response(&id, handler, Arc::new(result)),
-        Ok(restate_worker::Output::NotFound) => not_found(),
-        Ok(restate_worker::Output::NotReady) => ingress_error(
+    match partition.output(id).await {
+        Ok(Output::Completed(result)) => result_response(&id, handler, Arc::new(result)),
+        Ok(Output::NotFound) => not_found(),
+        Ok(Output::NotReady) => ingress_error(
             StatusCode::from_u16(470).unwrap_or(StatusCode::CONFLICT),
             "the invocation exists but has not completed yet",
         ),
@@ -533,7 +537,7 @@ async fn attach_or_output(worker: &WorkerHandle, method: &Method, rest: &str, wo
 /// `POST /restate/awakeables/{id}/resolve|reject` (alias `/restate/a/…`): the body is the
 /// value, or for `reject` the failure message (code 500). 202 once the result is durable.
 async fn complete_awakeable(
-    worker: &WorkerHandle,
+    partitions: &Partitions,
     method: &Method,
     rest: &str,
     body: Body,
@@ -577,11 +581,9 @@ async fn complete_awakeable(
         },
     };
     let target = awakeable.invocation;
-    let Some(partition) = worker.partition_for(target.partition_key) else {
-        return ingress_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the partition of this awakeable is not run on this node; retrying is safe",
-        );
+    let partition = match partitions.for_key(target.partition_key).await {
+        Ok(partition) => partition,
+        Err(error) => return submit_error(error),
     };
     match partition.signal(target, awakeable.signal_index, result).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),

@@ -10,6 +10,7 @@ mod errors;
 mod memory;
 pub mod proto_conv;
 mod replicated;
+mod schema_cache;
 
 use async_trait::async_trait;
 pub use client::{MetadataClient, ReadModifyWrite};
@@ -17,6 +18,7 @@ pub use errors::{ProvisionError, ReadError, WriteError};
 pub use memory::InMemoryStore;
 pub use replicated::{KNOWN_LEADER_HEADER, LeaderHint, REPLICATED_MAX_VALUE_SIZE, ReplicatedStoreClient};
 pub use restate_types::metadata::{Precondition, Version, VersionedValue};
+pub use schema_cache::SchemaCache;
 
 /// Phrase in every error that means "no cluster exists yet"; callers match on it to tell
 /// waiting for provisioning apart from an outage.

@@ -8,6 +8,6 @@ mod channel;
 mod listener;
 mod server;
 
-pub use channel::{ChannelError, channel, normalize_address};
+pub use channel::{ChannelError, channel, channel_without_deadline, normalize_address};
 pub use listener::{BindError, bind};
 pub use server::{grpc_aware_fallback, serve};

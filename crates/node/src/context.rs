@@ -20,8 +20,13 @@ pub(crate) struct NodeContext {
     pub(crate) log_server: Option<restate_log_server::LogServer>,
     /// Set once the node has joined its cluster.
     pub(crate) bifrost: Arc<std::sync::OnceLock<restate_bifrost::Bifrost>>,
-    /// Set once the worker role started; the ingress submits invocations through it.
-    pub(crate) worker: restate_ingress::WorkerSlot,
+    /// Set once the worker role started (its health, the partitions this node leads).
+    pub(crate) worker: Arc<std::sync::OnceLock<restate_worker::WorkerHandle>>,
+    /// How the ingress, admin API and query engine reach partitions: this node's replicas
+    /// once the worker started, other nodes' over the fabric.
+    pub(crate) partitions: restate_partition_api::Partitions,
+    /// This node's copy of the schema registry, kept fresh in the background.
+    pub(crate) schema: restate_metadata_store::SchemaCache,
     /// Invocation counters, shown on `/metrics`.
     pub(crate) worker_metrics: restate_worker::WorkerMetrics,
 }

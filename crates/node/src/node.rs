@@ -156,10 +156,18 @@ impl Node {
         let (metadata, replicated) = crate::metadata::create_client(&config)
             .await
             .map_err(NodeError::MetadataClient)?;
+        let message_limit = usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX);
         let view = ClusterView::new(LivenessThresholds {
             suspect_after: config.gossip_suspect_after,
             dead_after: config.gossip_dead_after,
         });
+        let partitions = restate_partition_api::Partitions::new(
+            metadata.clone(),
+            view.clone(),
+            config.advertised_address().as_str(),
+            message_limit,
+        );
+        let schema = restate_metadata_store::SchemaCache::new(metadata.clone());
         let ctx = Arc::new(NodeContext {
             config,
             health,
@@ -170,6 +178,8 @@ impl Node {
             log_server,
             bifrost: Arc::default(),
             worker: Arc::default(),
+            partitions,
+            schema,
             worker_metrics: restate_worker::WorkerMetrics::default(),
         });
         if let Some(fingerprint) = node_dir.marker.cluster_fingerprint {
@@ -267,6 +277,14 @@ impl Node {
             }
         }
 
+        if [Role::Worker, Role::HttpIngress, Role::Admin]
+            .iter()
+            .any(|role| ctx.config.has_role(*role))
+        {
+            // Aborted with the other background tasks at shutdown.
+            node.background
+                .push(ctx.schema.spawn_refresher(CancellationToken::new()));
+        }
         for role in ctx.config.roles.clone() {
             if role == Role::MetadataServer {
                 continue;
@@ -361,6 +379,11 @@ fn spawn_fabric(
         ctx.bifrost.clone(),
         message_limit,
     ));
+    if ctx.config.has_role(Role::Worker) {
+        services = services.add_service(
+            restate_partition_api::PartitionServer::new(ctx.partitions.clone()).into_service(message_limit),
+        );
+    }
     if ctx.config.has_role(Role::Admin) {
         let cluster_ctrl = restate_admin::ClusterCtrl::new(
             ctx.metadata.clone(),
@@ -436,7 +459,11 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
                 listener,
                 restate_ingress::router(
                     health.clone(),
-                    ctx.worker.clone(),
+                    restate_ingress::IngressDeps {
+                        partitions: ctx.partitions.clone(),
+                        schema: ctx.schema.clone(),
+                        retention: restate_partition_api::RetentionDefaults::from_config(&ctx.config),
+                    },
                     usize::try_from(limit).unwrap_or(usize::MAX),
                     ctx.config.ingress.concurrent_api_requests_limit,
                 ),
@@ -444,7 +471,11 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
             )
         }),
         Role::Admin => listeners.admin.take().map(|listener| {
-            let engine = restate_admin::query_engine(ctx.worker.clone(), &ctx.config.admin.query_engine);
+            let engine = restate_admin::query_engine(
+                ctx.partitions.clone(),
+                ctx.schema.clone(),
+                &ctx.config.admin.query_engine,
+            );
             if let (Some(pgsql), Some(engine)) = (listeners.pgsql.take(), engine.clone()) {
                 companion = Some(Box::new(move |shutdown| {
                     if let Ok(address) = pgsql.local_addr() {
@@ -459,7 +490,8 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
                     health.clone(),
                     ctx.view.clone(),
                     ctx.metadata.clone(),
-                    ctx.worker.clone(),
+                    ctx.partitions.clone(),
+                    ctx.schema.clone(),
                     engine,
                 ),
                 restate_admin::LIMITATION,

@@ -321,9 +321,11 @@ impl RoleService for WorkerRole {
             self.ctx.metadata.clone(),
             node_id,
             self.ctx.view.clone(),
+            self.ctx.schema.clone(),
             self.ctx.worker_metrics.clone(),
         )
         .await?;
+        self.ctx.partitions.serve_locally(worker.handle().local_partitions());
         let _ = self.ctx.worker.set(worker.handle());
         self.worker = Some(worker);
         Ok(())

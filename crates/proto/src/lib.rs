@@ -26,3 +26,7 @@ pub mod cluster_ctrl {
 pub mod metadata_server {
     tonic::include_proto!("restate.metadata_server");
 }
+
+pub mod partition {
+    tonic::include_proto!("restate.partition");
+}

@@ -6,11 +6,11 @@
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
+use restate_partition_api::AttemptInfo;
+use restate_partition_api::introspect::Page;
+use restate_partition_api::model::{InvocationResult, InvocationStatus, Phase};
 use restate_types::manifest::ServiceType;
 use restate_types::{DeploymentId, InvocationId};
-use restate_worker::AttemptInfo;
-use restate_worker::introspect::Page;
-use restate_worker::model::{InvocationResult, InvocationStatus, Phase};
 
 use crate::rows::{Rows, duration, list_u32, schema, timestamp};
 use crate::table::{CHUNK_ROWS, Cursor, Scan, Source, SysTable, storage};
@@ -118,7 +118,7 @@ impl SysTable for InvocationTable {
         cursor.advance(page.more);
         let service = scan.pushdown.single("target_service_name");
         let skip_completed = scan.pushdown.excludes("status", "completed");
-        let mut attempts = partition.state.attempts();
+        let mut attempts = partition.attempts();
         let found = page
             .rows
             .into_iter()
@@ -167,7 +167,7 @@ fn lookup(source: &Source, ids: &[String]) -> Result<Vec<InvocationRow>> {
     for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
         for partition in source.partitions(Some(&[id.partition_key])) {
             if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
-                let attempt = partition.state.attempts().remove(&id);
+                let attempt = partition.attempts().remove(&id);
                 found.push((id, status, attempt));
             }
         }

@@ -6,9 +6,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use prost::Message as _;
+use restate_partition_api::introspect::{JournalRow, Page};
 use restate_service_protocol::{MessageType, proto};
 use restate_types::InvocationId;
-use restate_worker::introspect::{JournalRow, Page};
 use serde_json::json;
 
 use crate::rows::{Rows, schema, timestamp};

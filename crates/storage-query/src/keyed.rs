@@ -2,13 +2,13 @@
 //! holders) and `sys_promise`. A filter on `service_key` reads only the key's partition, one on
 //! `service_name` (and key) only that key range.
 
+use crate::table::Reader;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
+use restate_partition_api::introspect::{KeyScope, Page};
+use restate_partition_api::model::{InboxEntry, InvocationResult};
 use restate_types::partition_key_of;
-use restate_worker::PartitionHandle;
-use restate_worker::introspect::{KeyScope, Page};
-use restate_worker::model::{InboxEntry, InvocationResult};
 
 use crate::pushdown::Pushdown;
 use crate::rows::{Rows, schema, timestamp};
@@ -60,7 +60,7 @@ impl SysTable for KeyedTable {
         schema(&columns)
     }
 
-    fn partitions(&self, source: &Source, scan: &Scan) -> Vec<PartitionHandle> {
+    fn partitions(&self, source: &Source, scan: &Scan) -> Vec<Reader> {
         match scan.pushdown.single("service_key") {
             Some(key) => source.partitions(Some(&[partition_key_of(key.as_bytes())])),
             None => source.partitions_filtered(&scan.pushdown),

@@ -23,7 +23,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt as _;
-use restate_worker::WorkerSlot;
+use restate_metadata_store::SchemaCache;
+use restate_partition_api::Partitions;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
@@ -142,7 +143,7 @@ impl QueryStream {
 }
 
 impl QueryEngine {
-    pub fn new(worker: WorkerSlot, limits: QueryLimits) -> std::io::Result<Self> {
+    pub fn new(partitions: Partitions, schema: SchemaCache, limits: QueryLimits) -> std::io::Result<Self> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("restate", "public")
             .with_information_schema(true)
@@ -174,7 +175,7 @@ impl QueryEngine {
         ];
         for (name, table) in tables {
             // Names are distinct and the catalog is in memory: registration cannot fail.
-            let _ = ctx.register_table(name, Arc::new(Provider::new(table, worker.clone())));
+            let _ = ctx.register_table(name, Arc::new(Provider::new(table, partitions.clone(), schema.clone())));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -296,7 +297,15 @@ mod tests {
     use super::*;
 
     fn engine(limits: QueryLimits) -> QueryEngine {
-        QueryEngine::new(WorkerSlot::default(), limits).unwrap()
+        QueryEngine::new(
+            Partitions::local_only(),
+            SchemaCache::new(restate_metadata_store::MetadataClient::new(
+                Arc::new(restate_metadata_store::InMemoryStore::default()),
+                1 << 20,
+            )),
+            limits,
+        )
+        .unwrap()
     }
 
     /// Runs a query to its end: its rows, or its error.

@@ -45,7 +45,7 @@ impl SysTable for RegistryTable {
         if std::mem::replace(&mut cursor.done, true) {
             return Ok(None);
         }
-        let registry = source.worker.schema().get();
+        let registry = source.schema.get();
         let mut rows = Rows::new(self.schema(), scan.projection());
         match self {
             Self::Service => {

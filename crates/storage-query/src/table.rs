@@ -22,7 +22,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
-use restate_worker::{PartitionHandle, WorkerHandle, WorkerSlot};
+use restate_metadata_store::SchemaCache;
+use restate_partition_api::{PartitionReader, Partitions, ReadablePartition};
+
+/// One partition replica of this node, as tables read it.
+pub(crate) type Reader = Arc<dyn PartitionReader>;
 
 use crate::pushdown::Pushdown;
 
@@ -39,7 +43,7 @@ pub(crate) trait SysTable: Debug + Send + Sync + 'static {
     fn schema(&self) -> SchemaRef;
 
     /// The partitions a scan reads (all, or those the filters allow).
-    fn partitions(&self, source: &Source, scan: &Scan) -> Vec<PartitionHandle> {
+    fn partitions(&self, source: &Source, scan: &Scan) -> Vec<Reader> {
         source.partitions_filtered(&scan.pushdown)
     }
 
@@ -74,7 +78,7 @@ impl Scan {
 /// Where one slice of a scan stands.
 pub(crate) struct Cursor {
     /// The partitions still to read, the current one first.
-    pub partitions: VecDeque<PartitionHandle>,
+    pub partitions: VecDeque<Reader>,
     /// The raw store key in the current partition after which reading continues.
     pub after: Option<Vec<u8>>,
     /// Set by tables that read everything in one chunk (lookups, the schema registry).
@@ -94,24 +98,26 @@ impl Cursor {
     }
 }
 
-/// Where tables read from: the partitions of this node's worker, and its schema registry.
+/// Where tables read from: a replica of every partition (this node's, or another node's over
+/// the fabric), and this node's copy of the schema registry.
 #[derive(Clone)]
 pub(crate) struct Source {
-    pub worker: WorkerHandle,
+    pub partitions: Arc<Vec<ReadablePartition>>,
+    pub schema: SchemaCache,
 }
 
 impl Source {
     /// The partitions owning these partition keys, or all of them.
-    pub(crate) fn partitions(&self, keys: Option<&[u64]>) -> Vec<PartitionHandle> {
-        self.worker
-            .partition_handles()
-            .filter(|(range, _)| keys.is_none_or(|keys| keys.iter().any(|k| range.contains(k))))
-            .map(|(_, handle)| handle.clone())
+    pub(crate) fn partitions(&self, keys: Option<&[u64]>) -> Vec<Reader> {
+        self.partitions
+            .iter()
+            .filter(|partition| keys.is_none_or(|keys| keys.iter().any(|k| partition.keys.contains(k))))
+            .map(|partition| partition.reader.clone())
             .collect()
     }
 
     /// The partitions a `partition_key = …` / `IN (…)` filter allows (all without one).
-    pub(crate) fn partitions_filtered(&self, pushdown: &Pushdown) -> Vec<PartitionHandle> {
+    pub(crate) fn partitions_filtered(&self, pushdown: &Pushdown) -> Vec<Reader> {
         let keys: Option<Vec<u64>> = pushdown
             .values("partition_key")
             .map(|values| values.iter().filter_map(|v| v.parse().ok()).collect());
@@ -127,7 +133,8 @@ pub(crate) fn storage(error: impl std::fmt::Display) -> DataFusionError {
 pub(crate) struct Provider {
     table: Arc<dyn SysTable>,
     schema: SchemaRef,
-    worker: WorkerSlot,
+    partitions: Partitions,
+    registry: SchemaCache,
 }
 
 impl std::fmt::Debug for Provider {
@@ -137,11 +144,12 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    pub(crate) fn new(table: Arc<dyn SysTable>, worker: WorkerSlot) -> Self {
+    pub(crate) fn new(table: Arc<dyn SysTable>, partitions: Partitions, schema: SchemaCache) -> Self {
         Self {
             schema: table.schema(),
             table,
-            worker,
+            partitions,
+            registry: schema,
         }
     }
 }
@@ -168,21 +176,28 @@ impl TableProvider for Provider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(worker) = self.worker.get().cloned() else {
+        let readers = self.partitions.readers().await.map_err(|error| {
+            DataFusionError::External(format!("cannot find the partitions to read: {error}").into())
+        })?;
+        if readers.is_empty() {
             return Err(DataFusionError::External(
-                "this node runs no worker, so it has no partitions to query; ask a node with the worker role".into(),
+                "this node runs no partition replicas (yet), so it has none to query; ask a node with the worker role"
+                    .into(),
             ));
-        };
+        }
         let scan = Scan {
             pushdown: Pushdown::from_filters(filters),
             projection: projection.cloned(),
             // With inexact filters DataFusion filters what the scan returns: no early stop.
             limit: limit.filter(|_| filters.is_empty()),
         };
-        let source = Source { worker };
+        let source = Source {
+            partitions: Arc::new(readers),
+            schema: self.registry.clone(),
+        };
         let partitions = self.table.partitions(&source, &scan);
         let slices = self.table.slices(&scan).clamp(1, partitions.len().max(1));
-        let mut split: Vec<VecDeque<PartitionHandle>> = vec![VecDeque::new(); slices];
+        let mut split: Vec<VecDeque<Reader>> = vec![VecDeque::new(); slices];
         for (i, partition) in partitions.into_iter().enumerate() {
             split[i % slices].push_back(partition);
         }
@@ -212,7 +227,7 @@ struct ScanExec {
     table: Arc<dyn SysTable>,
     source: Source,
     scan: Arc<Scan>,
-    slices: Vec<VecDeque<PartitionHandle>>,
+    slices: Vec<VecDeque<Reader>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }

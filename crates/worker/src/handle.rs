@@ -1,61 +1,23 @@
-//! How the ingress reaches the partition processors of this node: submit an invocation to the
-//! partition that owns its key, and wait for its result.
+//! This node's partition replicas as the partition API reaches them: submit an invocation to
+//! the partition that owns its key (through its log), and wait for its result.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use restate_types::InvocationId;
 use restate_types::metadata::Lsn;
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use restate_bifrost::Bifrost;
 
+use restate_partition_api::{
+    AttemptInfo, LocalPartition, Managed, Management, Output, PartitionApi, PartitionSnapshot, Restarted, SubmitError,
+    Terminated,
+};
+
 use crate::model::{InvocationResult, InvocationStatus, InvokeRequest, Phase, ResponseSink, SignalResult};
 use crate::processor::appender::{AppendError, Appender};
-use crate::schema_cache::SchemaCache;
 use crate::wal::{Command, Envelope, now_ms};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("partition {0} is not run on this node")]
-    NoPartition(u16),
-    /// Nothing reached the log: sending the same request again cannot run it twice.
-    #[error("partition {partition} did not take the request: {reason}; retrying is safe")]
-    Refused { partition: u16, reason: String },
-    /// The append failed in a way that leaves open whether the request was stored.
-    #[error(
-        "it is unknown whether partition {partition} stored the request ({reason}); sending it again could run \
-         it twice unless it carries an idempotency key"
-    )]
-    Unknown { partition: u16, reason: String },
-    /// The partition cannot apply its log (see its `failure`).
-    #[error("partition {partition} is failed: {reason}")]
-    Failed { partition: u16, reason: String },
-    #[error("partition {0} stopped before the invocation completed")]
-    Stopped(u16),
-    /// Too many requests wait for this invocation; newer ones took this one's place.
-    #[error("too many requests wait for this invocation's result; attach again")]
-    Evicted,
-    /// The request is stored (it will take effect), but its answer cannot come now: sending it
-    /// again would run it twice.
-    #[error(
-        "partition {partition} stored the request as invocation {id}, but cannot answer it now ({reason}); \
-         do not send it again: GET /restate/invocation/{id}/attach gives its result"
-    )]
-    Unanswered {
-        partition: u16,
-        id: InvocationId,
-        reason: String,
-    },
-}
-
-impl SubmitError {
-    /// Whether the same request may be sent again without running anything twice.
-    pub fn retry_is_safe(&self) -> bool {
-        !matches!(self, SubmitError::Unknown { .. } | SubmitError::Unanswered { .. })
-    }
-}
 
 /// What a waiting ingress request learns.
 #[derive(Debug)]
@@ -72,96 +34,6 @@ pub(crate) enum Answer {
 const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Waiters = Arc<Mutex<HashMap<u128, oneshot::Sender<Answer>>>>;
-
-/// Operations on one invocation through the admin API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Management {
-    Pause,
-    Resume,
-    Purge,
-    /// Delete the journal of a completed invocation, keep its result.
-    PurgeJournal,
-}
-
-/// What restarting an ended invocation as a new one did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restarted {
-    Started(InvocationId),
-    NotFound,
-    /// It has not ended: kill or cancel it first.
-    StillRunning,
-    /// It is scheduled or inboxed: there is nothing to restart yet.
-    NotStarted,
-    /// Its journal (with the input) is no longer kept.
-    JournalGone,
-    /// Workflows run once per key, so they cannot be restarted under a new id.
-    Workflow,
-}
-
-/// What a pause, resume or purge did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Managed {
-    Done,
-    NotFound,
-    /// Not in a state that allows it, and why.
-    Refused(String),
-}
-
-/// What a cancel or kill did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Terminated {
-    /// Ended (killed, or canceled before it started).
-    Done,
-    /// A running invocation was asked to cancel; it ends once its SDK handled the signal.
-    Requested,
-    NotFound,
-    AlreadyCompleted,
-}
-
-/// The worker of this node, once its role started (the ingress and admin API use it).
-pub type WorkerSlot = Arc<std::sync::OnceLock<WorkerHandle>>;
-
-/// An invocation's output as `GET …/output` sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    NotFound,
-    NotReady,
-    Completed(InvocationResult),
-}
-
-/// What a processor reports about itself (for `restatectl` and `/metrics`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PartitionSnapshot {
-    pub partition_id: u16,
-    pub applied_lsn: u64,
-    pub is_leader: bool,
-    pub leader_epoch: Option<u64>,
-    /// Why the partition cannot apply its log (it is held at a record, or its store fails);
-    /// while set, requests for it are refused at once.
-    pub failure: Option<String>,
-    /// Why its log could not be read for a while (it keeps trying).
-    pub log_problem: Option<String>,
-    /// Why its leader cannot deliver the outbox on (messages stay until they can be).
-    pub outbox_problem: Option<String>,
-}
-
-/// What the leader's invoker knows about an invocation it runs or retries: the in-memory part
-/// of `sys_invocation_state` (what the log holds is in the invocation status).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AttemptInfo {
-    /// An attempt is running now.
-    pub in_flight: bool,
-    /// Failed attempts since the journal last grew.
-    pub retry_count: u32,
-    pub last_start_at: Option<u64>,
-    /// When the next attempt starts, while backing off.
-    pub next_retry_at: Option<u64>,
-    pub deployment_id: Option<restate_types::DeploymentId>,
-    /// The SDK the deployment reported.
-    pub server: Option<String>,
-    /// Code and message of the last failed attempt.
-    pub last_failure: Option<(u16, String)>,
-}
 
 #[derive(Clone, Default)]
 pub struct PartitionState {
@@ -423,10 +295,17 @@ impl PartitionHandle {
             waiters.clear();
         }
     }
+}
+
+#[async_trait::async_trait]
+impl PartitionApi for PartitionHandle {
+    fn partition_id(&self) -> u16 {
+        self.partition_id
+    }
 
     /// Stores the invocation and waits for its result (at once if an idempotent duplicate
     /// finds it completed).
-    pub async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, Arc<InvocationResult>), SubmitError> {
+    async fn call(&self, mut request: InvokeRequest) -> Result<(InvocationId, Arc<InvocationResult>), SubmitError> {
         let id = request.id;
         let answer = self
             .request(Some(id), Some(id), |request_id| {
@@ -444,7 +323,7 @@ impl PartitionHandle {
 
     /// Stores the invocation; returns whether this created it (`false`: the idempotency key
     /// or id named one that exists).
-    pub async fn send(&self, mut request: InvokeRequest) -> Result<bool, SubmitError> {
+    async fn send(&self, mut request: InvokeRequest) -> Result<bool, SubmitError> {
         let id = request.id;
         let answer = self
             .request(None, Some(id), |request_id| {
@@ -462,7 +341,7 @@ impl PartitionHandle {
 
     /// Delivers a signal to an invocation of this partition (e.g. an awakeable's result);
     /// returns once it is durable.
-    pub async fn signal(&self, id: InvocationId, signal: u32, result: SignalResult) -> Result<(), SubmitError> {
+    async fn signal(&self, id: InvocationId, signal: u32, result: SignalResult) -> Result<(), SubmitError> {
         self.check_healthy()?;
         self.append(Command::NotifySignal { id, signal, result })
             .await
@@ -470,7 +349,7 @@ impl PartitionHandle {
     }
 
     /// Pauses, resumes or purges the invocation, if its state allows it (see [`Managed`]).
-    pub async fn manage(&self, id: InvocationId, operation: Management) -> Result<Managed, SubmitError> {
+    async fn manage(&self, id: InvocationId, operation: Management) -> Result<Managed, SubmitError> {
         let status = self.fresh_status(&id).await?;
         let Some(phase) = status.map(|s| s.phase) else {
             return Ok(Managed::NotFound);
@@ -494,7 +373,7 @@ impl PartitionHandle {
     }
 
     /// Starts a new invocation with the input of an ended one (see [`Restarted`]).
-    pub async fn restart_as_new(&self, id: InvocationId) -> Result<Restarted, SubmitError> {
+    async fn restart_as_new(&self, id: InvocationId) -> Result<Restarted, SubmitError> {
         let refusal = |status: Option<InvocationStatus>| -> Option<Restarted> {
             let Some(status) = status else {
                 return Some(Restarted::NotFound);
@@ -526,7 +405,7 @@ impl PartitionHandle {
 
     /// Replaces the whole state of an object or workflow key; returns once it is durable (it
     /// takes effect when no handler runs on the key).
-    pub async fn patch_state(
+    async fn patch_state(
         &self,
         service: String,
         key: String,
@@ -544,7 +423,7 @@ impl PartitionHandle {
     }
 
     /// Cancels or kills the invocation (see [`Terminated`]).
-    pub async fn terminate(&self, id: InvocationId, kill: bool) -> Result<Terminated, SubmitError> {
+    async fn terminate(&self, id: InvocationId, kill: bool) -> Result<Terminated, SubmitError> {
         let status = self.fresh_status(&id).await?;
         let terminated = match status.map(|s| s.phase) {
             None => return Ok(Terminated::NotFound),
@@ -557,7 +436,7 @@ impl PartitionHandle {
     }
 
     /// Waits for the result of an existing invocation; `None` if there is none.
-    pub async fn attach(&self, id: InvocationId) -> Result<Option<Arc<InvocationResult>>, SubmitError> {
+    async fn attach(&self, id: InvocationId) -> Result<Option<Arc<InvocationResult>>, SubmitError> {
         let answer = self
             .request(Some(id), None, |request_id| Command::Attach {
                 id,
@@ -573,8 +452,8 @@ impl PartitionHandle {
     }
 
     /// The invocation's result if it completed (and is still kept), without waiting.
-    pub async fn output(&self, id: &InvocationId) -> Result<Output, SubmitError> {
-        let status = self.fresh_status(id).await?;
+    async fn output(&self, id: InvocationId) -> Result<Output, SubmitError> {
+        let status = self.fresh_status(&id).await?;
         Ok(match status {
             None => Output::NotFound,
             Some(InvocationStatus {
@@ -587,34 +466,24 @@ impl PartitionHandle {
     }
 }
 
-/// The worker of this node as the ingress uses it; cheap to clone.
+/// The worker of this node, as the node sees it; cheap to clone.
 #[derive(Clone)]
 pub struct WorkerHandle {
     pub(crate) partitions: Arc<Vec<(std::ops::RangeInclusive<u64>, PartitionHandle)>>,
-    pub(crate) schema: SchemaCache,
-    pub(crate) settings: crate::WorkerSettings,
 }
 
 impl WorkerHandle {
-    /// The partition that owns `partition_key`.
-    pub fn partition_for(&self, partition_key: u64) -> Option<&PartitionHandle> {
+    /// Every partition replica of this node, for the partition API to route to in-process.
+    pub fn local_partitions(&self) -> Vec<LocalPartition> {
         self.partitions
             .iter()
-            .find(|(range, _)| range.contains(&partition_key))
-            .map(|(_, handle)| handle)
-    }
-
-    pub fn schema(&self) -> &SchemaCache {
-        &self.schema
-    }
-
-    pub fn settings(&self) -> &crate::WorkerSettings {
-        &self.settings
-    }
-
-    /// Every partition of this node, with the partition keys each owns.
-    pub fn partition_handles(&self) -> impl Iterator<Item = (&std::ops::RangeInclusive<u64>, &PartitionHandle)> {
-        self.partitions.iter().map(|(range, handle)| (range, handle))
+            .map(|(keys, handle)| LocalPartition {
+                partition_id: handle.partition_id,
+                keys: keys.clone(),
+                api: Arc::new(handle.clone()),
+                reader: Arc::new(handle.clone()),
+            })
+            .collect()
     }
 
     pub fn partitions(&self) -> Vec<PartitionSnapshot> {

@@ -2,78 +2,28 @@
 //! They read the partition store directly (RocksDB reads never wait for the processor) and
 //! decode the worker's own key and value layouts, so the query engine never needs to know them.
 
-use bytes::Bytes;
 use restate_partition_store::{Key, PartitionStoreError, TableKind};
 use restate_types::InvocationId;
+
+use std::collections::HashMap;
+
+use restate_partition_api::introspect::{InboxRow, JournalRow, KeyScope, LockRow, Page, Paged, PromiseRow, StateRow};
+use restate_partition_api::{AttemptInfo, PartitionReader, PartitionSnapshot, ReadError};
 
 use crate::handle::PartitionHandle;
 use crate::model::{InboxEntry, InvocationStatus, LockHolder, PromiseState};
 use crate::state_machine::{decode_entry, entry_appended_at, journal_prefix, status_key};
 
-/// One entry of an object's or workflow's state.
-#[derive(Debug, Clone)]
-pub struct StateRow {
-    pub service: String,
-    pub key: String,
-    pub name: Vec<u8>,
-    pub value: Vec<u8>,
-}
-
-/// One entry of a virtual object key's inbox.
-#[derive(Debug, Clone)]
-pub struct InboxRow {
-    pub service: String,
-    pub key: String,
-    pub sequence_number: u64,
-    pub entry: InboxEntry,
-}
-
-/// The invocation holding an object key's exclusive lock.
-#[derive(Debug, Clone)]
-pub struct LockRow {
-    pub service: String,
-    pub key: String,
-    pub holder: InvocationId,
-}
-
-/// A workflow's durable promise.
-#[derive(Debug, Clone)]
-pub struct PromiseRow {
-    pub service: String,
-    pub key: String,
-    pub name: String,
-    pub promise: PromiseState,
-}
-
-/// One journal entry: its index, protocol message type and payload.
-#[derive(Debug, Clone)]
-pub struct JournalRow {
-    pub index: u32,
-    pub message_type: u16,
-    pub payload: Bytes,
-    /// When it was appended (ms since the epoch).
-    pub appended_at: Option<u64>,
-}
-
-/// Which (service, key) rows a scan reads: all, one service, or one key of one service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KeyScope<'a> {
-    pub service: Option<&'a str>,
-    /// Only with `service`.
-    pub key: Option<&'a str>,
-}
-
-impl KeyScope<'_> {
-    fn prefix(&self, table: TableKind) -> Key {
-        let mut prefix = Key::new(table);
-        if let Some(service) = self.service {
-            prefix = prefix.str(service);
-            if let Some(key) = self.key {
-                prefix = prefix.str(key);
-            }
+/// The store key prefix of the rows a scope selects in `table`.
+fn scope_prefix(scope: &KeyScope<'_>, table: TableKind) -> Key {
+    let mut prefix = Key::new(table);
+    if let Some(service) = scope.service {
+        prefix = prefix.str(service);
+        if let Some(key) = scope.key {
+            prefix = prefix.str(key);
         }
-        prefix
     }
+    prefix
 }
 
 /// Reads a length-prefixed field of a key at `offset`; returns it and the offset after it.
@@ -101,22 +51,6 @@ fn corrupt(table: &str, reason: impl ToString) -> PartitionStoreError {
     }
 }
 
-/// Where a listing continues (after this raw store key; from the start without one) and how
-/// many rows it reads at most: the query engine walks a table in bounded steps.
-#[derive(Debug, Clone, Copy)]
-pub struct Page<'a> {
-    pub after: Option<&'a [u8]>,
-    pub limit: usize,
-}
-
-/// One step of a listing: rows with their raw store keys, and whether more may follow (the
-/// key of the last row, to pass as [`Page::after`]).
-#[derive(Debug)]
-pub struct Paged<T> {
-    pub rows: Vec<(Vec<u8>, T)>,
-    pub more: Option<Vec<u8>>,
-}
-
 impl PartitionHandle {
     /// Up to `page.limit` raw rows under `prefix`.
     fn page(&self, prefix: &Key, page: Page<'_>) -> Result<Paged<Vec<u8>>, PartitionStoreError> {
@@ -136,127 +70,153 @@ impl PartitionHandle {
         };
         Ok(Paged { rows: entries, more })
     }
+}
 
-    /// The status of one invocation of this partition, if it has one.
-    pub fn invocation_status(&self, id: &InvocationId) -> Result<Option<InvocationStatus>, PartitionStoreError> {
-        self.store.get::<InvocationStatus>(&status_key(id))
+/// A store error as the query engine reports it.
+fn read_error(error: PartitionStoreError) -> ReadError {
+    ReadError(error.to_string())
+}
+
+impl PartitionReader for PartitionHandle {
+    fn snapshot(&self) -> PartitionSnapshot {
+        self.state.snapshot()
     }
 
-    /// Invocation statuses of this partition, a page at a time (rows that do not decode are
-    /// skipped).
-    pub fn invocation_statuses(
-        &self,
-        page: Page<'_>,
-    ) -> Result<Paged<(InvocationId, InvocationStatus)>, PartitionStoreError> {
-        let Paged { rows: entries, more } = self.page(&Key::new(TableKind::InvocationStatus), page)?;
-        let rows = entries
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let id = InvocationId::from_raw(&key[2..])?;
-                let status = postcard::from_bytes::<InvocationStatus>(&value).ok()?;
-                Some((key, (id, status)))
-            })
-            .collect();
-        Ok(Paged { rows, more })
+    fn attempts(&self) -> HashMap<InvocationId, AttemptInfo> {
+        self.state.attempts()
     }
 
-    /// The journal of one invocation, in order.
-    pub fn journal(&self, id: &InvocationId) -> Result<Vec<JournalRow>, PartitionStoreError> {
-        let prefix = journal_prefix(id);
-        let offset = prefix.as_bytes().len();
-        let mut rows = Vec::new();
-        for (key, value) in self.store.scan_raw(prefix.as_bytes())? {
-            let index = restate_partition_store::read_u32(&key, offset).ok_or_else(|| corrupt("j2", "short key"))?;
-            let (message_type, payload) = decode_entry(&value).ok_or_else(|| corrupt("j2", "short entry"))?;
-            rows.push(JournalRow {
-                index,
-                message_type,
-                payload,
-                appended_at: entry_appended_at(&value),
-            });
-        }
-        Ok(rows)
+    fn invocation_status(&self, id: &InvocationId) -> Result<Option<InvocationStatus>, ReadError> {
+        let read = || -> Result<Option<InvocationStatus>, PartitionStoreError> {
+            self.store.get::<InvocationStatus>(&status_key(id))
+        };
+        read().map_err(read_error)
     }
 
-    /// State entries of objects and workflows in `scope`, a page at a time.
-    pub fn state(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<StateRow>, PartitionStoreError> {
-        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::State), page)?;
-        let mut rows = Vec::new();
-        for (raw, value) in entries {
-            let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("st", "bad key"))?;
-            let name = raw[next..].to_vec();
-            rows.push((
-                raw,
-                StateRow {
-                    service,
-                    key,
-                    name,
-                    value,
-                },
-            ));
-        }
-        Ok(Paged { rows, more })
+    fn invocation_statuses(&self, page: Page<'_>) -> Result<Paged<(InvocationId, InvocationStatus)>, ReadError> {
+        let read = || -> Result<Paged<(InvocationId, InvocationStatus)>, PartitionStoreError> {
+            let Paged { rows: entries, more } = self.page(&Key::new(TableKind::InvocationStatus), page)?;
+            let rows = entries
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let id = InvocationId::from_raw(&key[2..])?;
+                    let status = postcard::from_bytes::<InvocationStatus>(&value).ok()?;
+                    Some((key, (id, status)))
+                })
+                .collect();
+            Ok(Paged { rows, more })
+        };
+        read().map_err(read_error)
     }
 
-    /// Inbox entries of object keys in `scope`, in order per key, a page at a time.
-    pub fn inbox(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<InboxRow>, PartitionStoreError> {
-        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::Inbox), page)?;
-        let mut rows = Vec::new();
-        for (raw, value) in entries {
-            let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("ib", "bad key"))?;
-            let sequence_number = restate_partition_store::read_u64(&raw, next).unwrap_or_default();
-            let entry = postcard::from_bytes::<InboxEntry>(&value).map_err(|e| corrupt("ib", e))?;
-            rows.push((
-                raw,
-                InboxRow {
-                    service,
-                    key,
-                    sequence_number,
-                    entry,
-                },
-            ));
-        }
-        Ok(Paged { rows, more })
+    fn journal(&self, id: &InvocationId) -> Result<Vec<JournalRow>, ReadError> {
+        let read = || -> Result<Vec<JournalRow>, PartitionStoreError> {
+            let prefix = journal_prefix(id);
+            let offset = prefix.as_bytes().len();
+            let mut rows = Vec::new();
+            for (key, value) in self.store.scan_raw(prefix.as_bytes())? {
+                let index =
+                    restate_partition_store::read_u32(&key, offset).ok_or_else(|| corrupt("j2", "short key"))?;
+                let (message_type, payload) = decode_entry(&value).ok_or_else(|| corrupt("j2", "short entry"))?;
+                rows.push(JournalRow {
+                    index,
+                    message_type,
+                    payload,
+                    appended_at: entry_appended_at(&value),
+                });
+            }
+            Ok(rows)
+        };
+        read().map_err(read_error)
     }
 
-    /// Locked object keys in `scope` and who holds each, a page at a time.
-    pub fn locks(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<LockRow>, PartitionStoreError> {
-        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::ServiceLock), page)?;
-        let mut rows = Vec::new();
-        for (raw, value) in entries {
-            let (service, key, _) = service_and_key(&raw).ok_or_else(|| corrupt("ss", "bad key"))?;
-            let holder = postcard::from_bytes::<LockHolder>(&value).map_err(|e| corrupt("ss", e))?;
-            rows.push((
-                raw,
-                LockRow {
-                    service,
-                    key,
-                    holder: holder.id,
-                },
-            ));
-        }
-        Ok(Paged { rows, more })
+    fn state(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<StateRow>, ReadError> {
+        let read = || -> Result<Paged<StateRow>, PartitionStoreError> {
+            let Paged { rows: entries, more } = self.page(&scope_prefix(&scope, TableKind::State), page)?;
+            let mut rows = Vec::new();
+            for (raw, value) in entries {
+                let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("st", "bad key"))?;
+                let name = raw[next..].to_vec();
+                rows.push((
+                    raw,
+                    StateRow {
+                        service,
+                        key,
+                        name,
+                        value,
+                    },
+                ));
+            }
+            Ok(Paged { rows, more })
+        };
+        read().map_err(read_error)
     }
 
-    /// Durable promises of workflows in `scope`, a page at a time.
-    pub fn promises(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<PromiseRow>, PartitionStoreError> {
-        let Paged { rows: entries, more } = self.page(&scope.prefix(TableKind::Promise), page)?;
-        let mut rows = Vec::new();
-        for (raw, value) in entries {
-            let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("pr", "bad key"))?;
-            let (name, _) = read_field(&raw, next).ok_or_else(|| corrupt("pr", "bad key"))?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            let promise = postcard::from_bytes::<PromiseState>(&value).map_err(|e| corrupt("pr", e))?;
-            rows.push((
-                raw,
-                PromiseRow {
-                    service,
-                    key,
-                    name,
-                    promise,
-                },
-            ));
-        }
-        Ok(Paged { rows, more })
+    fn inbox(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<InboxRow>, ReadError> {
+        let read = || -> Result<Paged<InboxRow>, PartitionStoreError> {
+            let Paged { rows: entries, more } = self.page(&scope_prefix(&scope, TableKind::Inbox), page)?;
+            let mut rows = Vec::new();
+            for (raw, value) in entries {
+                let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("ib", "bad key"))?;
+                let sequence_number = restate_partition_store::read_u64(&raw, next).unwrap_or_default();
+                let entry = postcard::from_bytes::<InboxEntry>(&value).map_err(|e| corrupt("ib", e))?;
+                rows.push((
+                    raw,
+                    InboxRow {
+                        service,
+                        key,
+                        sequence_number,
+                        entry,
+                    },
+                ));
+            }
+            Ok(Paged { rows, more })
+        };
+        read().map_err(read_error)
+    }
+
+    fn locks(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<LockRow>, ReadError> {
+        let read = || -> Result<Paged<LockRow>, PartitionStoreError> {
+            let Paged { rows: entries, more } = self.page(&scope_prefix(&scope, TableKind::ServiceLock), page)?;
+            let mut rows = Vec::new();
+            for (raw, value) in entries {
+                let (service, key, _) = service_and_key(&raw).ok_or_else(|| corrupt("ss", "bad key"))?;
+                let holder = postcard::from_bytes::<LockHolder>(&value).map_err(|e| corrupt("ss", e))?;
+                rows.push((
+                    raw,
+                    LockRow {
+                        service,
+                        key,
+                        holder: holder.id,
+                    },
+                ));
+            }
+            Ok(Paged { rows, more })
+        };
+        read().map_err(read_error)
+    }
+
+    fn promises(&self, scope: KeyScope<'_>, page: Page<'_>) -> Result<Paged<PromiseRow>, ReadError> {
+        let read = || -> Result<Paged<PromiseRow>, PartitionStoreError> {
+            let Paged { rows: entries, more } = self.page(&scope_prefix(&scope, TableKind::Promise), page)?;
+            let mut rows = Vec::new();
+            for (raw, value) in entries {
+                let (service, key, next) = service_and_key(&raw).ok_or_else(|| corrupt("pr", "bad key"))?;
+                let (name, _) = read_field(&raw, next).ok_or_else(|| corrupt("pr", "bad key"))?;
+                let name = String::from_utf8_lossy(name).into_owned();
+                let promise = postcard::from_bytes::<PromiseState>(&value).map_err(|e| corrupt("pr", e))?;
+                rows.push((
+                    raw,
+                    PromiseRow {
+                        service,
+                        key,
+                        name,
+                        promise,
+                    },
+                ));
+            }
+            Ok(Paged { rows, more })
+        };
+        read().map_err(read_error)
     }
 }

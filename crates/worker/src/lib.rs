@@ -3,12 +3,11 @@
 //! `OVERVIEW.md` for how a call flows through the log.
 
 mod handle;
-pub mod introspect;
+mod introspect;
 pub mod leadership;
 mod metrics;
 pub mod model;
 mod processor;
-mod schema_cache;
 mod settings;
 pub mod state_machine;
 pub mod wal;
@@ -23,16 +22,12 @@ use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use handle::{
-    AttemptInfo, Managed, Management, Output, PartitionHandle, PartitionSnapshot, Restarted, SubmitError, Terminated,
-    WorkerHandle, WorkerSlot,
-};
+pub use handle::{PartitionHandle, WorkerHandle};
 pub use leadership::EpochMetadata;
 pub use leadership::election::preference;
 pub use metrics::WorkerMetrics;
-pub use processor::invocation::invocation_id_of;
 pub use processor::{SkippedRecords, skipped_records_key};
-pub use schema_cache::SchemaCache;
+pub use restate_partition_api::invocation_id_of;
 pub use settings::WorkerSettings;
 
 use crate::processor::appender::Appender;
@@ -57,12 +52,14 @@ pub struct Worker {
 
 impl Worker {
     /// Opens the partition store and starts a processor for every partition of the table.
+    /// `schema` is the node's copy of the schema registry (the node keeps it fresh).
     pub async fn start(
         config: &Configuration,
         bifrost: Bifrost,
         metadata: MetadataClient,
         node_id: u32,
         view: restate_types::ClusterView,
+        schema: restate_metadata_store::SchemaCache,
         metrics: WorkerMetrics,
     ) -> Result<Self, WorkerError> {
         let table = match metadata.get_json::<PartitionTable>(PARTITION_TABLE_KEY).await {
@@ -79,8 +76,8 @@ impl Worker {
         let stores = tokio::task::spawn_blocking(move || PartitionStores::open(&path, ids))
             .await
             .map_err(|e| WorkerError::Invoker(e.to_string()))??;
-        let mut ctx =
-            ProcessorCtx::new(config, bifrost.clone(), metadata, node_id, view).map_err(WorkerError::Invoker)?;
+        let mut ctx = ProcessorCtx::new(config, bifrost.clone(), metadata, node_id, view, schema)
+            .map_err(WorkerError::Invoker)?;
         ctx.metrics = metrics;
         ctx.partitions = table
             .partitions
@@ -94,7 +91,7 @@ impl Worker {
         }
         let ctx = Arc::new(ctx);
         let cancel = CancellationToken::new();
-        let mut tasks = vec![ctx.schema.spawn_refresher(cancel.clone())];
+        let mut tasks = Vec::new();
         let mut partitions = Vec::new();
         // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
         let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
@@ -122,8 +119,6 @@ impl Worker {
         Ok(Self {
             handle: WorkerHandle {
                 partitions: Arc::new(partitions),
-                schema: ctx.schema.clone(),
-                settings: ctx.settings.clone(),
             },
             cancel,
             tasks,

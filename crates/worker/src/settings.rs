@@ -8,9 +8,11 @@ use restate_invoker::{AttemptError, ErrorBehavior};
 use restate_service_protocol::ServiceProtocolVersion;
 use restate_types::DeploymentId;
 use restate_types::manifest;
-use restate_types::schema::{DeploymentService, SchemaRegistry};
+use restate_types::schema::SchemaRegistry;
 
-use crate::model::{InvocationStatus, InvocationTarget, Retention, RetryPolicy};
+use restate_partition_api::RetentionDefaults;
+
+use crate::model::{InvocationStatus, InvocationTarget, RetryPolicy};
 use crate::processor::{PreparedAttempt, deployment_of};
 use crate::wal::Effect;
 
@@ -21,9 +23,7 @@ pub struct WorkerSettings {
     pub retry: RetryPolicy,
     pub max_protocol: ServiceProtocolVersion,
     pub message_size_limit: usize,
-    pub idempotency_retention: Duration,
-    pub workflow_completion_retention: Duration,
-    pub journal_retention: Duration,
+    pub retention: RetentionDefaults,
     pub cleanup_interval: Duration,
     /// Timers a leader holds in memory per partition.
     pub timers_in_memory: usize,
@@ -47,58 +47,10 @@ impl WorkerSettings {
                 false => ServiceProtocolVersion::DEFAULT_MAX,
             },
             message_size_limit: usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
-            idempotency_retention: config.default_idempotency_retention,
-            workflow_completion_retention: config.default_workflow_completion_retention,
-            journal_retention: config.default_journal_retention,
+            retention: RetentionDefaults::from_config(config),
             cleanup_interval: config.worker.cleanup_interval.max(Duration::from_millis(100)),
             timers_in_memory: config.worker.num_timers_in_memory_limit.max(1),
         }
-    }
-
-    /// How long (ms) a new invocation of `target` keeps its result and its journal once it
-    /// ended, fixed at creation. A workflow's `run` keeps its result for the workflow completion
-    /// retention and an idempotent one for the idempotency retention (duplicates must find it);
-    /// their journal is kept no longer than that. Any other keeps both for the journal retention.
-    pub fn retention_of(
-        &self,
-        service: &DeploymentService,
-        target: &crate::model::InvocationTarget,
-        idempotency_key: Option<&str>,
-    ) -> Retention {
-        let handler = service.manifest.handlers.iter().find(|h| h.name == target.handler);
-        let journal = handler
-            .and_then(|h| h.settings.journal_retention)
-            .or(service.overrides.journal_retention)
-            .or(service.manifest.settings.journal_retention)
-            .unwrap_or(self.journal_retention.as_millis() as u64);
-        let completion = if target.handler_type == restate_types::manifest::HandlerType::Workflow {
-            handler
-                .and_then(|h| h.workflow_completion_retention)
-                .or(service.overrides.workflow_completion_retention)
-                .unwrap_or(self.workflow_completion_retention.as_millis() as u64)
-        } else if idempotency_key.is_some() {
-            self.idempotency_retention_of(service, &target.handler)
-        } else {
-            return Retention {
-                completion: journal,
-                journal,
-            };
-        };
-        Retention {
-            completion,
-            journal: journal.min(completion),
-        }
-    }
-
-    /// How long (ms) an idempotent invocation of `handler` keeps its result: the handler's
-    /// setting, the service's as the admin API overrode it, the manifest's, or ours.
-    pub fn idempotency_retention_of(&self, service: &DeploymentService, handler: &str) -> u64 {
-        let handler = service.manifest.handlers.iter().find(|h| h.name == handler);
-        handler
-            .and_then(|h| h.settings.idempotency_retention)
-            .or(service.overrides.idempotency_retention)
-            .or(service.manifest.settings.idempotency_retention)
-            .unwrap_or(self.idempotency_retention.as_millis() as u64)
     }
 
     /// The retry policy of a handler: the handler's keys, then the service's, then ours.

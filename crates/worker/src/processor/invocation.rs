@@ -14,9 +14,9 @@ use prost::Message as _;
 use restate_invoker::{Attempt, AttemptError, AttemptEvent, AttemptOutcome, ErrorBehavior, JournalFrame, run_attempt};
 use restate_partition_store::{PartitionStore, PartitionStoreError};
 use restate_service_protocol::{Encoder, Message, MessageType, ServiceProtocolVersion, proto};
+use restate_types::InvocationId;
 use restate_types::manifest::ServiceType;
 use restate_types::metadata::Lsn;
-use restate_types::{InvocationId, partition_key_of};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -550,9 +550,13 @@ impl AttemptDriver {
         if idempotency_key == Some("") {
             return Err(not_found("a call's idempotency key must not be empty".into()));
         }
-        let retention = self.ctx.settings.retention_of(registered, &target, idempotency_key);
+        let retention = self
+            .ctx
+            .settings
+            .retention
+            .retention_of(registered, &target, idempotency_key);
         Ok(ResolvedCall {
-            callee: invocation_id_of(&target, idempotency_key),
+            callee: restate_partition_api::invocation_id_of(&target, idempotency_key),
             target,
             idempotency_key: idempotency_key.map(str::to_owned),
             retention,
@@ -625,41 +629,6 @@ fn live_frame(version: ServiceProtocolVersion, acks: &HashSet<u32>, note: LiveNo
 /// The seed SDKs derive randomness from: the same for every attempt of an invocation.
 fn random_seed(id: &InvocationId) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&id.to_raw())
-}
-
-/// The id of a new invocation of `target`: derived from the idempotency key when there is
-/// one (the same key names the same invocation), else time-ordered and random. Keyed targets
-/// live in their key's partition; idempotent calls of plain services in the key's.
-pub fn invocation_id_of(target: &InvocationTarget, idempotency_key: Option<&str>) -> InvocationId {
-    let partition_key = match (&target.key, idempotency_key) {
-        (Some(key), _) => partition_key_of(key.as_bytes()),
-        (None, Some(idempotency_key)) => partition_key_of(idempotency_key.as_bytes()),
-        (None, None) => rand::random(),
-    };
-    if target.handler_type == restate_types::manifest::HandlerType::Workflow {
-        // One `run` per workflow key: its id names the workflow instance.
-        return InvocationId::deterministic(
-            partition_key,
-            &restate_types::InvocationSeed::Workflow {
-                scope: None,
-                service: &target.service,
-                key: target.key.as_deref().unwrap_or_default(),
-            },
-        );
-    }
-    match idempotency_key {
-        Some(idempotency_key) => InvocationId::deterministic(
-            partition_key,
-            &restate_types::InvocationSeed::Idempotent {
-                scope: None,
-                service: &target.service,
-                key: target.key.as_deref(),
-                handler: &target.handler,
-                idempotency_key,
-            },
-        ),
-        None => InvocationId::generate(partition_key),
-    }
 }
 
 impl RetryPolicy {

@@ -34,10 +34,10 @@ use self::timers::TimerQueue;
 use crate::handle::{Answer, PartitionHandle};
 use crate::leadership::election::Election;
 use crate::model::InvocationStatus;
-use crate::schema_cache::SchemaCache;
 use crate::settings::WorkerSettings;
 use crate::state_machine::{self, Action, StateMachine};
 use crate::wal::{Command, Effect, Envelope, now_ms};
+use restate_metadata_store::SchemaCache;
 
 pub(crate) mod appender;
 pub(crate) mod invocation;
@@ -90,11 +90,12 @@ impl ProcessorCtx {
         metadata: MetadataClient,
         node_id: u32,
         view: restate_types::ClusterView,
+        schema: SchemaCache,
     ) -> Result<Self, String> {
         let client = InvokerClient::new(config.worker.invoker.connect_timeout).map_err(|e| e.to_string())?;
         Ok(Self {
             bifrost,
-            schema: SchemaCache::new(metadata.clone()),
+            schema,
             metadata,
             client,
             settings: WorkerSettings::from_config(config),

@@ -1,11 +1,11 @@
-//! The schema registry as the worker and ingress read it: a copy of `schema_registry`
+//! The schema registry as the worker, the ingress and the admin API read it: a copy of `schema_registry`
 //! refreshed in the background and on demand (a service that is not known yet may have been
 //! registered a moment ago).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use restate_metadata_store::MetadataClient;
+use crate::MetadataClient;
 use restate_types::metadata::SCHEMA_REGISTRY_KEY;
 use restate_types::schema::SchemaRegistry;
 
