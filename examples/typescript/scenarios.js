@@ -40,6 +40,19 @@ const runner = restate.service({
       await appendTag(ctx, `${tag}:done`);
       return tag;
     },
+    // `steps` journaled steps of `ms` each, recording when each began and ended (ms since the
+    // epoch): a test can tell whether two executions of the invocation ever ran steps at once.
+    steps: async (ctx, { tag, steps, ms }) => {
+      for (let i = 0; i < steps; i++) {
+        await ctx.run(`step ${i}`, async () => {
+          fs.appendFileSync(sideEffectFile(), `${tag} ${i} begin ${Date.now()}\n`);
+          await new Promise((resolve) => setTimeout(resolve, ms));
+          fs.appendFileSync(sideEffectFile(), `${tag} ${i} end ${Date.now()}\n`);
+          return i;
+        });
+      }
+      return steps;
+    },
   },
 });
 

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use restate_cluster_tests::chaos::NetworkFaults;
 use restate_cluster_tests::servers::SdkService;
-use restate_cluster_tests::{Cluster, TestNode, example_config, restatectl_json};
+use restate_cluster_tests::{Cluster, MetadataHttp, TestNode, example_config, restatectl_json};
 use serde_json::json;
 
 use crate::invocations::{Client, START_TIMEOUT, side_effects, wait_for_side_effect};
@@ -169,6 +170,181 @@ async fn calls_keep_succeeding_through_the_other_nodes_while_each_node_is_killed
     }
     assert!(counts.contains_key("timer"), "{counts:?}");
     Ok(())
+}
+
+/// A leader cut off from the other nodes (nftables drops what it sends to their fabric ports
+/// and what they send to its) while its invocation runs one journaled step after another.
+/// The others take over; the cut-off leader stops running the invocation before they start it
+/// (its lease runs out before their failover silence), so no two executions ever run a step at
+/// the same time, and the invocation completes once with every step's result.
+#[tokio::test]
+async fn a_cut_off_leader_stops_its_invocation_before_another_node_runs_it() -> anyhow::Result<()> {
+    let network = match NetworkFaults::new(3) {
+        Ok(network) => network,
+        Err(reason) => {
+            eprintln!("not run: this machine cannot cut a node off ({reason})");
+            return Ok(());
+        }
+    };
+    let mut cluster = Cluster::start(3, Some(example_config("cluster-3/n1.toml")), |i, spec| {
+        spec.env("RESTATE_AUTO_PROVISION", "true").cgroup(network.cgroup(i))
+    });
+    cluster.wait_all_alive(START_TIMEOUT).await?;
+    let effects = cluster.dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let clients: Vec<Client> = cluster.nodes.iter().map(Client::new).collect();
+    clients[0].register(json!({"uri": service.uri})).await?;
+    for client in &clients {
+        client.eventually("Counter/warmup/add", json!(0), json!(0)).await?;
+    }
+    wait_for_balanced_leaders(&cluster)
+        .await
+        .map_err(|listing| anyhow::anyhow!("leaders did not spread: {listing}"))?;
+
+    const STEPS: u64 = 40;
+    let started = clients[0]
+        .call("Runner/steps/send", json!({"tag": "cut", "steps": STEPS, "ms": 100}))
+        .await?;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = invocation_id(&started.json());
+    let names = node_names(&cluster);
+    let (partition, leader) = leader_of_invocation(&cluster, &names, &id).await?;
+    wait_for_line(&effects, "cut 3 end").await?;
+
+    let fabric_ports: Vec<u16> = cluster.nodes.iter().map(|n| n.ports.fabric).collect();
+    network.partition(leader, &fabric_ports).map_err(anyhow::Error::msg)?;
+    // Another node takes the partition over while the leader is cut off.
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.nodes[i].fabric_url())
+        .collect();
+    let deadline = tokio::time::Instant::now() + RESUME_WITHIN;
+    let old_leader = format!("node-{}", leader + 1);
+    loop {
+        let listing = restatectl_json(&["-s", &others.join(","), "partitions", "list", "--json"]);
+        let now = listing
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["partition_id"] == partition))
+            .and_then(|p| p["leader"].as_str().map(str::to_owned));
+        if now.is_some_and(|node| names.get(&node).is_some_and(|name| *name != old_leader)) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no other node took partition {partition} over: {listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    network.heal().map_err(anyhow::Error::msg)?;
+
+    let output = wait_for_output(&clients[(leader + 1) % 3], &id).await?;
+    assert_eq!(output, json!(STEPS));
+    // Every execution of a step, in the order they began: none began before the one before
+    // it ended, whichever node ran them.
+    let mut executions = step_executions(&effects, "cut");
+    executions.sort_by_key(|e| (e.1, e.2));
+    for pair in executions.windows(2) {
+        let ((step_a, began_a, ended_a), (step_b, began_b, _)) = (pair[0], pair[1]);
+        assert!(
+            began_b >= ended_a,
+            "step {step_b} began at {began_b} while step {step_a} (begun {began_a}) ran until {ended_a}: two nodes ran the invocation at once"
+        );
+    }
+    let ran: HashSet<u64> = executions.iter().map(|e| e.0).collect();
+    assert_eq!(ran.len() as u64, STEPS, "{executions:?}");
+    assert!(
+        executions.len() as u64 <= STEPS + 2,
+        "steps ran again more than the one or two in flight at the cut: {executions:?}"
+    );
+    Ok(())
+}
+
+/// The partition an invocation belongs to and the index of the node leading it.
+async fn leader_of_invocation(
+    cluster: &Cluster,
+    names: &HashMap<String, String>,
+    id: &str,
+) -> anyhow::Result<(u64, usize)> {
+    let key = id
+        .parse::<restate_types::InvocationId>()
+        .map_err(|e| anyhow::anyhow!("bad invocation id {id}: {e}"))?
+        .partition_key;
+    let (_, table) = MetadataHttp::new()
+        .get(&cluster.nodes[0].admin_url(), "partition_table")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no partition table"))?;
+    let table: restate_types::metadata::PartitionTable = serde_json::from_slice(&table)?;
+    let partition = table
+        .partitions
+        .iter()
+        .find(|p| (p.key_range_start..=p.key_range_end).contains(&key))
+        .map(|p| u64::from(p.id))
+        .ok_or_else(|| anyhow::anyhow!("no partition owns key {key}"))?;
+    let listing = restatectl_json(&["-s", &cluster.address_list(), "partitions", "list", "--json"]);
+    let leader = listing
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["partition_id"] == partition))
+        .and_then(|p| p["leader"].as_str())
+        .and_then(|node| names.get(node))
+        .and_then(|name| name.strip_prefix("node-")?.parse::<usize>().ok())
+        .ok_or_else(|| anyhow::anyhow!("partition {partition} has no leader: {listing}"))?;
+    Ok((partition, leader - 1))
+}
+
+/// The name (`node-2`) of each node by id (`N2`).
+fn node_names(cluster: &Cluster) -> HashMap<String, String> {
+    let nodes = restatectl_json(&["-s", &cluster.address_list(), "nodes", "list", "--json"]);
+    nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["node_id"].as_str()?.to_owned(), n["name"].as_str()?.to_owned())))
+        .collect()
+}
+
+async fn wait_for_line(effects: &std::path::Path, prefix: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !side_effects(effects).keys().any(|line| line.starts_with(prefix)) {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no line {prefix}… appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// (step, began, ended) of every execution of a step of `Runner/steps` tagged `tag`, in file
+/// order; an execution that never ended counts as running until now.
+fn step_executions(effects: &std::path::Path, tag: &str) -> Vec<(u64, u64, u64)> {
+    let mut open: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut done = Vec::new();
+    for line in std::fs::read_to_string(effects).unwrap_or_default().lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [line_tag, step, what, at] = fields[..] else {
+            continue;
+        };
+        let (Ok(step), Ok(at)) = (step.parse::<u64>(), at.parse::<u64>()) else {
+            continue;
+        };
+        if line_tag != tag {
+            continue;
+        }
+        match what {
+            "begin" => open.entry(step).or_default().push(at),
+            "end" => {
+                if let Some(began) = open.get_mut(&step).and_then(|b| (!b.is_empty()).then(|| b.remove(0))) {
+                    done.push((step, began, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for (step, begun) in open {
+        done.extend(begun.into_iter().map(|began| (step, began, now)));
+    }
+    done
 }
 
 fn invocation_id(accepted: &serde_json::Value) -> String {

@@ -20,6 +20,13 @@ pub(crate) const LEAD_GRACE: Duration = Duration::from_secs(2);
 /// long (so a node that comes back gets its share of leaders without a flap while it starts).
 pub(crate) const REBALANCE_AFTER: Duration = Duration::from_secs(5);
 
+/// The share of the failover silence after which a leader that has heard from none of the
+/// other worker nodes stops leading. The others replace a leader only after the whole silence,
+/// so a leader cut off from them has stopped its invocations before a new one starts them.
+pub(crate) fn lease(failover_silence: Duration) -> Duration {
+    failover_silence * 3 / 5
+}
+
 /// A claim that neither failed nor led to an applied announcement this long is given up.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,12 +38,15 @@ pub(crate) trait Peers {
     fn responsive(&self, node: u32) -> bool;
     /// Its last heartbeat said it leads `partition`.
     fn leads(&self, node: u32, partition: u16) -> bool;
+    /// Heard from within the leader's lease (see [`lease`]).
+    fn heard_within_lease(&self, node: u32) -> bool;
 }
 
 /// The failure detector's view, with the silence after which a leader counts as gone.
 pub(crate) struct ViewPeers<'a> {
     pub view: &'a ClusterView,
     pub silence: Duration,
+    pub lease: Duration,
 }
 
 impl Peers for ViewPeers<'_> {
@@ -54,6 +64,10 @@ impl Peers for ViewPeers<'_> {
 
     fn leads(&self, node: u32, partition: u16) -> bool {
         self.view.leads(PlainNodeId(node), partition)
+    }
+
+    fn heard_within_lease(&self, node: u32) -> bool {
+        self.view.responsive(PlainNodeId(node), self.lease)
     }
 }
 
@@ -151,9 +165,17 @@ impl Election {
         self.claim = None;
     }
 
+    /// Whether this node has heard from none of the other worker nodes within the lease: it is
+    /// cut off (or they are all gone), so the others may replace its leaders any moment. A
+    /// leader stops leading then, and a replica does not claim. A lone worker is never cut off.
+    pub(crate) fn cut_off(&self, peers: &impl Peers) -> bool {
+        let mut others = peers.workers().into_iter().filter(|node| *node != self.me).peekable();
+        others.peek().is_some() && others.all(|node| !peers.heard_within_lease(node))
+    }
+
     /// Whether this replica should claim leadership now, and why.
     pub(crate) fn decide(&mut self, now: Instant, leading: bool, peers: &impl Peers) -> Option<Claim> {
-        if leading {
+        if leading || self.cut_off(peers) {
             return None;
         }
         if let Some((started, _)) = self.claim {
@@ -173,7 +195,13 @@ impl Election {
             return (first_responsive(None) == Some(self.me)).then_some(Claim::NoLeader);
         };
         if leader == self.me {
-            return Some(Claim::WasLeader);
+            // Unless another node took over meanwhile (this node was cut off, or restarted
+            // slowly): preempting it would stop its invocations mid-step; rebalancing hands the
+            // partition back later.
+            let taken_over = order
+                .iter()
+                .any(|node| *node != self.me && responsive(*node) && peers.leads(*node, self.partition));
+            return (!taken_over).then_some(Claim::WasLeader);
         }
         let gone = !responsive(leader);
         let idle = !gone
@@ -210,6 +238,9 @@ mod tests {
         }
         fn leads(&self, node: u32, partition: u16) -> bool {
             self.leading.get(&node) == Some(&partition)
+        }
+        fn heard_within_lease(&self, node: u32) -> bool {
+            !self.down.contains(&node)
         }
     }
 
@@ -253,8 +284,31 @@ mod tests {
         peers.down.insert(1);
         assert_eq!(on2.decide(start, false, &peers), Some(Claim::LeaderGone));
         assert_eq!(on3.decide(start, false, &peers), None, "node 2 comes first");
+        // With both others silent, node 3 may be the one cut off: it does not claim.
         peers.down.insert(2);
-        assert_eq!(on3.decide(start, false, &peers), Some(Claim::LeaderGone));
+        assert!(on3.cut_off(&peers));
+        assert_eq!(on3.decide(start, false, &peers), None);
+    }
+
+    #[test]
+    fn a_leader_that_hears_from_no_other_worker_is_cut_off() {
+        let start = Instant::now();
+        let mut peers = three();
+        let on1 = Election::new(0, 1, Some((4, 1)), start);
+        assert!(!on1.cut_off(&peers));
+        peers.down.insert(2);
+        assert!(!on1.cut_off(&peers), "one other worker still answers");
+        peers.down.insert(3);
+        assert!(on1.cut_off(&peers));
+        // A single worker, or one that knows no other yet, is never cut off.
+        let alone = FakePeers {
+            workers: vec![1],
+            down: [1].into(),
+            ..FakePeers::default()
+        };
+        assert!(!on1.cut_off(&alone));
+        assert!(!on1.cut_off(&FakePeers::default()));
+        assert_eq!(lease(Duration::from_secs(1)), Duration::from_millis(600));
     }
 
     #[test]
@@ -278,7 +332,7 @@ mod tests {
     #[test]
     fn a_restarted_leader_claims_again_and_others_wait_for_it() {
         let start = Instant::now();
-        let peers = three();
+        let mut peers = three();
         let mut on1 = Election::new(0, 1, Some((4, 1)), start);
         assert_eq!(on1.decide(start, false, &peers), Some(Claim::WasLeader));
         // Node 1 answers but leads nothing: the others give it the grace period first, then
@@ -288,6 +342,9 @@ mod tests {
         assert_eq!(on2.decide(start, false, &peers), None);
         assert_eq!(on2.decide(start + LEAD_GRACE, false, &peers), Some(Claim::LeaderIdle));
         assert_eq!(on3.decide(start + LEAD_GRACE, false, &peers), None);
+        // Once node 2 leads, node 1 (back from a cut, or restarted late) does not preempt it.
+        peers.leading.insert(2, 0);
+        assert_eq!(on1.decide(start + LEAD_GRACE, false, &peers), None);
     }
 
     #[test]

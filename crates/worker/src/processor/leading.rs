@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::leadership::claim::spawn_claim;
-use crate::leadership::election::{Claim, ViewPeers};
+use crate::leadership::election::{Claim, ViewPeers, lease};
 
 impl Processor {
     /// Claims leadership (an epoch in metadata, announced through the log); the processor
@@ -20,12 +20,24 @@ impl Processor {
         );
     }
 
-    /// Claims leadership if the election says this replica should.
+    /// Claims leadership if the election says this replica should; stops leading when this
+    /// node is cut off from the other workers (its lease ran out), before they replace it.
     pub(super) fn elect(&mut self) {
         let peers = ViewPeers {
             view: &self.ctx.view,
             silence: self.ctx.failover_silence,
+            lease: lease(self.ctx.failover_silence),
         };
+        if self.leading && self.election.cut_off(&peers) {
+            tracing::warn!(
+                partition = self.partition_id,
+                "this node has heard from no other worker node for {:?}: it stops leading, so no invocation runs here \
+                 while another node takes over",
+                lease(self.ctx.failover_silence)
+            );
+            self.step_down();
+            return;
+        }
         if let Some(why) = self.election.decide(Instant::now(), self.leading, &peers) {
             self.claim_leadership(why);
         }
@@ -81,11 +93,16 @@ impl Processor {
             self.leader_cancel.clone(),
         ));
         // Invocations that were running resume through the starter, which reads them from the
-        // index of running invocations in bounded steps as permits free up.
+        // index of running invocations in bounded steps as permits free up. Taken over from a
+        // leader that still answers, they wait a lease first: that leader stops its attempts
+        // when it applies this announcement, and a `ctx.run` its SDK was running finishes
+        // meanwhile instead of running beside the new attempt's.
+        let handover = self.handover_grace();
         let (starter_tx, starter_rx) = mpsc::unbounded_channel();
         self.starter = Some(starter_tx);
         self.queued.clear();
         tokio::spawn(starter(
+            handover,
             self.store.clone(),
             self.ctx.concurrency.clone(),
             starter_rx,
@@ -93,6 +110,23 @@ impl Processor {
             self.leader_cancel.clone(),
         ));
         self.publish_state();
+    }
+
+    /// How long running invocations wait before this new leader resumes them: a lease when
+    /// the leader it replaced is another node that still answers, else nothing.
+    fn handover_grace(&self) -> Duration {
+        match self.replaced_leader {
+            Some(node)
+                if node != self.ctx.node_id
+                    && self
+                        .ctx
+                        .view
+                        .responsive(restate_types::PlainNodeId(node), self.ctx.failover_silence) =>
+            {
+                lease(self.ctx.failover_silence)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     pub(super) fn step_down(&mut self) {

@@ -215,6 +215,9 @@ pub(crate) struct Processor {
     /// Appender failures counted when this processor last became leader.
     append_failures_seen: u64,
     election: Election,
+    /// The leader the latest announcement replaced (to know whether a handover is from a
+    /// node that may still be running invocations).
+    replaced_leader: Option<u32>,
 }
 
 impl Processor {
@@ -262,6 +265,7 @@ impl Processor {
             timers_paused_until: None,
             append_failures_seen: 0,
             election,
+            replaced_leader: None,
         })
     }
 
@@ -565,6 +569,7 @@ impl Processor {
     fn on_action(&mut self, action: Action) {
         match action {
             Action::LeaderAnnounced { epoch, node } => {
+                self.replaced_leader = self.election.leader().map(|(_, leader)| leader);
                 self.election.announced(epoch, node, Instant::now());
                 if Some(epoch) == self.my_epoch {
                     self.become_leader();

@@ -113,12 +113,19 @@ pub(super) async fn tail_log(
 /// invocations in bounded steps, as permits free up), and those the processor asks for.
 /// An invocation waiting for a permit costs an id here, not an attempt with its journal.
 pub(super) async fn starter(
+    handover: Duration,
     store: PartitionStore,
     concurrency: Arc<Semaphore>,
     mut requests: mpsc::UnboundedReceiver<InvocationId>,
     control: mpsc::UnboundedSender<Control>,
     cancel: CancellationToken,
 ) {
+    if !handover.is_zero() {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(handover) => {}
+        }
+    }
     let prefix = TableKind::Invoked.prefix();
     let mut resume_from = Some(prefix.to_vec());
     let mut queue = VecDeque::new();
