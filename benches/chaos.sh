@@ -2,9 +2,11 @@
 # Chaos run: a 3-node restate-rs cluster on this machine under random faults (kill -9 and
 # restart, SIGSTOP/SIGCONT pauses, network partitions of one node through nftables and
 # cgroups, trims just below the tail) while `restate-bench log --verify` appends through
-# every node and compare-and-swap clients write metadata keys through every admin API.
+# every node, compare-and-swap clients write metadata keys through every admin API, and
+# clients add to counter objects through every ingress while workflows complete.
 # Prints the verdict: acknowledged/lost/duplicated records, whether the metadata history is
-# linearizable, and how long the cluster took to serve again after the faults stopped.
+# linearizable, the acknowledged and unknown-outcome adds (each counter is checked to hold
+# them), and how long the cluster took to serve again after the faults stopped.
 #
 #   benches/chaos.sh [--duration 10m] [--seed N] [--release]
 #

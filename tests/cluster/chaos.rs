@@ -1,8 +1,11 @@
 //! Chaos: a 3-node cluster under random faults — kill -9 and restart, SIGSTOP/SIGCONT
 //! pauses, network partitions of one node, trims just below a log's tail — while
 //! `restate-bench log --verify` appends through every node and compare-and-swap clients
-//! write metadata keys through every admin API. Afterwards: every acknowledged record is
-//! read back exactly once, in order, and the metadata history is linearizable.
+//! write metadata keys through every admin API, and clients add to counter objects through
+//! every node's ingress while workflows started before the faults are completed during them.
+//! Afterwards: every acknowledged record is read back exactly once, in order, the metadata
+//! history is linearizable, every counter holds its acknowledged adds (and at most the adds
+//! whose outcome was unknown on top), and every workflow completed with its result.
 //!
 //! `RESTATE_CHAOS_DURATION` (default `45s`) and `RESTATE_CHAOS_SEED` (default random) set
 //! the run; `benches/chaos.sh --duration 10m` runs it long. One fault at a time, so a
@@ -18,7 +21,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use restate_cluster_tests::chaos::{MetadataHistory, NetworkFaults};
 use restate_cluster_tests::linearizability::{self, Verdict};
+use restate_cluster_tests::servers::SdkService;
 use restate_cluster_tests::{Cluster, MetadataHttp, PutOutcome, TestNode, binary, example_config, logs};
+use serde_json::json;
+
+use crate::invocations::Client;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The log that is also trimmed just below its tail now and then.
@@ -29,6 +36,8 @@ const KEPT_LOG: u32 = 1010;
 const PROBE_LOG: u32 = 1011;
 const KEYS: usize = 3;
 const CLIENTS_PER_KEY: usize = 2;
+/// Workflows started before the faults, whose promise is resolved during them.
+const WORKFLOWS: usize = 4;
 
 fn duration_from_env() -> Duration {
     let text = std::env::var("RESTATE_CHAOS_DURATION").unwrap_or_else(|_| "45s".into());
@@ -99,6 +108,52 @@ async fn chaos_keeps_acknowledged_records_and_linearizable_metadata() -> anyhow:
         benches.push((log_id, process, out));
     }
 
+    // The invocation workload: one counter per node, added to through that node's ingress.
+    let effects = cluster.dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let ingress: Vec<Arc<Client>> = cluster.nodes.iter().map(|n| Arc::new(Client::new(n))).collect();
+    ingress[0].register(json!({"uri": service.uri})).await?;
+    for client in &ingress {
+        client.eventually("Counter/warmup/add", json!(0), json!(0)).await?;
+    }
+    for workflow in 0..WORKFLOWS {
+        let started = ingress[workflow % 3]
+            .call(
+                &format!("Signup/chaos-{workflow}/run/send"),
+                json!(format!("w{workflow}")),
+            )
+            .await?;
+        anyhow::ensure!(started.status == 202, "workflow {workflow}: {}", started.body);
+    }
+    let stop_adding = Arc::new(AtomicBool::new(false));
+    let mut adders = Vec::new();
+    for (node, client) in ingress.iter().enumerate() {
+        let (client, stop) = (client.clone(), stop_adding.clone());
+        adders.push(tokio::spawn(async move {
+            let key = format!("chaos-{node}");
+            let (mut sent, mut acknowledged) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match client.call(&format!("Counter/{key}/add"), json!(1)).await {
+                    Ok(answer) if answer.status == 200 => {
+                        sent += 1;
+                        acknowledged += 1;
+                    }
+                    // Refused before anything was stored (the answer says retrying is safe).
+                    Ok(answer) if answer.status == 503 || answer.status == 429 => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    // Stored or not: the add may count.
+                    Ok(_) => sent += 1,
+                    Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect()) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(_) => sent += 1,
+                }
+            }
+            (key, sent, acknowledged)
+        }));
+    }
+
     // The metadata clients.
     let history = MetadataHistory::new(Duration::from_secs(5));
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,6 +184,40 @@ async fn chaos_keeps_acknowledged_records_and_linearizable_metadata() -> anyhow:
                 written
             }));
         }
+    }
+
+    // Each workflow's promise is resolved at a random moment during the faults, through a
+    // node chosen at random (another one while that one does not answer).
+    let mut resolvers = Vec::new();
+    for workflow in 0..WORKFLOWS {
+        let clients = ingress.clone();
+        let delay = Duration::from_millis(rng.random_range(0..duration.as_millis().max(1) as u64));
+        let first = rng.random_range(0..3);
+        resolvers.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let deadline = Instant::now() + START_TIMEOUT * 2;
+            let mut attempt = first;
+            loop {
+                let answer = clients[attempt % 3]
+                    .call(
+                        &format!("Signup/chaos-{workflow}/submitCode"),
+                        json!(format!("code-{workflow}")),
+                    )
+                    .await;
+                // Resolved; or the handler refused a second resolution of the same code.
+                if let Ok(answer) = &answer
+                    && (answer.status == 200 || answer.header("x-restate-error-source") == Some("invocation"))
+                {
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "workflow {workflow}: the code was never accepted: {answer:?}"
+                );
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
     }
 
     // The faults, one at a time.
@@ -243,6 +332,38 @@ async fn chaos_keeps_acknowledged_records_and_linearizable_metadata() -> anyhow:
         log_verdicts.insert(format!("log-{log_id}"), verdict);
     }
 
+    // Every counter holds its acknowledged adds, plus at most those with an unknown outcome,
+    // read through every node; every workflow completed once with its result.
+    stop_adding.store(true, Ordering::Relaxed);
+    let (mut adds_acknowledged, mut adds_unknown) = (0, 0);
+    for adder in adders {
+        let (key, sent, acknowledged) = adder.await?;
+        adds_acknowledged += acknowledged;
+        adds_unknown += sent - acknowledged;
+        for client in &ingress {
+            let total = read_counter(client, &key).await?;
+            anyhow::ensure!(
+                acknowledged <= total && total <= sent,
+                "counter {key}: total {total}, acknowledged {acknowledged}, sent {sent}"
+            );
+        }
+    }
+    for resolver in resolvers {
+        resolver.await??;
+    }
+    for workflow in 0..WORKFLOWS {
+        let client = &ingress[workflow % 3];
+        let answer = client
+            .ingress_get(&format!("restate/workflow/Signup/chaos-{workflow}/attach"))
+            .await?;
+        anyhow::ensure!(
+            answer.status == 200 && answer.json() == json!(format!("welcome w{workflow} code-{workflow}")),
+            "workflow {workflow}: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+
     let events = history.events();
     let metadata_verdict = linearizability::check(&events, 20_000_000);
     let by_kind: serde_json::Map<String, serde_json::Value> = ["kill", "pause", "partition", "trim"]
@@ -260,11 +381,35 @@ async fn chaos_keeps_acknowledged_records_and_linearizable_metadata() -> anyhow:
             "verdict": format!("{metadata_verdict:?}"),
         },
         "recovered_ms": recovered.as_millis() as u64,
+        "invocations": {
+            "adds_acknowledged": adds_acknowledged,
+            "adds_unknown_outcome": adds_unknown,
+            "workflows_completed": WORKFLOWS,
+        },
     });
     eprintln!("chaos: faults {injected:?}");
     println!("{summary}");
     assert!(bench_failures.is_empty(), "the log check failed: {bench_failures:?}");
     assert_eq!(metadata_verdict, Verdict::Linearizable, "{summary}");
     assert!(written > 0, "{summary}");
+    assert!(adds_acknowledged > 0, "{summary}");
     Ok(())
+}
+
+/// A counter's total, read until a node answers (a partition may still be moving).
+async fn read_counter(client: &Client, key: &str) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let answer = client.call(&format!("Counter/{key}/get"), json!(null)).await?;
+        if answer.status == 200 {
+            return Ok(answer.json().as_u64().unwrap_or_default());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "counter {key}: {} {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
