@@ -476,24 +476,54 @@ async fn a_store_stops_waiting_for_a_member_that_went_silent() {
     );
     let sequencer = Arc::new(Sequencer::new(params(&nodes, 2), addresses(&nodes), peers));
     servers.inject(2, Call::Store, Fault::Hang);
-    // Node 1 keeps answering heartbeats; node 2 fell silent before the append.
-    view.heard_from(PlainNodeId(2).with_generation(1), Heartbeat::default());
+    // Node 1 keeps answering heartbeats; node 2 answers until the append started, then falls
+    // silent while its store hangs.
+    let node2_beats = Arc::new(AtomicBool::new(true));
     let beating = tokio::spawn({
-        let view = view.clone();
+        let (view, node2_beats) = (view.clone(), node2_beats.clone());
         async move {
             loop {
                 view.heard_from(PlainNodeId(1).with_generation(1), Heartbeat::default());
+                if node2_beats.load(Ordering::Relaxed) {
+                    view.heard_from(PlainNodeId(2).with_generation(1), Heartbeat::default());
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     });
-    tokio::time::sleep(silence * 2).await;
-    let outcome = tokio::time::timeout(Duration::from_secs(10), sequencer.append(vec![payload(0)]))
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let append = tokio::spawn({
+        let sequencer = sequencer.clone();
+        async move { sequencer.append(vec![payload(0)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    node2_beats.store(false, Ordering::Relaxed);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), append)
         .await
-        .expect("the append gives up on the silent member well before the store deadline");
-    beating.abort();
+        .expect("the append gives up on the silent member well before the store deadline")
+        .expect("the append task ends");
     assert!(
         matches!(&outcome, Err(BifrostError::UnknownOutcome(reason)) if reason.contains("stopped answering")),
+        "{outcome:?}"
+    );
+
+    // With the member silent already, a new segment's sequencer stores nothing at all: the
+    // records certainly did not land, so the caller may append them elsewhere.
+    let fresh = Arc::new(Sequencer::new(
+        params(&nodes, 2),
+        addresses(&nodes),
+        Arc::new(
+            Peers::with_log_servers(CLUSTER, RPC_TIMEOUT, Duration::from_secs(30), servers.clone()).with_liveness(
+                view.clone(),
+                silence,
+                PlainNodeId(99),
+            ),
+        ),
+    ));
+    let outcome = fresh.append(vec![payload(1)]).await;
+    beating.abort();
+    assert!(
+        matches!(&outcome, Err(BifrostError::NotAppended(NotAppended::Transient(reason))) if reason.contains("answer")),
         "{outcome:?}"
     );
 }

@@ -28,7 +28,7 @@ use restate_metadata_store::MetadataClient;
 use restate_types::metadata::{
     Chain, LogletParams, LogsConfiguration, Lsn, NODES_CONFIG_KEY, NodesConfiguration, ReplicatedParams,
 };
-use restate_types::{ClusterView, GenerationalNodeId, PlainNodeId};
+use restate_types::{ClusterView, GenerationalNodeId, PlainNodeId, Role};
 pub use service::BifrostService;
 
 use crate::peers::Peers;
@@ -83,6 +83,9 @@ struct Inner {
     logs: RwLock<Option<Arc<LogsConfiguration>>>,
     /// Cached nodes configuration, for addresses and log-server states.
     nodes: RwLock<Option<Arc<NodesConfiguration>>>,
+    /// The tail segment of each log as an append last saw it: while the chains cannot be read
+    /// (metadata lost its quorum too), it still tells whether a log can take records at all.
+    last_tails: std::sync::Mutex<std::collections::HashMap<u32, LogletParams>>,
 }
 
 impl Bifrost {
@@ -123,6 +126,7 @@ impl Bifrost {
                 sequencers: Sequencers::default(),
                 logs: RwLock::new(None),
                 nodes: RwLock::new(None),
+                last_tails: Default::default(),
             }),
         })
     }
@@ -144,6 +148,10 @@ impl Bifrost {
             let chain = match self.chain(log_id, true).await {
                 Ok(chain) => chain,
                 Err(error @ BifrostError::Unavailable(_)) => {
+                    let last_tail = self.last_tails().get(&log_id).cloned();
+                    if let Some(lost) = last_tail.and_then(|tail| self.quorum_lost(log_id, &tail)) {
+                        return Err(lost);
+                    }
                     last_error = Some(self.wait_out(log_id, error).await);
                     continue;
                 }
@@ -152,6 +160,7 @@ impl Bifrost {
             let Some(tail) = chain.tail().cloned() else {
                 return Err(BifrostError::Invalid(format!("log {log_id} has an empty chain")));
             };
+            self.last_tails().insert(log_id, tail.loglet.clone());
             let attempt_started = Instant::now();
             match self.append_to_segment(&tail.loglet, payloads.clone()).await {
                 Ok(offset) => return Ok(tail.base_lsn + u64::from(offset)),
@@ -165,9 +174,17 @@ impl Bifrost {
                         }
                     };
                     tracing::debug!(log_id, %reason, reconfigure, "append did not land; retrying");
+                    // No new segment can be placed either: say so now instead of retrying
+                    // until the append timeout.
+                    if let Some(lost) = self.quorum_lost(log_id, &tail.loglet) {
+                        return Err(lost);
+                    }
                     if reconfigure {
                         failing_since = None;
                         if let Err(error) = self.seal_and_extend(log_id, tail.index).await {
+                            if let Some(lost) = self.quorum_lost(log_id, &tail.loglet) {
+                                return Err(lost);
+                            }
                             tracing::warn!(log_id, %error, "cannot reconfigure the log yet");
                             last_error = Some(error);
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -191,6 +208,13 @@ impl Bifrost {
             Some(error) => error,
             None => BifrostError::Unavailable(format!("log {log_id} took no records within {waited:?}")),
         })
+    }
+
+    fn last_tails(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, LogletParams>> {
+        self.inner
+            .last_tails
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Pauses an append that cannot proceed yet (e.g. too few log-servers), saying why, and
@@ -254,6 +278,31 @@ impl Bifrost {
         }
     }
 
+    /// Why a replicated segment can take no records and no new segment can be placed: fewer
+    /// of its members and fewer of the cluster's log-servers are alive than copies needed (dead
+    /// per the failure detector: refused connections, or silent past `gossip-dead-after`).
+    fn quorum_lost(&self, log_id: u32, loglet: &LogletParams) -> Option<BifrostError> {
+        let LogletParams::Replicated(params) = loglet else {
+            return None;
+        };
+        let copies = usize::from(params.replication.num_copies());
+        let alive = |node: &PlainNodeId| *node == self.inner.me.id || !self.inner.view.is_dead(*node);
+        let members = params.nodeset.iter().filter(|node| alive(node)).count();
+        let log_servers = self.inner.view.nodes_with_role(Role::LogServer);
+        let (up, down): (Vec<PlainNodeId>, Vec<PlainNodeId>) = log_servers.iter().partition(|node| alive(node));
+        if members >= copies || up.len() >= copies || log_servers.is_empty() {
+            return None;
+        }
+        let down: Vec<String> = down.iter().map(ToString::to_string).collect();
+        Some(BifrostError::Unavailable(format!(
+            "log {log_id} cannot take records: {} of the {} log-servers are alive ({} down), and every record \
+             needs {copies} copies; nothing was written, and appending again succeeds once enough log-servers are back",
+            up.len(),
+            log_servers.len(),
+            down.join(", ")
+        )))
+    }
+
     /// Appends to one of this node's local loglets: offsets are assigned one append at a time.
     pub(crate) async fn append_local(&self, loglet_id: u64, payloads: &[Vec<u8>]) -> Result<u32, BifrostError> {
         let _serial = self.inner.local_appends.lock().await;
@@ -296,7 +345,12 @@ impl Bifrost {
         let waited = self.inner.peers.forward_timeout();
         match tokio::time::timeout(waited, client.sequencer_append(request)).await {
             Ok(Ok(response)) => Ok(response.into_inner().first_offset),
-            Ok(Err(status)) => Err(service::status_to_error(&status, node)),
+            Ok(Err(status)) => {
+                if peers::refused(&status) {
+                    self.inner.peers.note_refused(node);
+                }
+                Err(service::status_to_error(&status, node))
+            }
             Err(_) => Err(BifrostError::UnknownOutcome(format!(
                 "{node} did not answer the forwarded append within {waited:?}"
             ))),

@@ -255,6 +255,17 @@ impl Peers {
             .is_some_and(|(view, silence, me)| node != *me && view.silent(node, *silence))
     }
 
+    /// Tells the failure detector that `node` refused a connection: it counts as dead at once
+    /// (until it answers a heartbeat again), so appends and the quorum check need not wait for
+    /// the next heartbeat to learn it.
+    pub(crate) fn note_refused(&self, node: PlainNodeId) {
+        if let Some((view, _, me)) = &self.liveness
+            && node != *me
+        {
+            view.connection_refused(node);
+        }
+    }
+
     /// Calls the log-server of node `me` in-process through `local`.
     pub(crate) fn with_local_log_server(
         mut self,

@@ -198,6 +198,15 @@ impl Sequencer {
     /// outcome is unknown (a seal may still keep the records), so a retry could duplicate.
     async fn store_batch(&self, first: u32, payloads: Vec<Vec<u8>>) -> Result<(), BifrostError> {
         let needed = usize::from(self.params.replication.num_copies());
+        // Too few members answer for the copies: store nothing, so the caller learns that
+        // nothing was written (instead of a copy or two of unknown fate).
+        let answering = self.params.nodeset.iter().filter(|n| !self.peers.silent(**n)).count();
+        if answering < needed {
+            return Err(BifrostError::transient(format!(
+                "only {answering} of the segment's {} log-servers answer, and every record needs {needed} copies",
+                self.params.nodeset.len()
+            )));
+        }
         let deadline = Instant::now() + self.peers.store_deadline;
         let mut stored: Vec<PlainNodeId> = Vec::new();
         let mut maybe_stored = false;
@@ -334,10 +343,13 @@ impl Sequencer {
                 },
                 Err(_) => StoreOutcome::Unknown(format!("unknown store status {}", response.status)),
             },
-            Ok(Err(status)) if refused(&status) => StoreOutcome::Refused {
-                sealed: false,
-                reason: status.message().to_owned(),
-            },
+            Ok(Err(status)) if refused(&status) => {
+                self.peers.note_refused(node);
+                StoreOutcome::Refused {
+                    sealed: false,
+                    reason: status.message().to_owned(),
+                }
+            }
             Ok(Err(status)) => StoreOutcome::Unknown(status.message().to_owned()),
             Err(_) => StoreOutcome::Unknown(format!("no answer within {rpc_timeout:?}")),
         };

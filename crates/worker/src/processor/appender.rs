@@ -65,6 +65,8 @@ impl Appender {
         let failed = Arc::new(AtomicBool::new(false));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let failures = watch::channel(0u64).0;
+        // Why the last append failed, for the proposals refused after it.
+        let last_failure = Arc::new(std::sync::Mutex::new(String::new()));
         let appender = Self {
             tx,
             queued_bytes: queued_bytes.clone(),
@@ -100,8 +102,10 @@ impl Appender {
                 }
                 queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 if failed.load(Ordering::Acquire) {
+                    let why = last_failure.lock().map(|why| why.clone()).unwrap_or_default();
                     for queued in batch.drain(..) {
-                        let refused = AppendError::Refused("an earlier append to this partition's log failed".into());
+                        let refused =
+                            AppendError::Refused(format!("an earlier append to this partition's log failed ({why})"));
                         let _ = queued.reply.send(Err(refused));
                     }
                     continue;
@@ -130,6 +134,9 @@ impl Appender {
                     }
                     Err(error) => {
                         tracing::error!(log_id, %error, "append to the partition log failed");
+                        if let Ok(mut why) = last_failure.lock() {
+                            *why = error.to_string();
+                        }
                         failed.store(true, Ordering::Release);
                         failures.send_modify(|count| *count += 1);
                         for queued in batch.drain(..) {
@@ -198,6 +205,17 @@ impl Appender {
     /// appender carries only records from the ingress and admin API, which stand alone.
     pub fn clear_failure(&self) {
         self.failed.store(false, Ordering::Release);
+    }
+
+    /// Whether proposals are refused after a failed append.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Refuses, from now on, proposals of leaders older than `epoch` (a leader that stepped
+    /// down fences its own stragglers, so its appender can take the ingress's records again).
+    pub fn fence(&self, epoch: u64) {
+        self.min_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
     /// Accepts proposals again, only from leaders of `epoch` or later (called when this

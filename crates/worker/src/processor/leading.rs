@@ -28,6 +28,11 @@ impl Processor {
             silence: self.ctx.failover_silence,
             lease: lease(self.ctx.failover_silence),
         };
+        if !self.leading && self.appender.is_failed() {
+            // A follower's appender carries only records that stand alone (its stepped-down
+            // leadership's stragglers are fenced): it never stays closed after a failure.
+            self.appender.clear_failure();
+        }
         if self.leading && self.election.cut_off(&peers) {
             tracing::warn!(
                 partition = self.partition_id,
@@ -66,7 +71,11 @@ impl Processor {
         }
         tracing::info!(partition = self.partition_id, epoch = ?self.my_epoch, "leading the partition");
         self.leading = true;
+        self.led_epoch = self.my_epoch;
+        // A failure since the claim reset the appender hit no proposal of this leadership
+        // (none was made yet): it must not keep the new leader's appender closed.
         self.append_failures_seen = *self.appender.failures().borrow();
+        self.appender.clear_failure();
         self.leader_cancel = CancellationToken::new();
         if let Err(error) = self.timers.load(&self.store) {
             tracing::error!(partition = self.partition_id, %error, "cannot read the timers; they fire once this partition is led again");
@@ -131,6 +140,11 @@ impl Processor {
 
     pub(super) fn step_down(&mut self) {
         self.leading = false;
+        if let Some(epoch) = self.led_epoch.take() {
+            // Proposals its attempts still make are refused, so nothing of this leadership
+            // lands after a failed append.
+            self.appender.fence(epoch + 1);
+        }
         self.leader_cancel.cancel();
         for (_, running) in self.running.drain() {
             running.cancel.cancel();

@@ -193,6 +193,9 @@ pub(crate) struct Processor {
     applied: Lsn,
     /// The epoch this processor obtained; it leads once its announcement is applied.
     my_epoch: Option<u64>,
+    /// The epoch of the leadership this processor holds now (its stragglers are fenced when
+    /// it steps down).
+    led_epoch: Option<u64>,
     leading: bool,
     /// Cancels the leader's tasks when leadership ends.
     leader_cancel: CancellationToken,
@@ -250,6 +253,7 @@ impl Processor {
             control_rx,
             applied,
             my_epoch: None,
+            led_epoch: None,
             leading: false,
             leader_cancel: CancellationToken::new(),
             running: HashMap::new(),
