@@ -25,7 +25,7 @@ use restate_cluster_tests::servers::SdkService;
 use restate_cluster_tests::{Cluster, MetadataHttp, PutOutcome, TestNode, binary, example_config, logs};
 use serde_json::json;
 
-use crate::invocations::Client;
+use crate::invocations::{Client, add_until_stopped};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The log that is also trimmed just below its tail now and then.
@@ -131,25 +131,7 @@ async fn chaos_keeps_acknowledged_records_and_linearizable_metadata() -> anyhow:
         let (client, stop) = (client.clone(), stop_adding.clone());
         adders.push(tokio::spawn(async move {
             let key = format!("chaos-{node}");
-            let (mut sent, mut acknowledged) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                match client.call(&format!("Counter/{key}/add"), json!(1)).await {
-                    Ok(answer) if answer.status == 200 => {
-                        sent += 1;
-                        acknowledged += 1;
-                    }
-                    // Refused before anything was stored (the answer says retrying is safe).
-                    Ok(answer) if answer.status == 503 || answer.status == 429 => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    // Stored or not: the add may count.
-                    Ok(_) => sent += 1,
-                    Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect()) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(_) => sent += 1,
-                }
-            }
+            let (sent, acknowledged) = add_until_stopped(&client, &key, &stop, None).await;
             (key, sent, acknowledged)
         }));
     }

@@ -14,7 +14,7 @@ use restate_cluster_tests::servers::SdkService;
 use restate_cluster_tests::{Cluster, MetadataHttp, TestNode, example_config, restatectl_json};
 use serde_json::json;
 
-use crate::invocations::{Client, START_TIMEOUT, side_effects, wait_for_side_effect};
+use crate::invocations::{Client, START_TIMEOUT, add_until_stopped, side_effects, wait_for_side_effect};
 
 const KEYS: usize = 6;
 const WRITERS_PER_NODE: usize = 2;
@@ -73,23 +73,7 @@ async fn calls_keep_succeeding_through_the_other_nodes_while_each_node_is_killed
             let (client, stop, progress) = (client.clone(), stop.clone(), progress[node].clone());
             writers.spawn(async move {
                 let key = format!("k{}", (node * WRITERS_PER_NODE + writer) % KEYS);
-                let (mut sent, mut acknowledged) = (0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    match client.call(&format!("Counter/{key}/add"), json!(1)).await {
-                        Ok(answer) if answer.status == 200 => {
-                            sent += 1;
-                            acknowledged += 1;
-                            progress.acknowledged.fetch_add(1, Ordering::Relaxed);
-                        }
-                        // Stored or not, the add may count.
-                        Ok(_) => sent += 1,
-                        Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect()) => {
-                            // This writer's node is down: nothing was sent.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(_) => sent += 1,
-                    }
-                }
+                let (sent, acknowledged) = add_until_stopped(&client, &key, &stop, Some(&progress.acknowledged)).await;
                 (key, sent, acknowledged)
             });
         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use restate_cluster_tests::servers::SdkService;
@@ -184,6 +185,39 @@ impl Client {
 /// Prints what a registration discovered (shown with a failing test's output).
 fn report_registration(request: &Value, services: &[&str]) {
     println!("registered {request}: services {services:?}");
+}
+
+/// Adds 1 to `Counter/{key}` through `client` until `stop`; returns (sent, acknowledged):
+/// acknowledged adds were answered 200, sent ones may have been stored (acknowledged, or
+/// answered with an error that leaves it open). A 503 or 429 says nothing was stored, and a
+/// refused connection sends nothing. `progress` counts the acknowledged ones as they come.
+pub(crate) async fn add_until_stopped(
+    client: &Client,
+    key: &str,
+    stop: &AtomicBool,
+    progress: Option<&AtomicU64>,
+) -> (u64, u64) {
+    let (mut sent, mut acknowledged) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        match client.call(&format!("Counter/{key}/add"), json!(1)).await {
+            Ok(answer) if answer.status == 200 => {
+                sent += 1;
+                acknowledged += 1;
+                if let Some(progress) = progress {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(answer) if answer.status == 503 || answer.status == 429 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(_) => sent += 1,
+            Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect()) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => sent += 1,
+        }
+    }
+    (sent, acknowledged)
 }
 
 /// Lines of a side-effect file, counted.

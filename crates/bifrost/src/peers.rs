@@ -325,7 +325,40 @@ impl Peers {
     }
 }
 
-/// Whether a failed call certainly never reached the peer's process (it is not running).
+/// Whether a failed call certainly never reached the peer's process (it is not running). Only
+/// a transport failure here counts: a status the peer sent back may quote another node's
+/// connection failure in its message, but that peer answered.
 pub(crate) fn refused(status: &tonic::Status) -> bool {
-    restate_metadata_store::proto_conv::never_reached_a_process(status)
+    std::error::Error::source(status).is_some() && restate_metadata_store::proto_conv::never_reached_a_process(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_connection_that_could_not_be_opened_is_a_refusal() {
+        // A port nothing listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap();
+        let peers = Peers::new(
+            "c",
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1 << 20,
+        );
+        let mut client = peers.bifrost(&format!("http://{closed}/")).unwrap();
+        let status = client
+            .find_tail(pb_bifrost::FindTailRequest { log_id: 1 })
+            .await
+            .unwrap_err();
+        assert!(refused(&status), "{status:?}");
+        // The same words in a status another node sent back are not a refusal of that node.
+        let answered = tonic::Status::unknown("only 1 of the 2 copies needed could be stored (N1: tcp connect error)");
+        assert!(!refused(&answered));
+    }
+
+    use restate_proto::bifrost as pb_bifrost;
 }
