@@ -7,7 +7,8 @@
 # up, while the third gets SIGKILL (then is restarted) or SIGSTOP (then SIGCONT), for each
 # node in turn. For each fault it reports the longest time without any successful call (the
 # stall) and the calls that failed; then a whole-cluster `kill -9` and restart, timed to the
-# first successful call.
+# first successful call. Before the faults, 32 workers add through all three ingresses for 15 s
+# (throughput of the healthy cluster). `--faults ""` measures only that and the restart.
 #
 #   benches/cluster-failover.sh [--only restate-rs|reference] [--faults "0:KILL 1:STOP"] [--keep DIR]
 #
@@ -121,6 +122,13 @@ run_server() {
   for i in 0 1 2; do wait_for 60 "a first call through node $((i + 1))" add "$i" warmup; done
   sleep 5
 
+  echo "-- throughput: 32 workers through all three ingresses" >&2
+  local urls=()
+  for i in 0 1 2; do urls+=(--url "http://127.0.0.1:${ingress[$i]}/Counter/t{worker}/add"); done
+  "$bin/restate-bench" invoke "${urls[@]}" --concurrency 32 --duration 15s --warmup 2s --body 1 --timeout 60s \
+    > "$out/throughput.txt" 2>&1 || true
+  tail -n 1 "$out/throughput.txt" > "$out/throughput.json"
+
   : > "$out/faults.jsonl"
   local f
   for f in $faults; do fault "${f%%:*}" "${f##*:}"; done
@@ -151,11 +159,21 @@ def load(server):
         return None
     faults = [json.loads(line) for line in open(path) if line.strip()]
     restart = open(os.path.join(work, server, "restart_ms")).read().strip()
-    return {"faults": faults, "restart_ms": int(restart)}
+    try:
+        report = json.loads(open(os.path.join(work, server, "throughput.json")).read())
+        throughput = {"calls_per_s": report["ops_per_sec"], "p99_ms": report["ops"]["invoke"]["p99_ms"],
+                      "errors": report["errors"]}
+    except (OSError, ValueError, KeyError):
+        throughput = None
+    return {"faults": faults, "restart_ms": int(restart), "throughput": throughput}
 ours, ref = load("restate-rs"), load("reference")
 print(f"3 nodes, replication 2, 8 workers adding through the two other nodes; Restate {version} as reference")
 print("| fault | restate-rs stall ms (errors) | reference stall ms (errors) |")
 print("|---|---|---|")
+def tput(r):
+    t = r and r["throughput"]
+    return f'{t["calls_per_s"]:.0f} calls/s, p99 {t["p99_ms"]:.1f} ms ({t["errors"]})' if t else "-"
+print(f"| healthy, 32 workers through all 3 ingresses | {tput(ours)} | {tput(ref)} |")
 rows = (ours or ref)["faults"]
 for i, row in enumerate(rows):
     cell = lambda r: f'{r["faults"][i]["stall_ms"]} ({r["faults"][i]["errors"]})' if r else "-"
