@@ -244,6 +244,14 @@ async fn seal_members(
     let mut calls: FuturesUnordered<_> = eligible
         .iter()
         .filter(|node| !sealed.contains_key(node))
+        .filter(|node| {
+            // A member that stopped answering heartbeats counts as not answering now.
+            let silent = peers.silent(**node);
+            if silent {
+                errors.insert(**node, "stopped answering heartbeats".into());
+            }
+            !silent
+        })
         .map(|node| async move {
             let outcome = async {
                 let address = addresses.get(node).ok_or_else(|| "no known address".to_owned())?;
@@ -295,6 +303,14 @@ async fn fetch_ranges(
 ) {
     let mut calls: FuturesUnordered<_> = members
         .iter()
+        .filter(|node| {
+            // A member that stopped answering heartbeats counts as not answering now.
+            let silent = peers.silent(**node);
+            if silent {
+                errors.insert(**node, "stopped answering heartbeats".into());
+            }
+            !silent
+        })
         .map(|node| async move { (*node, get_range(peers, addresses, *node, loglet_id, from, to).await) })
         .collect();
     while let Some((node, outcome)) = calls.next().await {
@@ -336,6 +352,11 @@ async fn repair(
     for node in targets {
         if count >= copies {
             return;
+        }
+        if peers.silent(*node) {
+            // Waiting out its RPC deadline would hold up the seal (and every log behind it).
+            failures.push(format!("{node}: stopped answering heartbeats"));
+            continue;
         }
         let Some(address) = addresses.get(node) else {
             failures.push(format!("{node}: no known address"));
