@@ -321,6 +321,49 @@ async fn seal_respects_member_trim_points() {
     assert_eq!(end, 10);
 }
 
+/// Item: moving a paused node's logs repaired each log's last records onto the paused member
+/// and waited out the RPC deadline for every one of them, one log after another.
+#[tokio::test]
+async fn a_seal_does_not_wait_for_a_member_that_stopped_answering() {
+    use restate_types::{ClusterView, LivenessThresholds, Role};
+    let servers = FaultyLogServers::with_members(3);
+    let nodes = [1, 2, 3];
+    // Records 0..10 have one copy (on 1); member 2 cannot take the repairs, member 3 is paused.
+    put(&servers, &[1], 0, 10, 0).await;
+    servers.inject(2, Call::Store, Fault::FailTimes(u32::MAX));
+    for call in [Call::Store, Call::Seal, Call::GetRecords] {
+        servers.inject(3, call, Fault::Hang);
+    }
+    let view = ClusterView::new(LivenessThresholds {
+        suspect_after: Duration::from_millis(20),
+        dead_after: Duration::from_secs(60),
+    });
+    view.set_members(nodes.map(|n| {
+        (
+            PlainNodeId(n).with_generation(1),
+            format!("n{n}"),
+            format!("http://n{n}/"),
+            vec![Role::LogServer],
+        )
+    }));
+    view.connection_refused(PlainNodeId(3));
+    // An RPC deadline far above the test's bound: any call waited on member 3 shows.
+    let peers = Peers::with_log_servers(
+        CLUSTER,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        servers.clone(),
+    )
+    .with_liveness(view, Duration::from_millis(50), PlainNodeId(99));
+    let (params, addresses, exclusions) = (params(&nodes, 2), addresses(&nodes), no_exclusions());
+    let seal = replicated::seal(&peers, &params, &addresses, &exclusions, 0);
+    let end = tokio::time::timeout(Duration::from_secs(10), seal)
+        .await
+        .expect("the seal does not wait for the silent member")
+        .expect("seal");
+    assert_eq!(end, 10, "the records with one copy are kept");
+}
+
 /// Item: a member whose read failed was treated as not holding the records: with the
 /// record on {2, 3}, member 3 slow to seal and member 2's read failing once, the records
 /// were cut.
