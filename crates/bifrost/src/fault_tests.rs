@@ -272,6 +272,25 @@ async fn offsets_on(servers: &FaultyLogServers, node: u32) -> Vec<u32> {
     range.records.into_iter().map(|(offset, _)| offset).collect()
 }
 
+/// A failure detector's view of `nodes` as log-servers, quick to call a node suspect and slow
+/// to call it dead, for tests that make members silent.
+fn log_server_view(nodes: &[u32]) -> restate_types::ClusterView {
+    use restate_types::{ClusterView, LivenessThresholds, Role};
+    let view = ClusterView::new(LivenessThresholds {
+        suspect_after: Duration::from_millis(20),
+        dead_after: Duration::from_secs(60),
+    });
+    view.set_members(nodes.iter().map(|n| {
+        (
+            PlainNodeId(*n).with_generation(1),
+            format!("n{n}"),
+            format!("http://n{n}/"),
+            vec![Role::LogServer],
+        )
+    }));
+    view
+}
+
 fn no_exclusions() -> BTreeSet<PlainNodeId> {
     BTreeSet::new()
 }
@@ -325,7 +344,6 @@ async fn seal_respects_member_trim_points() {
 /// and waited out the RPC deadline for every one of them, one log after another.
 #[tokio::test]
 async fn a_seal_does_not_wait_for_a_member_that_stopped_answering() {
-    use restate_types::{ClusterView, LivenessThresholds, Role};
     let servers = FaultyLogServers::with_members(3);
     let nodes = [1, 2, 3];
     // Records 0..10 have one copy (on 1); member 2 cannot take the repairs, member 3 is paused.
@@ -334,18 +352,7 @@ async fn a_seal_does_not_wait_for_a_member_that_stopped_answering() {
     for call in [Call::Store, Call::Seal, Call::GetRecords] {
         servers.inject(3, call, Fault::Hang);
     }
-    let view = ClusterView::new(LivenessThresholds {
-        suspect_after: Duration::from_millis(20),
-        dead_after: Duration::from_secs(60),
-    });
-    view.set_members(nodes.map(|n| {
-        (
-            PlainNodeId(n).with_generation(1),
-            format!("n{n}"),
-            format!("http://n{n}/"),
-            vec![Role::LogServer],
-        )
-    }));
+    let view = log_server_view(&nodes);
     view.connection_refused(PlainNodeId(3));
     // An RPC deadline far above the test's bound: any call waited on member 3 shows.
     let peers = Peers::with_log_servers(
@@ -494,21 +501,10 @@ async fn a_dropped_append_does_not_wedge_the_sequencer() {
 /// moved to live members. A member the failure detector finds silent is given up at once.
 #[tokio::test]
 async fn a_store_stops_waiting_for_a_member_that_went_silent() {
-    use restate_types::{ClusterView, Heartbeat, LivenessThresholds, Role};
+    use restate_types::Heartbeat;
     let servers = FaultyLogServers::with_members(2);
     let nodes = [1, 2];
-    let view = ClusterView::new(LivenessThresholds {
-        suspect_after: Duration::from_millis(20),
-        dead_after: Duration::from_secs(60),
-    });
-    view.set_members(nodes.map(|n| {
-        (
-            PlainNodeId(n).with_generation(1),
-            format!("n{n}"),
-            format!("http://n{n}/"),
-            vec![Role::LogServer],
-        )
-    }));
+    let view = log_server_view(&nodes);
     let silence = Duration::from_millis(50);
     let peers = Arc::new(
         Peers::with_log_servers(CLUSTER, RPC_TIMEOUT, Duration::from_secs(30), servers.clone()).with_liveness(
