@@ -365,7 +365,8 @@ async fn wait_for_balanced_leaders(cluster: &Cluster) -> Result<(), serde_json::
         let one_leader_each = !partitions.is_empty()
             && partitions.iter().all(|p| {
                 let replicas = p["replicas"].as_array().cloned().unwrap_or_default();
-                replicas.len() == 3 && replicas.iter().filter(|r| r["mode"] == "Leader").count() == 1
+                let placed = p["replica_set"].as_array().map_or(3, Vec::len);
+                replicas.len() == placed && replicas.iter().filter(|r| r["mode"] == "Leader").count() == 1
             });
         let leaders: HashSet<String> = partitions
             .iter()

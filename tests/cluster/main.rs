@@ -19,6 +19,7 @@ mod metadata;
 mod migration;
 mod operations;
 mod operator;
+mod placement;
 mod poison;
 mod query;
 mod scale;

@@ -9,9 +9,11 @@ mod logs;
 mod metadata_api;
 mod migration;
 mod pgsql;
+mod placement;
 mod query;
 
 pub use pgsql::serve_pgsql;
+pub use placement::update_placement;
 pub use restate_storage_query::QueryEngine;
 
 /// The SQL engine of this node over its partition replicas; `None` (logged) when its runtime

@@ -285,6 +285,7 @@ impl Bifrost {
         })
         .await?;
         tracing::info!(log_id, sealed_at = next.base_lsn, next = %description, "sealed a log segment and extended the chain");
+        self.inner.chains_extended.send_modify(|count| *count += 1);
         Ok(())
     }
 

@@ -9,12 +9,32 @@
 
 use std::time::Duration;
 
+use restate_types::PlainNodeId;
 use restate_types::metadata::{FIRST_LSN, LogletParams, Lsn};
 
 use crate::{Bifrost, BifrostError, LogEntry};
 
 /// Pause after a failed wait (sequencer unreachable, log not created yet).
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause before re-reading the chain of a log whose tail segment is served by a node that is
+/// gone (the chain changes once a new leader appends).
+const GONE_PAUSE: Duration = Duration::from_millis(150);
+
+/// How a wait for the tail to move ended.
+enum TailWait {
+    /// The node serving the tail segment answered with its committed tail.
+    Committed(u32),
+    /// The wait could not be done (no answer, or this node does not serve the segment).
+    Failed,
+    /// The segment's node is gone or a chain was extended: read the chain again now.
+    Moved,
+}
+
+impl TailWait {
+    fn of(served: Option<u32>) -> Self {
+        served.map_or(TailWait::Failed, TailWait::Committed)
+    }
+}
 
 impl Bifrost {
     /// Entries from `from` on, at most `max`; when there are none yet, first waits up to
@@ -59,26 +79,44 @@ impl Bifrost {
         let me = self.inner.me;
         let outcome = match &tail.loglet {
             LogletParams::Local { loglet_id, node } if *node == me.id => {
-                self.served_tail(*loglet_id, Some((beyond, max_wait))).await
+                TailWait::of(self.served_tail(*loglet_id, Some((beyond, max_wait))).await)
             }
             LogletParams::Replicated(params) if params.sequencer == me => {
-                self.served_tail(params.loglet_id, Some((beyond, max_wait))).await
+                TailWait::of(self.served_tail(params.loglet_id, Some((beyond, max_wait))).await)
             }
-            LogletParams::Local { loglet_id, node } => {
-                self.remote_tail(*node, *loglet_id, Some((beyond, max_wait))).await.ok()
+            LogletParams::Local { loglet_id, node } => self.wait_remote(*node, *loglet_id, beyond, max_wait).await,
+            LogletParams::Replicated(params) => {
+                self.wait_remote(params.sequencer.id, params.loglet_id, beyond, max_wait)
+                    .await
             }
-            LogletParams::Replicated(params) => self
-                .remote_tail(params.sequencer.id, params.loglet_id, Some((beyond, max_wait)))
-                .await
-                .ok(),
         };
         match outcome {
-            Some(committed) if committed > beyond => {}
-            Some(_) => self.forget_logs(),
-            None => {
+            TailWait::Committed(committed) if committed > beyond => {}
+            TailWait::Committed(_) | TailWait::Moved => self.forget_logs(),
+            TailWait::Failed => {
                 tokio::time::sleep(RETRY_PAUSE.min(max_wait)).await;
                 self.forget_logs();
             }
+        }
+    }
+
+    /// Waits at the node that serves the tail segment. Ends early when that node is gone (a
+    /// paused node keeps the connection open and answers nothing, and its segment is about to
+    /// be sealed and the log continued elsewhere) or when this node extends a chain.
+    async fn wait_remote(&self, node: PlainNodeId, loglet_id: u64, beyond: u32, max_wait: Duration) -> TailWait {
+        let mut extended = self.inner.chains_extended.subscribe();
+        let gone = async {
+            self.until_gone(node).await;
+            // Until the log is continued elsewhere, re-read its chain now and then.
+            tokio::time::sleep(GONE_PAUSE.min(max_wait)).await;
+        };
+        tokio::select! {
+            tail = self.remote_tail(node, loglet_id, Some((beyond, max_wait))) => match tail {
+                Ok(committed) => TailWait::Committed(committed),
+                Err(_) => TailWait::Failed,
+            },
+            _ = gone => TailWait::Moved,
+            _ = extended.changed() => TailWait::Moved,
         }
     }
 

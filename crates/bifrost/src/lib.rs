@@ -34,6 +34,9 @@ pub use service::BifrostService;
 use crate::peers::Peers;
 use crate::sequencer::Sequencers;
 
+/// How often a wait at another node checks that the node still answers heartbeats.
+const GONE_CHECK: Duration = Duration::from_millis(50);
+
 /// Directory of this node's local loglets inside the node directory.
 pub const LOCAL_LOGLET_DIR: &str = "local-loglet";
 
@@ -86,6 +89,9 @@ struct Inner {
     /// The tail segment of each log as an append last saw it: while the chains cannot be read
     /// (metadata lost its quorum too), it still tells whether a log can take records at all.
     last_tails: std::sync::Mutex<std::collections::HashMap<u32, LogletParams>>,
+    /// Bumped when this node extends a chain, so its readers waiting at the old tail
+    /// segment's node move on at once.
+    chains_extended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Bifrost {
@@ -127,6 +133,7 @@ impl Bifrost {
                 logs: RwLock::new(None),
                 nodes: RwLock::new(None),
                 last_tails: Default::default(),
+                chains_extended: tokio::sync::watch::channel(0).0,
             }),
         })
     }
@@ -342,18 +349,32 @@ impl Bifrost {
         };
         // Long enough for the sequencer to finish the batch: giving up earlier would report
         // "outcome unknown" for records that are still being stored.
+        // A sequencer that stops answering heartbeats meanwhile (a paused node keeps the
+        // connection open) is not waited for: its segment is about to be sealed.
         let waited = self.inner.peers.forward_timeout();
-        match tokio::time::timeout(waited, client.sequencer_append(request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner().first_offset),
-            Ok(Err(status)) => {
-                if peers::refused(&status) {
-                    self.inner.peers.note_refused(node);
+        tokio::select! {
+            answer = tokio::time::timeout(waited, client.sequencer_append(request)) => match answer {
+                Ok(Ok(response)) => Ok(response.into_inner().first_offset),
+                Ok(Err(status)) => {
+                    if peers::refused(&status) {
+                        self.inner.peers.note_refused(node);
+                    }
+                    Err(service::status_to_error(&status, node))
                 }
-                Err(service::status_to_error(&status, node))
-            }
-            Err(_) => Err(BifrostError::UnknownOutcome(format!(
-                "{node} did not answer the forwarded append within {waited:?}"
+                Err(_) => Err(BifrostError::UnknownOutcome(format!(
+                    "{node} did not answer the forwarded append within {waited:?}"
+                ))),
+            },
+            () = self.until_gone(node) => Err(BifrostError::UnknownOutcome(format!(
+                "{node} stopped answering heartbeats while it held the forwarded append"
             ))),
+        }
+    }
+
+    /// Resolves once `node` is [gone](Self::gone).
+    pub(crate) async fn until_gone(&self, node: PlainNodeId) {
+        while !self.gone(node) {
+            tokio::time::sleep(GONE_CHECK).await;
         }
     }
 

@@ -15,6 +15,9 @@ use tonic::transport::Channel;
 
 use crate::BifrostError;
 
+/// How often a call in flight checks that its node still answers heartbeats.
+const SILENCE_CHECK: Duration = Duration::from_millis(50);
+
 /// The calls Bifrost makes to a log-server. The gRPC implementation talks to the node's
 /// fabric port; the unit tests use in-process log-servers behind a fault-injecting layer.
 #[tonic::async_trait]
@@ -253,6 +256,29 @@ impl Peers {
         self.liveness
             .as_ref()
             .is_some_and(|(view, silence, me)| node != *me && view.silent(node, *silence))
+    }
+
+    /// Runs a call to `node` for at most the RPC timeout, and only while `node` answers
+    /// heartbeats (a paused node keeps the connection open and answers nothing). Errors name
+    /// the node.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        node: PlainNodeId,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, String> {
+        let falls_silent = async {
+            while !self.silent(node) {
+                tokio::time::sleep(SILENCE_CHECK).await;
+            }
+        };
+        tokio::select! {
+            answer = tokio::time::timeout(self.rpc_timeout, call) => match answer {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(status)) => Err(format!("{node}: {}", status.message())),
+                Err(_) => Err(format!("{node}: no answer")),
+            },
+            () = falls_silent => Err(format!("{node}: stopped answering heartbeats")),
+        }
     }
 
     /// Tells the failure detector that `node` refused a connection: it counts as dead at once

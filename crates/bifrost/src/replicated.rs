@@ -412,10 +412,9 @@ async fn get_range(
         to_offset: to,
         max_records: to.saturating_sub(from).max(1),
     };
-    let response = tokio::time::timeout(peers.rpc_timeout, peers.log_servers.get_records(node, address, request))
-        .await
-        .map_err(|_| format!("{node}: no answer"))?
-        .map_err(|status| format!("{node}: {}", status.message()))?;
+    let response = peers
+        .within_deadline(node, peers.log_servers.get_records(node, address, request))
+        .await?;
     if !response.corrupt_offsets.is_empty() {
         tracing::error!(
             %node,
@@ -453,7 +452,10 @@ pub(crate) async fn read(
     let mut found: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     let mut trimmed_to = from;
     let mut errors = Vec::new();
-    for node in &params.nodeset {
+    // Members that answer heartbeats first: a silent one is asked only if they lack a record.
+    let mut members = params.nodeset.clone();
+    members.sort_by_key(|node| peers.silent(*node));
+    for node in &members {
         match get_range(peers, addresses, *node, params.loglet_id, from, to).await {
             Ok(range) => {
                 trimmed_to = trimmed_to.max(range.trim_point.min(to));
@@ -491,11 +493,9 @@ pub(crate) async fn known_global_tail(
             identity: peers.identity(node.0),
             loglet_id: params.loglet_id,
         };
-        if let Ok(Ok(info)) = tokio::time::timeout(
-            peers.rpc_timeout,
-            peers.log_servers.get_loglet_info(*node, address, request),
-        )
-        .await
+        if let Ok(info) = peers
+            .within_deadline(*node, peers.log_servers.get_loglet_info(*node, address, request))
+            .await
         {
             tail = tail.max(info.known_global_tail);
         }

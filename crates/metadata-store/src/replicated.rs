@@ -3,15 +3,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use restate_proto::metadata as pb;
 use restate_proto::metadata_server::metadata_server_svc_client::MetadataServerSvcClient;
-use restate_types::Role;
 use restate_types::metadata::{NODES_CONFIG_KEY, NodesConfiguration, Precondition, Version, VersionedValue};
+use restate_types::{ClusterView, Role};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -29,6 +29,8 @@ pub const KNOWN_LEADER_HEADER: &str = "x-restate-known-leader";
 const MAX_REDIRECTS: u32 = 3;
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
 const MAX_PAUSE: Duration = Duration::from_millis(200);
+/// How often a request in flight checks whether its server fell silent.
+const SILENCE_CHECK: Duration = Duration::from_millis(50);
 
 /// The leader a follower points to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +54,15 @@ pub struct ReplicatedStoreClient {
     connect_timeout: Duration,
     request_timeout: Duration,
     state: Mutex<Endpoints>,
+    liveness: OnceLock<Liveness>,
+}
+
+/// The failure detector's view, so the client passes over a server that stopped answering
+/// heartbeats instead of waiting out the request timeout on it (a paused metadata leader's
+/// connection stays open and silent).
+struct Liveness {
+    view: ClusterView,
+    silence: Duration,
 }
 
 #[derive(Default)]
@@ -81,6 +92,37 @@ impl ReplicatedStoreClient {
             connect_timeout,
             request_timeout,
             state: Mutex::new(endpoints),
+            liveness: OnceLock::new(),
+        }
+    }
+
+    /// From now on, servers the failure detector has not heard from for `silence` are passed
+    /// over, and a request in flight to a server that falls silent is given up (a write then
+    /// learns its outcome from the new leader). Set once; later calls change nothing.
+    pub fn skip_silent_servers(&self, view: ClusterView, silence: Duration) {
+        let _ = self.liveness.set(Liveness { view, silence });
+    }
+
+    /// Whether the server at `address` is known to have stopped answering heartbeats.
+    fn silent(&self, address: &str) -> bool {
+        self.liveness.get().is_some_and(|liveness| {
+            liveness.view.silent_at(
+                |known| restate_net::normalize_address(known) == address,
+                liveness.silence,
+            )
+        })
+    }
+
+    /// Resolves once the server at `address` falls silent; never without a failure detector.
+    async fn until_silent(&self, address: &str) -> Duration {
+        let Some(liveness) = self.liveness.get() else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(SILENCE_CHECK).await;
+            if self.silent(address) {
+                return liveness.silence;
+            }
         }
     }
 
@@ -147,17 +189,31 @@ impl ReplicatedStoreClient {
                 if remaining.is_zero() {
                     break;
                 }
+                if self.silent(&address) {
+                    failures.push(format!("{address}: no heartbeat answered lately"));
+                    let mut endpoints = self.endpoints();
+                    if endpoints.leader.as_deref() == Some(address.as_str()) {
+                        endpoints.leader = None;
+                    }
+                    endpoints.advance();
+                    continue;
+                }
                 // Values are bounded by the store's own limit; do not cap them a second time.
                 let client = MetadataServerSvcClient::new(channel)
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX);
-                let status = match tokio::time::timeout(remaining, op(client, self.identity())).await {
-                    Ok(Ok(answer)) => {
-                        self.endpoints().leader = Some(address);
-                        return Ok(answer);
-                    }
-                    Ok(Err(status)) => status,
-                    Err(_) => Status::deadline_exceeded(format!("no answer within {:?}", self.request_timeout)),
+                let status = tokio::select! {
+                    answer = tokio::time::timeout(remaining, op(client, self.identity())) => match answer {
+                        Ok(Ok(answer)) => {
+                            self.endpoints().leader = Some(address);
+                            return Ok(answer);
+                        }
+                        Ok(Err(status)) => status,
+                        Err(_) => Status::deadline_exceeded(format!("no answer within {:?}", self.request_timeout)),
+                    },
+                    silence = self.until_silent(&address) => Status::unavailable(format!(
+                        "the server stopped answering heartbeats (silent for {silence:?}) while the request was in flight"
+                    )),
                 };
                 let try_elsewhere = matches!(
                     status.code(),
@@ -175,7 +231,11 @@ impl ReplicatedStoreClient {
                 }
                 let mut endpoints = self.endpoints();
                 match LeaderHint::from_status(&status) {
-                    Some(hint) if redirects < MAX_REDIRECTS && hint.address != address => {
+                    Some(hint)
+                        if redirects < MAX_REDIRECTS
+                            && hint.address != address
+                            && !self.silent(&restate_net::normalize_address(&hint.address)) =>
+                    {
                         redirects += 1;
                         endpoints.add(&hint.address);
                         endpoints.leader = Some(restate_net::normalize_address(&hint.address));

@@ -161,11 +161,18 @@ impl Node {
             suspect_after: config.gossip_suspect_after,
             dead_after: config.gossip_dead_after,
         });
+        if let Some(client) = &replicated {
+            // Half the failover silence: a metadata leader silent that long is being replaced by
+            // its Raft peers, and a partition claim (made after the whole silence) must go to
+            // them rather than wait on it.
+            client.skip_silent_servers(view.clone(), config.failover_silence() / 2);
+        }
         let partitions = restate_partition_api::Partitions::new(
             metadata.clone(),
             view.clone(),
             config.advertised_address().as_str(),
             message_limit,
+            config.failover_silence(),
         );
         let schema = restate_metadata_store::SchemaCache::new(metadata.clone());
         let ctx = Arc::new(NodeContext {
@@ -409,8 +416,8 @@ fn spawn_fabric(
     tokio::spawn(restate_net::serve(listener, router, shutdown))
 }
 
-/// On the node running the active cluster controller: moves logs whose sequencer is gone to
-/// a new segment, once a second.
+/// On the node running the active cluster controller, once a second: moves logs whose
+/// sequencer is gone to a new segment, and keeps the partition placement current.
 fn spawn_log_watchdog(
     ctx: Arc<NodeContext>,
     bifrost: Bifrost,
@@ -419,11 +426,14 @@ fn spawn_log_watchdog(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if ctx.config.has_role(Role::Admin)
-                && ctx.view.active_controller() == Some(me.id)
-                && let Err(error) = bifrost.reconfigure_orphaned_logs().await
-            {
+            if !ctx.config.has_role(Role::Admin) || ctx.view.active_controller() != Some(me.id) {
+                continue;
+            }
+            if let Err(error) = bifrost.reconfigure_orphaned_logs().await {
                 tracing::debug!(%error, "log watchdog");
+            }
+            if let Err(error) = restate_admin::update_placement(&ctx.metadata).await {
+                tracing::debug!(%error, "cannot update the partition placement");
             }
         }
     })

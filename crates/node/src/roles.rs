@@ -323,9 +323,9 @@ impl RoleService for WorkerRole {
             self.ctx.view.clone(),
             self.ctx.schema.clone(),
             self.ctx.worker_metrics.clone(),
+            self.ctx.partitions.clone(),
         )
         .await?;
-        self.ctx.partitions.serve_locally(worker.handle().local_partitions());
         let _ = self.ctx.worker.set(worker.handle());
         self.worker = Some(worker);
         Ok(())

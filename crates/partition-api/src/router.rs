@@ -2,7 +2,7 @@
 //! partition key and the replica to ask, on this node or another.
 
 use std::ops::RangeInclusive;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use restate_metadata_store::MetadataClient;
 use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
@@ -38,8 +38,9 @@ pub struct Partitions {
 }
 
 struct Inner {
-    /// Set once this node's worker started.
-    local: OnceLock<Vec<LocalPartition>>,
+    /// This node's replicas: set when its worker starts, replaced when the placement moves
+    /// replicas to or from this node.
+    local: RwLock<Arc<Vec<LocalPartition>>>,
     /// `None`: only this node's replicas (a single process, or tests).
     remote: Option<Remote>,
 }
@@ -60,7 +61,7 @@ impl Partitions {
     pub fn local_only() -> Self {
         Self {
             inner: Arc::new(Inner {
-                local: OnceLock::new(),
+                local: RwLock::default(),
                 remote: None,
             }),
         }
@@ -68,41 +69,49 @@ impl Partitions {
 
     /// Routes to this node's replicas, and to other nodes' (found in `view`, reached on their
     /// fabric address; `own_address` is this node's, never asked) for partitions this node
-    /// does not run.
+    /// does not run. A node silent for `failover_silence` is not asked, and a request in
+    /// flight to a node that falls silent is given up.
     pub fn new(
         metadata: MetadataClient,
         view: restate_types::ClusterView,
         own_address: &str,
         message_limit: usize,
+        failover_silence: std::time::Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                local: OnceLock::new(),
+                local: RwLock::default(),
                 remote: Some(Remote {
                     metadata,
-                    fabric: Fabric::new(view, own_address, message_limit),
+                    fabric: Fabric::new(view, own_address, message_limit, failover_silence),
                     table: RwLock::new(None),
                 }),
             }),
         }
     }
 
-    /// Called once by the node when its worker started: from now on requests for these
-    /// partitions are served in-process.
+    /// Called by the worker when it starts and whenever replicas move to or from this node:
+    /// from now on requests for these partitions are served in-process.
     pub fn serve_locally(&self, partitions: Vec<LocalPartition>) {
-        if self.inner.local.set(partitions).is_err() {
-            tracing::warn!("the local partitions were handed over twice; keeping the first");
-        }
+        *self
+            .inner
+            .local
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(partitions);
     }
 
     /// This node's replicas (empty until its worker started, or without the worker role).
-    pub fn local(&self) -> &[LocalPartition] {
-        self.inner.local.get().map(Vec::as_slice).unwrap_or_default()
+    pub fn local(&self) -> Arc<Vec<LocalPartition>> {
+        self.inner
+            .local
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// This node's replica of a partition, by id.
-    pub fn local_by_id(&self, partition_id: u16) -> Option<&LocalPartition> {
-        self.local().iter().find(|p| p.partition_id == partition_id)
+    pub fn local_by_id(&self, partition_id: u16) -> Option<LocalPartition> {
+        self.local().iter().find(|p| p.partition_id == partition_id).cloned()
     }
 
     /// The partition that owns `partition_key`, as the replica to ask: this node's if it runs

@@ -61,6 +61,13 @@ struct PeerEntry {
     refused: bool,
 }
 
+impl PeerEntry {
+    /// Refused a connection, or answered before and has been silent for `silence` since.
+    fn silent_for(&self, silence: Duration) -> bool {
+        self.refused || self.last_seen.is_some_and(|seen| seen.elapsed() >= silence)
+    }
+}
+
 /// What a heartbeat says about its sender.
 #[derive(Debug, Clone, Default)]
 pub struct Heartbeat {
@@ -173,9 +180,15 @@ impl ClusterView {
     /// that must move on quickly from a node that stopped answering (leaders, sequencers,
     /// copies, the metadata leader).
     pub fn silent(&self, node: PlainNodeId, silence: Duration) -> bool {
+        self.lock().get(&node).is_some_and(|entry| entry.silent_for(silence))
+    }
+
+    /// Whether the node whose advertised address `is_address` accepts is [`silent`](Self::silent):
+    /// for clients that know servers by address only (the metadata client).
+    pub fn silent_at(&self, is_address: impl Fn(&str) -> bool, silence: Duration) -> bool {
         self.lock()
-            .get(&node)
-            .is_some_and(|entry| entry.refused || entry.last_seen.is_some_and(|seen| seen.elapsed() >= silence))
+            .values()
+            .any(|entry| is_address(&entry.address) && entry.silent_for(silence))
     }
 
     /// Whether `node`'s last heartbeat said it leads `partition`.

@@ -467,15 +467,31 @@ impl PartitionApi for PartitionHandle {
 }
 
 /// The worker of this node, as the node sees it; cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct WorkerHandle {
-    pub(crate) partitions: Arc<Vec<(std::ops::RangeInclusive<u64>, PartitionHandle)>>,
+    partitions: Arc<std::sync::RwLock<Arc<ReplicaList>>>,
 }
 
+/// This node's replicas with the keys each owns.
+type ReplicaList = Vec<(std::ops::RangeInclusive<u64>, PartitionHandle)>;
+
 impl WorkerHandle {
+    fn current(&self) -> Arc<ReplicaList> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the replicas (the placement moved some to or from this node).
+    pub(crate) fn set(&self, partitions: ReplicaList) {
+        *self.partitions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(partitions);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.current().is_empty()
+    }
+
     /// Every partition replica of this node, for the partition API to route to in-process.
     pub fn local_partitions(&self) -> Vec<LocalPartition> {
-        self.partitions
+        self.current()
             .iter()
             .map(|(keys, handle)| LocalPartition {
                 partition_id: handle.partition_id,
@@ -487,6 +503,6 @@ impl WorkerHandle {
     }
 
     pub fn partitions(&self) -> Vec<PartitionSnapshot> {
-        self.partitions.iter().map(|(_, h)| h.state.snapshot()).collect()
+        self.current().iter().map(|(_, h)| h.state.snapshot()).collect()
     }
 }

@@ -8,6 +8,7 @@ pub mod leadership;
 mod metrics;
 pub mod model;
 mod processor;
+mod replicas;
 mod settings;
 pub mod state_machine;
 pub mod wal;
@@ -18,6 +19,7 @@ use restate_bifrost::Bifrost;
 use restate_config::Configuration;
 use restate_metadata_store::MetadataClient;
 use restate_partition_store::{PARTITION_STORE_DIR, PartitionStores};
+use restate_types::PlainNodeId;
 use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +32,8 @@ pub use processor::{SkippedRecords, skipped_records_key};
 pub use restate_partition_api::invocation_id_of;
 pub use settings::WorkerSettings;
 
-use crate::processor::appender::Appender;
 use crate::processor::{Processor, ProcessorCtx};
+use crate::replicas::Replicas;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -51,8 +53,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Opens the partition store and starts a processor for every partition of the table.
-    /// `schema` is the node's copy of the schema registry (the node keeps it fresh).
+    /// Opens the partition store and starts a processor for each partition the placement
+    /// gives this node (every partition while there is no placement), then follows the
+    /// placement. `schema` is the node's copy of the schema registry (the node keeps it
+    /// fresh); `router` is the node's partition API, told which replicas run here.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: &Configuration,
         bifrost: Bifrost,
@@ -61,6 +66,7 @@ impl Worker {
         view: restate_types::ClusterView,
         schema: restate_metadata_store::SchemaCache,
         metrics: WorkerMetrics,
+        router: restate_partition_api::Partitions,
     ) -> Result<Self, WorkerError> {
         let table = match metadata.get_json::<PartitionTable>(PARTITION_TABLE_KEY).await {
             Ok(Some((_, table))) => table,
@@ -89,40 +95,26 @@ impl Worker {
             // Each log is still created on its first append.
             tracing::warn!(%error, "cannot create the partition logs up front");
         }
-        let ctx = Arc::new(ctx);
-        let cancel = CancellationToken::new();
-        let mut tasks = Vec::new();
-        let mut partitions = Vec::new();
         // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
         let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
-        for partition in &table.partitions {
-            let appender = Appender::spawn(bifrost.clone(), u32::from(partition.id), append_deadline);
-            let handle = PartitionHandle::new(partition.id, appender, stores.partition(partition.id)?, bifrost.clone());
-            let range = partition.key_range_start..=partition.key_range_end;
-            partitions.push((range.clone(), handle.clone()));
-            let processor = Processor::new(
-                ctx.clone(),
-                partition.id,
-                range,
-                stores.partition(partition.id)?,
-                handle.clone(),
-            )?;
-            ctx.metrics.partition_failed(partition.id, false);
-            tasks.push(tokio::spawn(supervise(
-                processor,
-                handle,
-                ctx.metrics.clone(),
-                cancel.clone(),
-            )));
-        }
-        tracing::info!(partitions = partitions.len(), "partition processors started");
-        Ok(Self {
-            handle: WorkerHandle {
-                partitions: Arc::new(partitions),
-            },
-            cancel,
-            tasks,
-        })
+        let mut replicas = Replicas::new(
+            Arc::new(ctx),
+            stores,
+            bifrost,
+            table,
+            append_deadline,
+            router,
+            PlainNodeId(node_id),
+        );
+        // Without a readable placement yet, run every partition (as a cluster without one
+        // does); the follower corrects it once the placement can be read.
+        let placement = replicas.read_placement().await.unwrap_or_default();
+        replicas.follow(placement).await?;
+        let handle = replicas.handle.clone();
+        tracing::info!(partitions = handle.partitions().len(), "partition processors started");
+        let cancel = CancellationToken::new();
+        let tasks = vec![tokio::spawn(replicas.run(cancel.clone()))];
+        Ok(Self { handle, cancel, tasks })
     }
 
     pub fn handle(&self) -> WorkerHandle {
@@ -141,7 +133,12 @@ impl Worker {
 
 /// Runs a processor; if it panics, its partition is marked failed with the panic (and its
 /// waiters told at once) instead of looking healthy while every call to it hangs.
-async fn supervise(processor: Processor, handle: PartitionHandle, metrics: WorkerMetrics, cancel: CancellationToken) {
+pub(crate) async fn supervise(
+    processor: Processor,
+    handle: PartitionHandle,
+    metrics: WorkerMetrics,
+    cancel: CancellationToken,
+) {
     let partition = handle.partition_id;
     if let Err(error) = tokio::spawn(processor.run(cancel)).await
         && error.is_panic()

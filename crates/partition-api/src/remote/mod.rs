@@ -21,6 +21,8 @@ use crate::router::{LocalPartition, Partitions};
 
 /// How long opening a connection to another node may take before the next node is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a request in flight checks that its node still answers heartbeats.
+const SILENCE_CHECK: Duration = Duration::from_millis(50);
 
 /// A request as it crosses the fabric.
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,21 +157,26 @@ pub(crate) struct Fabric {
     /// This node's fabric address (normalized): its own replicas are reached in-process.
     own_address: String,
     message_limit: usize,
+    /// A node silent this long is not asked, and a request in flight to it is given up: a
+    /// paused node keeps its connections open and answers nothing.
+    silence: Duration,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Fabric {
-    pub(crate) fn new(view: ClusterView, own_address: &str, message_limit: usize) -> Self {
+    pub(crate) fn new(view: ClusterView, own_address: &str, message_limit: usize, silence: Duration) -> Self {
         Self {
             view,
             own_address: restate_net::normalize_address(own_address),
             message_limit,
+            silence,
             channels: Arc::default(),
         }
     }
 
     /// Worker nodes to ask for `partition`, best first: the one that says it leads it, then
-    /// the responsive ones, then those that missed heartbeats; dead ones are left out.
+    /// the responsive ones, then those that missed heartbeats; dead and silent ones are left
+    /// out (a silent node's last heartbeat may still say it leads).
     fn candidates(&self, partition: u16) -> Vec<(PlainNodeId, String)> {
         let mut nodes: Vec<(u8, PlainNodeId, String)> = self
             .view
@@ -178,6 +185,7 @@ impl Fabric {
             .filter(|peer| {
                 peer.roles.contains(&Role::Worker)
                     && peer.liveness != Liveness::Dead
+                    && !self.view.silent(peer.node_id.id, self.silence)
                     && restate_net::normalize_address(&peer.address) != self.own_address
             })
             .map(|peer| {
@@ -191,6 +199,14 @@ impl Fabric {
             .collect();
         nodes.sort();
         nodes.into_iter().map(|(_, id, address)| (id, address)).collect()
+    }
+
+    /// Resolves once `node` falls silent.
+    async fn until_silent(&self, node: PlainNodeId) -> Duration {
+        while !self.view.silent(node, self.silence) {
+            tokio::time::sleep(SILENCE_CHECK).await;
+        }
+        self.silence
     }
 
     fn channel(&self, address: &str) -> Result<Channel, String> {
@@ -221,12 +237,24 @@ impl Fabric {
             let mut client = PartitionSvcClient::new(channel)
                 .max_decoding_message_size(self.message_limit)
                 .max_encoding_message_size(self.message_limit);
-            let answer = client
-                .request(PartitionRequest {
-                    partition_id: u32::from(partition),
-                    body: body.clone(),
-                })
-                .await;
+            let sent = client.request(PartitionRequest {
+                partition_id: u32::from(partition),
+                body: body.clone(),
+            });
+            let answer = tokio::select! {
+                answer = sent => answer,
+                silence = self.until_silent(node) => {
+                    let reason = format!("{node} stopped answering heartbeats (silent for {silence:?})");
+                    if request.repeats_harmlessly() {
+                        tried.push(reason);
+                        continue;
+                    }
+                    return Err(SubmitError::Unknown {
+                        partition,
+                        reason: format!("{reason} while it held the request"),
+                    });
+                }
+            };
             let status = match answer {
                 Ok(reply) => match postcard::from_bytes::<Reply>(&reply.into_inner().body) {
                     Ok(Reply::NotHere(reason)) => {
@@ -551,7 +579,7 @@ impl PartitionSvc for PartitionServer {
         let body = postcard::from_bytes::<Request>(&request.body)
             .map_err(|error| tonic::Status::invalid_argument(format!("cannot decode the request: {error}")))?;
         let reply = match self.partitions.local_by_id(partition_id) {
-            Some(local) => serve(local, body).await,
+            Some(local) => serve(&local, body).await,
             None => Reply::NotHere(format!("it runs no replica of partition {partition_id}")),
         };
         let body = postcard::to_allocvec(&reply)

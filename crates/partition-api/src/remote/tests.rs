@@ -10,10 +10,12 @@ use super::*;
 use crate::model::{InvocationTarget, Retention};
 use crate::router::LocalPartition;
 
-/// A replica that answers every call with its argument and counts the calls.
+/// A replica that answers every call with its argument and counts the calls; with `hang`,
+/// calls never finish (as on a node that was paused while it held them).
 #[derive(Default)]
 struct Echo {
     calls: AtomicUsize,
+    hang: bool,
 }
 
 #[async_trait::async_trait]
@@ -23,6 +25,9 @@ impl PartitionApi for Echo {
     }
     async fn call(&self, request: InvokeRequest) -> Result<(InvocationId, Arc<InvocationResult>), SubmitError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
         Ok((request.id, Arc::new(InvocationResult::Success(request.argument))))
     }
     async fn send(&self, _: InvokeRequest) -> Result<bool, SubmitError> {
@@ -82,6 +87,8 @@ fn request(argument: &[u8]) -> InvokeRequest {
     }
 }
 
+const SILENCE: Duration = Duration::from_secs(1);
+
 fn view() -> ClusterView {
     ClusterView::new(LivenessThresholds {
         suspect_after: Duration::from_millis(500),
@@ -132,7 +139,7 @@ fn the_leader_is_asked_first_then_live_nodes_and_never_dead_ones_or_this_node() 
         heard(&view, id, if id == 3 { vec![5] } else { vec![] });
     }
     view.connection_refused(PlainNodeId::new(2));
-    let fabric = Fabric::new(view, "127.0.0.1:1", 1 << 20);
+    let fabric = Fabric::new(view, "127.0.0.1:1", 1 << 20, SILENCE);
     let order: Vec<u32> = fabric.candidates(5).into_iter().map(|(id, _)| id.0).collect();
     assert_eq!(order, vec![3, 4]);
     let order: Vec<u32> = fabric.candidates(6).into_iter().map(|(id, _)| id.0).collect();
@@ -157,7 +164,7 @@ async fn requests_reach_the_replica_on_another_node_and_its_answers_come_back() 
     view.set_members([member(1, &empty), member(2, &address)]);
     heard(&view, 1, vec![0]);
     heard(&view, 2, vec![]);
-    let remote = RemotePartition::new(0, Fabric::new(view, "127.0.0.1:9", 1 << 20));
+    let remote = RemotePartition::new(0, Fabric::new(view, "127.0.0.1:9", 1 << 20, SILENCE));
 
     let sent = request(b"\"Sam\"");
     let (id, result) = remote.call(sent.clone()).await.unwrap();
@@ -216,15 +223,50 @@ async fn without_a_node_that_answers_the_request_is_refused_as_safe_to_retry() {
     let view = view();
     view.set_members([member(1, &closed)]);
     heard(&view, 1, vec![0]);
-    let remote = RemotePartition::new(0, Fabric::new(view, "127.0.0.1:9", 1 << 20));
+    let remote = RemotePartition::new(0, Fabric::new(view, "127.0.0.1:9", 1 << 20, SILENCE));
     let error = remote.call(request(b"1")).await.unwrap_err();
     assert!(matches!(error, SubmitError::Unreachable(_)), "{error}");
     assert!(error.retry_is_safe());
     assert!(error.to_string().contains("N1"), "{error}");
 
-    let nobody = RemotePartition::new(0, Fabric::new(self::view(), "127.0.0.1:9", 1 << 20));
+    let nobody = RemotePartition::new(0, Fabric::new(self::view(), "127.0.0.1:9", 1 << 20, SILENCE));
     let error = nobody.call(request(b"1")).await.unwrap_err();
     assert!(error.to_string().contains("knows no live worker node"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_by_a_node_that_falls_silent_is_given_up_and_silent_nodes_are_not_asked() {
+    let shutdown = CancellationToken::new();
+    let stuck = Partitions::local_only();
+    let echo = Arc::new(Echo {
+        hang: true,
+        ..Echo::default()
+    });
+    stuck.serve_locally(vec![LocalPartition {
+        partition_id: 0,
+        keys: 0..=u64::MAX,
+        api: echo.clone(),
+        reader: Arc::new(NoReader),
+    }]);
+    let address = serve(stuck, shutdown.clone()).await;
+    let view = view();
+    view.set_members([member(1, &address)]);
+    // Its last heartbeat: it falls silent while it holds the call.
+    heard(&view, 1, vec![0]);
+    let remote = RemotePartition::new(0, Fabric::new(view, "127.0.0.1:9", 1 << 20, SILENCE));
+    let error = tokio::time::timeout(Duration::from_secs(60), remote.call(request(b"1")))
+        .await
+        .expect("the call is given up once the node is silent, not waited on")
+        .unwrap_err();
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 1, "the node held the call");
+    assert!(matches!(error, SubmitError::Unknown { .. }), "{error}");
+    assert!(!error.retry_is_safe(), "the silent node may still apply it");
+    assert!(error.to_string().contains("stopped answering heartbeats"), "{error}");
+    // Once silent, it is not asked at all.
+    let error = remote.attach(InvocationId::generate(7)).await.unwrap_err();
+    assert!(error.to_string().contains("knows no live worker node"), "{error}");
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 1);
+    shutdown.cancel();
 }
 
 struct NoReader;

@@ -1,5 +1,5 @@
-//! `restatectl partitions list`: each partition's replicas, leader and epoch, and how far each
-//! replica applied its log.
+//! `restatectl partitions list`: each partition's replica set, leader and epoch, and how far
+//! each replica applied its log.
 //!
 //! `restatectl partitions skip-record`: the way out for a partition held at a record it
 //! cannot apply (its failure in `restatectl status` names the record). The skip is kept in the
@@ -11,14 +11,16 @@ use clap::Subcommand;
 use restate_proto::metadata as pb;
 use restate_proto::metadata::metadata_proxy_svc_client::MetadataProxySvcClient;
 use restate_proto::node_ctl::PartitionProcessorState;
+use restate_types::metadata::{PARTITION_PLACEMENT_KEY, PartitionPlacement};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Addresses;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PartitionsCommand {
-    /// Each partition's replicas (the worker nodes that run it), its leader and leader epoch,
-    /// and the LSN each replica applied. Nodes that do not answer are left out.
+    /// Each partition's replica set (the worker nodes the cluster controller placed it on), its
+    /// leader and leader epoch, and the LSN each running replica applied. Nodes that do not
+    /// answer are left out of the replicas.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -51,8 +53,35 @@ pub(crate) async fn run(command: PartitionsCommand, addresses: &Addresses) -> an
     }
 }
 
+/// The controller's placement; an empty one while none is stored (every worker node runs every
+/// partition then).
+async fn placement(addresses: &Addresses) -> anyhow::Result<PartitionPlacement> {
+    let value = addresses
+        .first_answer(|channel, _| async move {
+            MetadataProxySvcClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .get(pb::GetRequest {
+                    cluster: None,
+                    key: PARTITION_PLACEMENT_KEY.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().value)
+        })
+        .await?;
+    match value {
+        Some(value) => serde_json::from_slice(&value.value)
+            .with_context(|| format!("`{PARTITION_PLACEMENT_KEY}` in the metadata store cannot be decoded")),
+        None => Ok(PartitionPlacement::default()),
+    }
+}
+
 async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
     let (_, nodes) = crate::cluster::nodes_config(addresses).await?;
+    let placement = placement(addresses).await?;
+    let replica_set = |id: u32| -> Option<Vec<String>> {
+        let id = u16::try_from(id).ok()?;
+        Some(placement.replicas_of(id)?.iter().map(|n| n.to_string()).collect())
+    };
     let processors = super::status::partition_processors(addresses, &nodes).await;
     let mut partitions: std::collections::BTreeMap<u32, Vec<(String, PartitionProcessorState)>> =
         std::collections::BTreeMap::new();
@@ -75,6 +104,7 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
                 let leader = leader_of(replicas);
                 serde_json::json!({
                     "partition_id": id,
+                    "replica_set": replica_set(*id),
                     "leader": leader.as_ref().map(|(node, _)| node),
                     "leader_epoch": leader.and_then(|(_, epoch)| epoch),
                     "replicas": replicas.iter().map(|(node, p)| serde_json::json!({
@@ -93,7 +123,13 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
         println!("No worker node answered: no partition processor is known.");
         return Ok(());
     }
-    let mut table = crate::table::new_table(&["PARTITION", "LEADER", "EPOCH", "REPLICAS (MODE@APPLIED-LSN)"]);
+    let mut table = crate::table::new_table(&[
+        "PARTITION",
+        "REPLICA SET",
+        "LEADER",
+        "EPOCH",
+        "REPLICAS (MODE@APPLIED-LSN)",
+    ]);
     for (id, replicas) in &partitions {
         let leader = leader_of(replicas);
         let replicas: Vec<String> = replicas
@@ -102,6 +138,7 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
             .collect();
         table.add_row(vec![
             id.to_string(),
+            replica_set(*id).map_or("all workers".to_owned(), |set| set.join(",")),
             leader.as_ref().map_or("-".to_owned(), |(node, _)| node.clone()),
             leader
                 .and_then(|(_, epoch)| epoch)

@@ -5,6 +5,7 @@
 mod logs;
 mod nodes;
 mod partitions;
+mod placement;
 mod value;
 
 pub use logs::{
@@ -13,6 +14,7 @@ pub use logs::{
 };
 pub use nodes::{NodeConfig, NodesConfiguration, StorageState};
 pub use partitions::{Partition, PartitionTable};
+pub use placement::PartitionPlacement;
 pub use value::{Precondition, Version, VersionedValue};
 
 /// Key of the [`NodesConfiguration`].
@@ -21,6 +23,8 @@ pub const NODES_CONFIG_KEY: &str = "nodes_config";
 pub const BIFROST_CONFIG_KEY: &str = "bifrost_config";
 /// Key of the [`PartitionTable`].
 pub const PARTITION_TABLE_KEY: &str = "partition_table";
+/// Key of the [`PartitionPlacement`].
+pub const PARTITION_PLACEMENT_KEY: &str = "partition_placement";
 /// Key of the service schema registry (written by the admin API).
 pub const SCHEMA_REGISTRY_KEY: &str = "schema_registry";
 /// Prefix of the per-partition leader epoch keys.
@@ -30,7 +34,7 @@ pub const PARTITION_EPOCH_PREFIX: &str = "pp_epoch";
 pub fn is_system_key(key: &str) -> bool {
     matches!(
         key,
-        NODES_CONFIG_KEY | BIFROST_CONFIG_KEY | PARTITION_TABLE_KEY | SCHEMA_REGISTRY_KEY
+        NODES_CONFIG_KEY | BIFROST_CONFIG_KEY | PARTITION_TABLE_KEY | PARTITION_PLACEMENT_KEY | SCHEMA_REGISTRY_KEY
     ) || key.starts_with(PARTITION_EPOCH_PREFIX)
 }
 

@@ -34,6 +34,10 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) trait Peers {
     /// The nodes with the worker role.
     fn workers(&self) -> Vec<u32>;
+    /// The nodes that may lead the partition: its replica set once placed, else every worker.
+    fn replicas(&self) -> Vec<u32> {
+        self.workers()
+    }
     /// Heard from recently, and no connection to it was refused since.
     fn responsive(&self, node: u32) -> bool;
     /// Its last heartbeat said it leads `partition`.
@@ -47,6 +51,8 @@ pub(crate) struct ViewPeers<'a> {
     pub view: &'a ClusterView,
     pub silence: Duration,
     pub lease: Duration,
+    /// The partition's replica set, once placed: only its members lead it.
+    pub replicas: Option<Vec<u32>>,
 }
 
 impl Peers for ViewPeers<'_> {
@@ -56,6 +62,10 @@ impl Peers for ViewPeers<'_> {
             .into_iter()
             .map(|n| n.0)
             .collect()
+    }
+
+    fn replicas(&self) -> Vec<u32> {
+        self.replicas.clone().unwrap_or_else(|| self.workers())
     }
 
     fn responsive(&self, node: u32) -> bool {
@@ -184,7 +194,7 @@ impl Election {
             }
             self.claim = None;
         }
-        let mut order = preference(self.partition, peers.workers());
+        let mut order = preference(self.partition, peers.replicas());
         if order.is_empty() {
             order.push(self.me);
         }
@@ -225,6 +235,8 @@ mod tests {
     #[derive(Default)]
     struct FakePeers {
         workers: Vec<u32>,
+        /// The partition's replica set, when placed.
+        replicas: Option<Vec<u32>>,
         down: HashSet<u32>,
         leading: HashMap<u32, u16>,
     }
@@ -232,6 +244,9 @@ mod tests {
     impl Peers for FakePeers {
         fn workers(&self) -> Vec<u32> {
             self.workers.clone()
+        }
+        fn replicas(&self) -> Vec<u32> {
+            self.replicas.clone().unwrap_or_else(|| self.workers())
         }
         fn responsive(&self, node: u32) -> bool {
             !self.down.contains(&node)
@@ -288,6 +303,25 @@ mod tests {
         peers.down.insert(2);
         assert!(on3.cut_off(&peers));
         assert_eq!(on3.decide(start, false, &peers), None);
+    }
+
+    #[test]
+    fn a_placed_partition_is_led_only_by_its_replicas_and_its_last_live_replica_takes_over() {
+        let start = Instant::now();
+        // Partition 0 runs on nodes 1 and 3; node 2 is a worker without a replica of it.
+        let mut peers = FakePeers {
+            replicas: Some(vec![3, 1]),
+            ..three()
+        };
+        let (mut on1, mut on2) = (Election::new(0, 1, None, start), Election::new(0, 2, None, start));
+        assert_eq!(on1.decide(start, false, &peers), Some(Claim::NoLeader));
+        assert_eq!(on2.decide(start, false, &peers), None, "not a replica");
+        peers.leading.insert(1, 0);
+        let mut on3 = Election::new(0, 3, Some((4, 1)), start);
+        peers.down.insert(1);
+        // Node 3 hears from node 2 although node 2 runs no replica: it is not cut off.
+        assert!(!on3.cut_off(&peers));
+        assert_eq!(on3.decide(start, false, &peers), Some(Claim::LeaderGone));
     }
 
     #[test]

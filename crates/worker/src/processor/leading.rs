@@ -23,10 +23,18 @@ impl Processor {
     /// Claims leadership if the election says this replica should; stops leading when this
     /// node is cut off from the other workers (its lease ran out), before they replace it.
     pub(super) fn elect(&mut self) {
+        let replicas = self
+            .ctx
+            .placement
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .replicas_of(self.partition_id)
+            .map(|set| set.iter().map(|n| n.0).collect());
         let peers = ViewPeers {
             view: &self.ctx.view,
             silence: self.ctx.failover_silence,
             lease: lease(self.ctx.failover_silence),
+            replicas,
         };
         if !self.leading && self.appender.is_failed() {
             // A follower's appender carries only records that stand alone (its stepped-down

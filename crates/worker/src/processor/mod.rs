@@ -75,6 +75,8 @@ pub(crate) struct ProcessorCtx {
     pub view: restate_types::ClusterView,
     /// Silence after which a leader's node counts as gone.
     pub failover_silence: Duration,
+    /// The replica sets, as this node's worker last read them.
+    pub placement: crate::replicas::SharedPlacement,
 }
 
 impl ProcessorCtx {
@@ -108,6 +110,7 @@ impl ProcessorCtx {
             metrics: crate::metrics::WorkerMetrics::default(),
             view,
             failover_silence: config.failover_silence(),
+            placement: Default::default(),
         })
     }
 }
