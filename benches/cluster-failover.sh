@@ -83,10 +83,44 @@ print(json.dumps({"node": int(sys.argv[2]) + 1, "signal": "SIG" + sys.argv[3],
                   "p99_ms": report["ops"]["invoke"]["p99_ms"]}))
 PY
   tail -n 1 "$out/faults.jsonl" >&2
+  local back
+  back=$(date +%s%N)
   if [ "$signal" = KILL ]; then start_node "$server" "$victim"; else kill -CONT "${node_pid[$victim]}"; fi
   wait_for 60 "node $((victim + 1)) to serve again" healthy "$victim"
+  if [ "$server" = restate-rs ]; then
+    # Rebalance: time from the restart (or SIGCONT) until the node leads its share of the
+    # partitions again (at least 6 of 24, a third being 8).
+    local rebalanced=""
+    for _ in $(seq 240); do
+      if leads_share "$victim"; then rebalanced=$((($(date +%s%N) - back) / 1000000)); break; fi
+      sleep 0.25
+    done
+    python3 - "$out/faults.jsonl" "${rebalanced:-null}" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().strip().splitlines()
+last = json.loads(lines[-1]); last["rebalance_ms"] = json.loads(sys.argv[2])
+lines[-1] = json.dumps(last)
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+    echo "leaders back on node $((victim + 1)) after ${rebalanced:-more than 60000} ms" >&2
+  fi
   # Leaders move back to the returning node (restate-rs: 5 s after it starts) before the next fault.
   sleep 12
+}
+
+# Whether node $1 (0..2) of restate-rs leads at least 6 partitions, per restatectl.
+leads_share() {
+  local listing nodes
+  nodes=$("$bin/restatectl" -s "http://127.0.0.1:${fabric[0]}/" nodes list --json 2>/dev/null) || return 1
+  listing=$("$bin/restatectl" -s "http://127.0.0.1:${fabric[0]}/" partitions list --json 2>/dev/null) || return 1
+  python3 - "node-$(($1 + 1))" "$nodes" "$listing" <<'PY'
+import json, sys
+name, nodes, listing = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+ids = {str(n.get("node_id")) for n in nodes if n.get("name") == name}
+ids |= {f"N{i}" for i in list(ids) if not str(i).startswith("N")}
+led = sum(1 for p in listing if str(p.get("leader")) in ids)
+sys.exit(0 if led >= 6 else 1)
+PY
 }
 
 run_server() {
@@ -176,7 +210,12 @@ def tput(r):
 print(f"| healthy, 32 workers through all 3 ingresses | {tput(ours)} | {tput(ref)} |")
 rows = (ours or ref)["faults"]
 for i, row in enumerate(rows):
-    cell = lambda r: f'{r["faults"][i]["stall_ms"]} ({r["faults"][i]["errors"]})' if r else "-"
+    def cell(r):
+        if not r:
+            return "-"
+        f = r["faults"][i]
+        back = f" leaders back in {f['rebalance_ms']} ms" if f.get("rebalance_ms") is not None else ""
+        return f'{f["stall_ms"]} ({f["errors"]}){back}'
     print(f'| {row["signal"]} node {row["node"]} | {cell(ours)} | {cell(ref)} |')
 for name, r in (("restate-rs", ours), ("reference", ref)):
     if r:

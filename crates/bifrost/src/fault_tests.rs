@@ -371,6 +371,58 @@ async fn a_seal_does_not_wait_for_a_member_that_stopped_answering() {
     assert_eq!(end, 10, "the records with one copy are kept");
 }
 
+/// Item: a range read waited out its RPC deadline on a member that was paused (connection
+/// open, nothing answered) before it asked the others, so a new leader replayed its log
+/// seconds late.
+#[tokio::test]
+async fn a_read_does_not_wait_for_a_member_that_falls_silent() {
+    let servers = FaultyLogServers::with_members(3);
+    let nodes = [1, 2, 3];
+    put(&servers, &[1, 2], 0, 10, 0).await;
+    servers.inject(1, Call::GetRecords, Fault::Hang);
+    let view = log_server_view(&nodes);
+    let heard = |node: u32| {
+        view.heard_from(
+            PlainNodeId(node).with_generation(1),
+            restate_types::Heartbeat::default(),
+        )
+    };
+    // Member 1 answered a heartbeat just now, so it is asked first; then it falls silent
+    // while it holds the read. Members 2 and 3 keep answering.
+    nodes.iter().for_each(|n| heard(*n));
+    let beating = {
+        let view = view.clone();
+        tokio::spawn(async move {
+            loop {
+                for node in [2, 3] {
+                    view.heard_from(
+                        PlainNodeId(node).with_generation(1),
+                        restate_types::Heartbeat::default(),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // An RPC deadline far above the test's bound: a read waited on member 1 shows.
+    let peers = Peers::with_log_servers(
+        CLUSTER,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        servers.clone(),
+    )
+    .with_liveness(view, Duration::from_millis(100), PlainNodeId(99));
+    let (params, addresses) = (params(&nodes, 2), addresses(&nodes));
+    let read = replicated::read(&peers, &params, &addresses, 0, 10);
+    let range = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the read does not wait for the member that fell silent")
+        .expect("read");
+    beating.abort();
+    let offsets: Vec<u32> = range.records.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+}
+
 /// Item: a member whose read failed was treated as not holding the records: with the
 /// record on {2, 3}, member 3 slow to seal and member 2's read failing once, the records
 /// were cut.
@@ -506,12 +558,15 @@ async fn a_store_stops_waiting_for_a_member_that_went_silent() {
     let nodes = [1, 2];
     let view = log_server_view(&nodes);
     let silence = Duration::from_millis(50);
+    // An RPC deadline far above the test's bound: a store waited on member 2 shows.
     let peers = Arc::new(
-        Peers::with_log_servers(CLUSTER, RPC_TIMEOUT, Duration::from_secs(30), servers.clone()).with_liveness(
-            view.clone(),
-            silence,
-            PlainNodeId(99),
-        ),
+        Peers::with_log_servers(
+            CLUSTER,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+            servers.clone(),
+        )
+        .with_liveness(view.clone(), silence, PlainNodeId(99)),
     );
     let sequencer = Arc::new(Sequencer::new(params(&nodes, 2), addresses(&nodes), peers));
     servers.inject(2, Call::Store, Fault::Hang);

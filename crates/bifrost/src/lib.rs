@@ -34,6 +34,23 @@ pub use service::BifrostService;
 use crate::peers::Peers;
 use crate::sequencer::Sequencers;
 
+/// Closes this node's sequencer of a loglet that another node sealed (its seal reached this
+/// node's log-server): readers waiting at the sequencer for more records of the segment move
+/// on to the next one at once, instead of after their wait.
+async fn close_sequencers_on_seal(inner: std::sync::Weak<Inner>, mut seals: tokio::sync::broadcast::Receiver<u64>) {
+    loop {
+        let loglet_id = match seals.recv().await {
+            Ok(loglet_id) => loglet_id,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        if let Some(sequencer) = inner.sequencers.get(loglet_id) {
+            sequencer.seal();
+        }
+    }
+}
+
 /// How often a wait at another node checks that the node still answers heartbeats.
 const GONE_CHECK: Duration = Duration::from_millis(50);
 
@@ -115,11 +132,12 @@ impl Bifrost {
             config.bifrost.auto_recovery_interval,
             usize::try_from(config.networking.message_size_limit.0).unwrap_or(usize::MAX),
         );
+        let seals = local_log_server.as_ref().map(|service| service.seals());
         if let Some(service) = local_log_server {
             peers = peers.with_local_log_server(me.id, service);
         }
         let peers = peers.with_liveness(view.clone(), config.failover_silence(), me.id);
-        Ok(Self {
+        let bifrost = Self {
             inner: Arc::new(Inner {
                 me,
                 metadata,
@@ -135,7 +153,11 @@ impl Bifrost {
                 last_tails: Default::default(),
                 chains_extended: tokio::sync::watch::channel(0).0,
             }),
-        })
+        };
+        if let (Some(seals), Ok(runtime)) = (seals, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(close_sequencers_on_seal(Arc::downgrade(&bifrost.inner), seals));
+        }
+        Ok(bifrost)
     }
 
     pub fn me(&self) -> GenerationalNodeId {
@@ -614,7 +636,11 @@ impl Bifrost {
                 .get(params.loglet_id)
                 .map_or(0, |s| s.committed_tail()),
             LogletParams::Replicated(params) => {
-                match self.remote_tail(params.sequencer.id, params.loglet_id, None).await {
+                let asked = match self.gone(params.sequencer.id) {
+                    true => Err(BifrostError::Unavailable(format!("{} is gone", params.sequencer))),
+                    false => self.remote_tail(params.sequencer.id, params.loglet_id, None).await,
+                };
+                match asked {
                     Ok(tail) => tail,
                     // The sequencer is unreachable: what log-servers know to be committed.
                     Err(_) => {
@@ -644,10 +670,13 @@ impl Bifrost {
             max_wait_ms: max_wait.as_millis().try_into().unwrap_or(u32::MAX),
         };
         let deadline = self.inner.peers.rpc_timeout + max_wait;
-        match tokio::time::timeout(deadline, client.sequencer_tail(request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner().committed_tail),
-            Ok(Err(status)) => Err(BifrostError::Unavailable(format!("{node}: {}", status.message()))),
-            Err(_) => Err(BifrostError::Unavailable(format!("{node}: no answer"))),
+        tokio::select! {
+            answer = tokio::time::timeout(deadline, client.sequencer_tail(request)) => match answer {
+                Ok(Ok(response)) => Ok(response.into_inner().committed_tail),
+                Ok(Err(status)) => Err(BifrostError::Unavailable(format!("{node}: {}", status.message()))),
+                Err(_) => Err(BifrostError::Unavailable(format!("{node}: no answer"))),
+            },
+            () = self.until_gone(node) => Err(BifrostError::Unavailable(format!("{node}: stopped answering heartbeats"))),
         }
     }
 }

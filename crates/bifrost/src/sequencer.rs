@@ -239,7 +239,11 @@ impl Sequencer {
                         // Members that stopped answering heartbeats will not make up the copies
                         // in time: stop waiting for them (their stores may still land). The
                         // others may still store, in this round or the next.
-                        let may_help = pending.iter().filter(|n| !self.peers.silent(**n)).count();
+                        // Members that stored already count once, in `stored`.
+                        let may_help = pending
+                            .iter()
+                            .filter(|n| !stored.contains(n) && !self.peers.silent(**n))
+                            .count();
                         if stored.len() + may_help < needed {
                             for node in outstanding.drain(..) {
                                 maybe_stored = true;

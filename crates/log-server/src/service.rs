@@ -29,6 +29,11 @@ impl LogServerService {
         }
     }
 
+    /// The ids of loglets sealed on this log-server from now on.
+    pub fn seals(&self) -> tokio::sync::broadcast::Receiver<u64> {
+        self.store.seals()
+    }
+
     fn check(&self, identity: Option<&pb::LogServerIdentity>) -> Result<(), Status> {
         if !self.activated.load(Ordering::Acquire) {
             return Err(Status::unavailable(

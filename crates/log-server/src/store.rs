@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 const MARKER_KEY: &[u8] = b"storage-marker";
 const DATA_PREFIX: u8 = b'd';
@@ -79,6 +79,9 @@ pub struct LogStore {
     /// Unbounded so a job is queued while the state lock is held: jobs reach the disk in
     /// the order their state changes were made (a seal never overtakes an admitted store).
     writer: mpsc::UnboundedSender<WriteJob>,
+    /// The id of every loglet sealed here, as it is sealed: a sequencer on this node stops
+    /// waiting for records of a segment another node closed.
+    sealed: broadcast::Sender<u64>,
     // Declared last: dropped after `writer`, so the writer thread has seen its channel close.
     _writer_thread: Arc<WriterThread>,
 }
@@ -152,6 +155,7 @@ impl LogStore {
             path: path.to_owned(),
             states: Arc::default(),
             writer,
+            sealed: broadcast::channel(256).0,
             _writer_thread: Arc::new(WriterThread(Mutex::new(Some(thread)))),
         };
         Ok((store, marker))
@@ -269,7 +273,14 @@ impl LogStore {
             (self.enqueue(ops), state.clone())
         };
         Self::durable(batch).await?;
+        // Nobody listening is fine.
+        let _ = self.sealed.send(loglet_id);
         Ok(state)
+    }
+
+    /// The ids of loglets sealed from now on.
+    pub fn seals(&self) -> broadcast::Receiver<u64> {
+        self.sealed.subscribe()
     }
 
     pub fn state(&self, loglet_id: u64) -> Result<LogletState, StoreError> {
