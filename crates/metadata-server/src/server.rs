@@ -212,6 +212,38 @@ impl MetadataServer {
         self.inner.node_id.get().copied()
     }
 
+    /// Starts an election now if the Raft leader this member follows is `gone` (the node's
+    /// failure detector no longer hears it) and this member is the one to run: the voter with
+    /// the lowest id among those not gone, so two followers do not split the vote. Without it
+    /// the followers wait for their election timeout after the leader's lease. Returns whether
+    /// it campaigned (the vote still fails while the others' leader lease lasts).
+    pub async fn campaign_if_leader_gone(&self, gone: impl Fn(NodeId) -> bool) -> bool {
+        let (Some(raft), Some(me)) = (self.raft(), self.node_id()) else {
+            return false;
+        };
+        let metrics = raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            return false;
+        };
+        if leader == me || !gone(leader) {
+            return false;
+        }
+        let first_candidate = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|voter| *voter != leader && !gone(*voter))
+            .min();
+        if first_candidate != Some(me) {
+            return false;
+        }
+        tracing::debug!(
+            leader = format!("N{leader}"),
+            "the metadata leader is gone: campaigning now"
+        );
+        raft.trigger().elect().await.is_ok()
+    }
+
     /// Whether the node should make this server a member at start: `auto-join` is on and an
     /// operator has not removed it.
     pub fn auto_join(&self) -> bool {

@@ -204,8 +204,13 @@ impl Node {
         };
 
         if let Some(server) = &ctx.metadata_server {
-            node.start_role(Box::new(MetadataServerRole::new(server.clone(), ctx.health.clone())))
-                .await?;
+            node.start_role(Box::new(MetadataServerRole::new(
+                server.clone(),
+                ctx.health.clone(),
+                ctx.view.clone(),
+                ctx.config.failover_silence() / 2,
+            )))
+            .await?;
         }
 
         let auto_provision = (ctx.config.auto_provision && !node_dir.marker.is_provisioned).then(|| {

@@ -151,15 +151,25 @@ pub(crate) async fn stop_task(role: impl std::fmt::Display, task: JoinHandle<std
 pub(crate) struct MetadataServerRole {
     server: restate_metadata_server::MetadataServer,
     health: restate_types::NodeHealth,
+    /// The failure detector, and the silence after which the Raft leader counts as gone.
+    view: restate_types::ClusterView,
+    leader_silence: Duration,
     shutdown: CancellationToken,
     reporter: Option<JoinHandle<()>>,
 }
 
 impl MetadataServerRole {
-    pub(crate) fn new(server: restate_metadata_server::MetadataServer, health: restate_types::NodeHealth) -> Self {
+    pub(crate) fn new(
+        server: restate_metadata_server::MetadataServer,
+        health: restate_types::NodeHealth,
+        view: restate_types::ClusterView,
+        leader_silence: Duration,
+    ) -> Self {
         Self {
             server,
             health,
+            view,
+            leader_silence,
             shutdown: CancellationToken::new(),
             reporter: None,
         }
@@ -193,6 +203,7 @@ impl RoleService for MetadataServerRole {
     async fn start(&mut self) -> anyhow::Result<()> {
         self.server.start().await?;
         let (server, health, shutdown) = (self.server.clone(), self.health.clone(), self.shutdown.clone());
+        let (view, silence) = (self.view.clone(), self.leader_silence);
         self.reporter = Some(tokio::spawn(async move {
             let mut reported = None;
             loop {
@@ -202,9 +213,14 @@ impl RoleService for MetadataServerRole {
                     health.set_role(Role::MetadataServer, role_status, detail);
                     reported = Some(status);
                 }
+                // A leader the failure detector finds silent (or refusing connections) is
+                // replaced now rather than after the Raft election timeout.
+                let gone =
+                    |id: u64| u32::try_from(id).is_ok_and(|id| view.silent(restate_types::PlainNodeId(id), silence));
+                server.campaign_if_leader_gone(gone).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
         }));
