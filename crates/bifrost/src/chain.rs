@@ -53,6 +53,7 @@ impl Bifrost {
         &self,
         mut change: impl FnMut(&mut LogsConfiguration) -> Result<bool, WriteError>,
     ) -> Result<LogsConfiguration, BifrostError> {
+        let _one_at_a_time = self.inner.logs_writes.lock().await;
         let (_, logs) = self
             .inner
             .metadata

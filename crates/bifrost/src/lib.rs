@@ -109,6 +109,9 @@ struct Inner {
     /// Bumped when this node extends a chain, so its readers waiting at the old tail
     /// segment's node move on at once.
     chains_extended: tokio::sync::watch::Sender<u64>,
+    /// One change of the chains at a time from this node: they all rewrite one metadata key,
+    /// and racing each other only made them retry.
+    logs_writes: tokio::sync::Mutex<()>,
 }
 
 impl Bifrost {
@@ -152,6 +155,7 @@ impl Bifrost {
                 nodes: RwLock::new(None),
                 last_tails: Default::default(),
                 chains_extended: tokio::sync::watch::channel(0).0,
+                logs_writes: tokio::sync::Mutex::new(()),
             }),
         };
         if let (Some(seals), Ok(runtime)) = (seals, tokio::runtime::Handle::try_current()) {

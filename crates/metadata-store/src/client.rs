@@ -12,6 +12,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Attempts of one read-modify-write before giving up.
 const MAX_ATTEMPTS: u32 = 10;
+/// Conflicts a read-modify-write survives (each one is another writer's success).
+const MAX_CONFLICTS: u32 = 100;
+/// Longest pause after a conflict.
+const CONFLICT_JITTER_MS: u64 = 20;
 /// How long a write keeps trying through brief unavailability (e.g. an etcd election).
 const RETRY_BUDGET: Duration = Duration::from_secs(10);
 
@@ -201,16 +205,25 @@ impl MetadataClient {
         let mut last_error = None;
         // This call's writes whose outcome is unknown; all were conditioned on one version.
         let mut unresolved: Vec<UnresolvedWrite<T>> = Vec::new();
-        for _ in 0..MAX_ATTEMPTS {
-            match self.read_modify_write_once(key, &mut modify, &mut unresolved).await? {
+        let (mut failures, mut conflicts) = (0, 0);
+        while failures < MAX_ATTEMPTS && conflicts < MAX_CONFLICTS {
+            let error = match self.read_modify_write_once(key, &mut modify, &mut unresolved).await? {
                 Attempt::Done(stored) => return Ok(stored),
-                Attempt::Again(error) => {
-                    tracing::debug!(key, %error, "read-modify-write did not complete; trying again");
-                    last_error = Some(error);
-                }
+                Attempt::Again(error) => error,
+            };
+            tracing::debug!(key, %error, "read-modify-write did not complete; trying again");
+            // A conflict means another writer just succeeded: read again after a moment's
+            // jitter. Backing off as for an unavailable store made the last of a few writers
+            // racing for one key (logs moving off a dead node) wait seconds.
+            if error.is_precondition_failure() {
+                conflicts += 1;
+                tokio::time::sleep(Duration::from_millis(rand::random_range(1..=CONFLICT_JITTER_MS))).await;
+            } else {
+                failures += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.mul_f64(1.4).min(MAX_BACKOFF);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.mul_f64(1.4).min(MAX_BACKOFF);
+            last_error = Some(error);
         }
         let last_error =
             last_error.unwrap_or_else(|| WriteError::Unavailable(format!("read-modify-write of `{key}` gave up")));

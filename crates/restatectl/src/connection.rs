@@ -109,22 +109,28 @@ impl Addresses {
         }
     }
 
+    /// A metadata key's value, read through the first reachable node (whatever store the
+    /// cluster uses).
+    pub(crate) async fn metadata_value(&self, key: &str) -> anyhow::Result<Option<pb::VersionedValue>> {
+        self.first_answer(|channel, _| async move {
+            MetadataProxySvcClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX)
+                .get(pb::GetRequest {
+                    cluster: None,
+                    key: key.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().value)
+        })
+        .await
+    }
+
     /// The nodes configuration, read through the first reachable node.
     pub(crate) async fn nodes_config(&self) -> anyhow::Result<Option<(u32, NodesConfiguration)>> {
-        let value = self
-            .first_answer(|channel, _| async move {
-                MetadataProxySvcClient::new(channel)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX)
-                    .get(pb::GetRequest {
-                        cluster: None,
-                        key: NODES_CONFIG_KEY.to_owned(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().value)
-            })
-            .await?;
-        let Some(value) = value else { return Ok(None) };
+        let Some(value) = self.metadata_value(NODES_CONFIG_KEY).await? else {
+            return Ok(None);
+        };
         let nodes = serde_json::from_slice(&value.value)
             .map_err(|e| anyhow!("the nodes configuration cannot be decoded: {e}"))?;
         Ok(Some((value.version, nodes)))

@@ -65,20 +65,7 @@ pub(crate) async fn run(command: MetadataCommand, addresses: &Addresses) -> anyh
 }
 
 async fn get(addresses: &Addresses, key: &str, json: bool) -> anyhow::Result<()> {
-    let value = addresses
-        .first_answer(|channel, _| async move {
-            MetadataProxySvcClient::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX)
-                .get(pb::GetRequest {
-                    cluster: None,
-                    key: key.to_owned(),
-                })
-                .await
-                .map(|r| r.into_inner().value)
-        })
-        .await?;
-    let Some(value) = value else {
+    let Some(value) = addresses.metadata_value(key).await? else {
         bail!("`{key}` does not exist");
     };
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&value.value).ok();

@@ -56,19 +56,7 @@ pub(crate) async fn run(command: PartitionsCommand, addresses: &Addresses) -> an
 /// The controller's placement; an empty one while none is stored (every worker node runs every
 /// partition then).
 async fn placement(addresses: &Addresses) -> anyhow::Result<PartitionPlacement> {
-    let value = addresses
-        .first_answer(|channel, _| async move {
-            MetadataProxySvcClient::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .get(pb::GetRequest {
-                    cluster: None,
-                    key: PARTITION_PLACEMENT_KEY.to_owned(),
-                })
-                .await
-                .map(|r| r.into_inner().value)
-        })
-        .await?;
-    match value {
+    match addresses.metadata_value(PARTITION_PLACEMENT_KEY).await? {
         Some(value) => serde_json::from_slice(&value.value)
             .with_context(|| format!("`{PARTITION_PLACEMENT_KEY}` in the metadata store cannot be decoded")),
         None => Ok(PartitionPlacement::default()),
