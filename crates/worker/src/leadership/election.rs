@@ -38,6 +38,11 @@ pub(crate) trait Peers {
     fn replicas(&self) -> Vec<u32> {
         self.workers()
     }
+    /// Whether [`replicas`](Self::replicas) is the partition's placed replica set (else every
+    /// worker, as far as the view knows them yet).
+    fn placed(&self) -> bool {
+        false
+    }
     /// Heard from recently, and no connection to it was refused since.
     fn responsive(&self, node: u32) -> bool;
     /// Its last heartbeat said it leads `partition`.
@@ -66,6 +71,10 @@ impl Peers for ViewPeers<'_> {
 
     fn replicas(&self) -> Vec<u32> {
         self.replicas.clone().unwrap_or_else(|| self.workers())
+    }
+
+    fn placed(&self) -> bool {
+        self.replicas.is_some()
     }
 
     fn responsive(&self, node: u32) -> bool {
@@ -105,6 +114,8 @@ pub(crate) enum Claim {
     LeaderIdle,
     /// This node is the partition's preferred leader and takes it back.
     Rebalance,
+    /// The placement moved the leader's replica to other nodes.
+    LeaderMoved,
 }
 
 impl Claim {
@@ -115,6 +126,7 @@ impl Claim {
             Claim::LeaderGone => "the leader's node stopped answering",
             Claim::LeaderIdle => "the leader's node does not lead the partition",
             Claim::Rebalance => "this node is the partition's preferred leader",
+            Claim::LeaderMoved => "the placement moved the leader's replica to other nodes",
         }
     }
 }
@@ -213,6 +225,11 @@ impl Election {
                 .any(|node| *node != self.me && responsive(*node) && peers.leads(*node, self.partition));
             return (!taken_over).then_some(Claim::WasLeader);
         }
+        if peers.placed() && !order.contains(&leader) {
+            // Its replica runs elsewhere now: the first replica takes over without waiting for
+            // the leader to look idle.
+            return (first_responsive(Some(leader)) == Some(self.me)).then_some(Claim::LeaderMoved);
+        }
         let gone = !responsive(leader);
         let idle = !gone
             && !peers.leads(leader, self.partition)
@@ -247,6 +264,9 @@ mod tests {
         }
         fn replicas(&self) -> Vec<u32> {
             self.replicas.clone().unwrap_or_else(|| self.workers())
+        }
+        fn placed(&self) -> bool {
+            self.replicas.is_some()
         }
         fn responsive(&self, node: u32) -> bool {
             !self.down.contains(&node)
@@ -322,6 +342,21 @@ mod tests {
         // Node 3 hears from node 2 although node 2 runs no replica: it is not cut off.
         assert!(!on3.cut_off(&peers));
         assert_eq!(on3.decide(start, false, &peers), Some(Claim::LeaderGone));
+    }
+
+    #[test]
+    fn a_leader_whose_replica_was_moved_away_is_replaced_at_once() {
+        let start = Instant::now();
+        // Node 2 led partition 0 and still answers, but the placement moved its replica to 3.
+        let mut peers = FakePeers {
+            replicas: Some(vec![1, 3]),
+            ..three()
+        };
+        peers.leading.insert(2, 0);
+        let mut on1 = Election::new(0, 1, Some((4, 2)), start);
+        let mut on3 = Election::new(0, 3, Some((4, 2)), start);
+        assert_eq!(on1.decide(start, false, &peers), Some(Claim::LeaderMoved));
+        assert_eq!(on3.decide(start, false, &peers), None, "node 1 comes first");
     }
 
     #[test]
