@@ -51,9 +51,6 @@ async fn close_sequencers_on_seal(inner: std::sync::Weak<Inner>, mut seals: toki
     }
 }
 
-/// How often a wait at another node checks that the node still answers heartbeats.
-const GONE_CHECK: Duration = Duration::from_millis(50);
-
 /// Directory of this node's local loglets inside the node directory.
 pub const LOCAL_LOGLET_DIR: &str = "local-loglet";
 
@@ -399,9 +396,7 @@ impl Bifrost {
 
     /// Resolves once `node` is [gone](Self::gone).
     pub(crate) async fn until_gone(&self, node: PlainNodeId) {
-        while !self.gone(node) {
-            tokio::time::sleep(GONE_CHECK).await;
-        }
+        restate_net::until(|| self.gone(node)).await;
     }
 
     /// Serves an append forwarded by another node.

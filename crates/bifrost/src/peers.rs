@@ -15,9 +15,6 @@ use tonic::transport::Channel;
 
 use crate::BifrostError;
 
-/// How often a call in flight checks that its node still answers heartbeats.
-const SILENCE_CHECK: Duration = Duration::from_millis(50);
-
 /// The calls Bifrost makes to a log-server. The gRPC implementation talks to the node's
 /// fabric port; the unit tests use in-process log-servers behind a fault-injecting layer.
 #[tonic::async_trait]
@@ -266,11 +263,7 @@ impl Peers {
         node: PlainNodeId,
         call: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<T, String> {
-        let falls_silent = async {
-            while !self.silent(node) {
-                tokio::time::sleep(SILENCE_CHECK).await;
-            }
-        };
+        let falls_silent = restate_net::until(|| self.silent(node));
         tokio::select! {
             answer = tokio::time::timeout(self.rpc_timeout, call) => match answer {
                 Ok(Ok(value)) => Ok(value),

@@ -29,8 +29,6 @@ pub const KNOWN_LEADER_HEADER: &str = "x-restate-known-leader";
 const MAX_REDIRECTS: u32 = 3;
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
 const MAX_PAUSE: Duration = Duration::from_millis(200);
-/// How often a request in flight checks whether its server fell silent.
-const SILENCE_CHECK: Duration = Duration::from_millis(50);
 
 /// The leader a follower points to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,12 +116,8 @@ impl ReplicatedStoreClient {
         let Some(liveness) = self.liveness.get() else {
             return std::future::pending().await;
         };
-        loop {
-            tokio::time::sleep(SILENCE_CHECK).await;
-            if self.silent(address) {
-                return liveness.silence;
-            }
-        }
+        restate_net::until(|| self.silent(address)).await;
+        liveness.silence
     }
 
     pub fn set_fingerprint(&self, fingerprint: u64) {

@@ -11,3 +11,15 @@ mod server;
 pub use channel::{ChannelError, channel, channel_without_deadline, normalize_address};
 pub use listener::{BindError, bind};
 pub use server::{grpc_aware_fallback, serve};
+
+/// How often [`until`] looks again.
+const UNTIL_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Resolves once `check` holds, looking every 50 ms: for a call in flight that must end when
+/// the failure detector stops hearing its peer (the detector's view has no notifications; a
+/// paused peer keeps the connection open and answers nothing).
+pub async fn until(check: impl Fn() -> bool) {
+    while !check() {
+        tokio::time::sleep(UNTIL_CHECK).await;
+    }
+}

@@ -21,8 +21,6 @@ use crate::router::{LocalPartition, Partitions};
 
 /// How long opening a connection to another node may take before the next node is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often a request in flight checks that its node still answers heartbeats.
-const SILENCE_CHECK: Duration = Duration::from_millis(50);
 
 /// A request as it crosses the fabric.
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,9 +201,7 @@ impl Fabric {
 
     /// Resolves once `node` falls silent.
     async fn until_silent(&self, node: PlainNodeId) -> Duration {
-        while !self.view.silent(node, self.silence) {
-            tokio::time::sleep(SILENCE_CHECK).await;
-        }
+        restate_net::until(|| self.view.silent(node, self.silence)).await;
         self.silence
     }
 
