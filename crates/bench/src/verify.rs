@@ -57,7 +57,13 @@ pub(crate) struct Verdict {
     pub(crate) acknowledged: usize,
     pub(crate) lost: usize,
     pub(crate) duplicated: usize,
+    /// Acknowledged records that follow a record their appender issued after them: the
+    /// acknowledgement came before the later append began, so it must come first in the log.
     pub(crate) out_of_order: usize,
+    /// Records of unknown outcome that landed after records their appender issued later.
+    /// Allowed: an append nobody heard back from may take effect any time after it began
+    /// (e.g. a forwarded append held up by a network partition).
+    pub(crate) landed_late: usize,
     /// Acknowledged records found at another LSN than their acknowledgement said.
     pub(crate) misplaced: usize,
     pub(crate) unknown_outcome: usize,
@@ -69,7 +75,12 @@ pub(crate) struct Verdict {
     pub(crate) records_read: usize,
     /// Acknowledged records below the trim point (trimmed while the run went on).
     pub(crate) trimmed: usize,
+    /// A few of the violations, as `kind (appender, sequence) at LSN`, to start a diagnosis.
+    pub(crate) examples: Vec<String>,
 }
+
+/// How many violations the verdict names.
+const MAX_EXAMPLES: usize = 10;
 
 impl Verdict {
     pub(crate) fn ok(&self) -> bool {
@@ -83,6 +94,7 @@ impl Verdict {
             "lost": self.lost,
             "duplicated": self.duplicated,
             "out_of_order": self.out_of_order,
+            "landed_late": self.landed_late,
             "misplaced": self.misplaced,
             "unknown_outcome": self.unknown_outcome,
             "unknown_present": self.unknown_present,
@@ -90,6 +102,7 @@ impl Verdict {
             "holes": self.holes,
             "records_read": self.records_read,
             "trimmed": self.trimmed,
+            "examples": self.examples,
         })
     }
 }
@@ -107,15 +120,34 @@ pub(crate) struct ReadBack {
 pub(crate) fn check(history: &History, read: &ReadBack) -> Verdict {
     let log = &read.records;
     let mut seen: HashMap<RecordId, Vec<u64>> = HashMap::new();
-    let mut last_sequence: HashMap<u32, u64> = HashMap::new();
-    let mut out_of_order = 0;
+    // Per appender, the highest sequence read so far and where.
+    let mut highest: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut examples = Vec::new();
+    let mut note = |example: String| {
+        if examples.len() < MAX_EXAMPLES {
+            examples.push(example);
+        }
+    };
+    let (mut out_of_order, mut landed_late) = (0, 0);
     for (lsn, id) in log {
         seen.entry(*id).or_default().push(*lsn);
-        // Each appender appends one batch at a time: its records are in sequence order.
-        if let Some(previous) = last_sequence.insert(id.0, id.1)
-            && previous >= id.1
-        {
-            out_of_order += 1;
+        // Each appender appends one batch at a time. An acknowledged record was acknowledged
+        // before any later record was issued, so nothing issued later may come before it.
+        match highest.get(&id.0).copied() {
+            Some((sequence, at)) if sequence >= id.1 => {
+                if history.acknowledged.contains_key(id) {
+                    out_of_order += 1;
+                    note(format!(
+                        "out of order: {id:?} at LSN {lsn} after ({}, {sequence}) at LSN {at}",
+                        id.0
+                    ));
+                } else {
+                    landed_late += 1;
+                }
+            }
+            _ => {
+                highest.insert(id.0, (id.1, *lsn));
+            }
         }
     }
     let mut verdict = Verdict {
@@ -124,19 +156,35 @@ pub(crate) fn check(history: &History, read: &ReadBack) -> Verdict {
         holes: read.holes,
         records_read: log.len(),
         out_of_order,
+        landed_late,
         ..Verdict::default()
     };
-    verdict.duplicated = seen.values().filter(|lsns| lsns.len() > 1).count();
+    for (id, lsns) in &seen {
+        if lsns.len() > 1 {
+            verdict.duplicated += 1;
+            note(format!("duplicated: {id:?} at LSNs {lsns:?}"));
+        }
+    }
     for (id, lsn) in &history.acknowledged {
         match seen.get(id) {
             None if *lsn < read.trim_point => verdict.trimmed += 1,
-            None => verdict.lost += 1,
-            Some(lsns) if !lsns.contains(lsn) => verdict.misplaced += 1,
+            None => {
+                verdict.lost += 1;
+                note(format!("lost: {id:?} acknowledged at LSN {lsn}"));
+            }
+            Some(lsns) if !lsns.contains(lsn) => {
+                verdict.misplaced += 1;
+                note(format!("misplaced: {id:?} acknowledged at LSN {lsn}, found at {lsns:?}"));
+            }
             Some(_) => {}
         }
     }
     verdict.unknown_present = history.uncertain.iter().filter(|id| seen.contains_key(id)).count();
-    verdict.phantom = history.not_appended.iter().filter(|id| seen.contains_key(id)).count();
+    for id in history.not_appended.iter().filter(|id| seen.contains_key(id)) {
+        verdict.phantom += 1;
+        note(format!("phantom: {id:?} was refused but is at LSNs {:?}", seen[id]));
+    }
+    verdict.examples = examples;
     verdict
 }
 
@@ -239,7 +287,9 @@ mod tests {
             holes: 1,
             trim_point: 0,
         };
-        let verdict = check(&history, &read);
+        let mut verdict = check(&history, &read);
+        // One line per violation: lost, duplicated, out of order, misplaced, phantom.
+        assert_eq!(std::mem::take(&mut verdict.examples).len(), 5, "{verdict:?}");
         assert_eq!(
             verdict,
             Verdict {
@@ -254,6 +304,8 @@ mod tests {
                 holes: 1,
                 records_read: 6,
                 trimmed: 0,
+                landed_late: 0,
+                examples: Vec::new(),
             }
         );
         assert!(!verdict.ok());
@@ -271,5 +323,27 @@ mod tests {
         };
         let verdict = check(&history, &trimmed);
         assert_eq!((verdict.trimmed, verdict.lost), (1, 2));
+    }
+
+    #[test]
+    fn a_record_of_unknown_outcome_may_land_late_but_an_acknowledged_one_may_not() {
+        let mut history = History::default();
+        // Appender 0: its first append's outcome was unknown; it landed after the second.
+        history.uncertain.push((0, 0));
+        history.acknowledged.insert((0, 1), 10);
+        // Appender 1: an acknowledged record after one issued later (of unknown outcome).
+        history.acknowledged.insert((1, 0), 13);
+        history.uncertain.push((1, 1));
+        let read = ReadBack {
+            records: vec![(10, (0, 1)), (11, (0, 0)), (12, (1, 1)), (13, (1, 0))],
+            ..ReadBack::default()
+        };
+        let verdict = check(&history, &read);
+        assert_eq!((verdict.landed_late, verdict.out_of_order), (1, 1), "{verdict:?}");
+        assert_eq!(
+            verdict.examples,
+            vec!["out of order: (1, 0) at LSN 13 after (1, 1) at LSN 12".to_owned()]
+        );
+        assert!(!verdict.ok());
     }
 }

@@ -277,14 +277,23 @@ impl Bifrost {
                 format!("local loglet {} on {node}", display_loglet_id(*loglet_id))
             }
         };
-        self.update_logs(|logs| match logs.logs.get_mut(&log_id) {
-            Some(chain) if chain.tail().map(|s| s.index) == Some(segment_index) => {
-                chain.segments.push(next.clone());
-                Ok(true)
-            }
-            _ => Ok(false),
+        // The change may run more than once (a lost race reads again); the last run counts.
+        let mut extended = false;
+        self.update_logs(|logs| {
+            extended = match logs.logs.get_mut(&log_id) {
+                Some(chain) if chain.tail().map(|s| s.index) == Some(segment_index) => {
+                    chain.segments.push(next.clone());
+                    true
+                }
+                _ => false,
+            };
+            Ok(extended)
         })
         .await?;
+        if !extended {
+            // Another node extended the chain first.
+            return Ok(());
+        }
         tracing::info!(log_id, sealed_at = next.base_lsn, next = %description, "sealed a log segment and extended the chain");
         self.inner.chains_extended.send_modify(|count| *count += 1);
         Ok(())
