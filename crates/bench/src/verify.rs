@@ -174,7 +174,9 @@ pub(crate) fn check(history: &History, read: &ReadBack) -> Verdict {
             }
             Some(lsns) if !lsns.contains(lsn) => {
                 verdict.misplaced += 1;
-                note(format!("misplaced: {id:?} acknowledged at LSN {lsn}, found at {lsns:?}"));
+                note(format!(
+                    "misplaced: {id:?} acknowledged at LSN {lsn}, found at {lsns:?}"
+                ));
             }
             Some(_) => {}
         }

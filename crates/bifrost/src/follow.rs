@@ -17,7 +17,7 @@ use crate::{Bifrost, BifrostError, LogEntry};
 /// Pause after a failed wait (sequencer unreachable, log not created yet).
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Pause before re-reading the chain of a log whose tail segment is served by a node that is
-/// gone (the chain changes once a new leader appends).
+/// gone and that this node could not reconfigure (another node may be doing it).
 const GONE_PAUSE: Duration = Duration::from_millis(150);
 
 /// How a wait for the tail to move ended.
@@ -26,8 +26,10 @@ enum TailWait {
     Committed(u32),
     /// The wait could not be done (no answer, or this node does not serve the segment).
     Failed,
-    /// The segment's node is gone or a chain was extended: read the chain again now.
+    /// A chain was extended: read the chain again now.
     Moved,
+    /// The node serving the segment is gone: its records stay unknown until it is sealed.
+    Gone,
 }
 
 impl TailWait {
@@ -97,6 +99,18 @@ impl Bifrost {
                 tokio::time::sleep(RETRY_PAUSE.min(max_wait)).await;
                 self.forget_logs();
             }
+            TailWait::Gone => {
+                // Records the gone sequencer committed are readable only once a seal fixes
+                // the segment's end: a reader does it rather than wait for the next append
+                // (there may be none: the leader itself may wait for those records) or for
+                // the cluster controller's pass over orphaned logs.
+                let moved = matches!(tail.loglet, LogletParams::Replicated(_))
+                    && self.seal_and_extend(log_id, tail.index).await.is_ok();
+                if !moved {
+                    tokio::time::sleep(GONE_PAUSE.min(max_wait)).await;
+                }
+                self.forget_logs();
+            }
         }
     }
 
@@ -105,17 +119,13 @@ impl Bifrost {
     /// be sealed and the log continued elsewhere) or when this node extends a chain.
     async fn wait_remote(&self, node: PlainNodeId, loglet_id: u64, beyond: u32, max_wait: Duration) -> TailWait {
         let mut extended = self.inner.chains_extended.subscribe();
-        let gone = async {
-            self.until_gone(node).await;
-            // Until the log is continued elsewhere, re-read its chain now and then.
-            tokio::time::sleep(GONE_PAUSE.min(max_wait)).await;
-        };
         tokio::select! {
             tail = self.remote_tail(node, loglet_id, Some((beyond, max_wait))) => match tail {
                 Ok(committed) => TailWait::Committed(committed),
+                Err(_) if self.gone(node) => TailWait::Gone,
                 Err(_) => TailWait::Failed,
             },
-            _ = gone => TailWait::Moved,
+            () = self.until_gone(node) => TailWait::Gone,
             _ = extended.changed() => TailWait::Moved,
         }
     }
@@ -124,7 +134,15 @@ impl Bifrost {
     /// local loglet. With `wait`, first waits up to the duration for the tail to pass the
     /// offset. `None` if this node does not serve the loglet.
     pub(crate) async fn served_tail(&self, loglet_id: u64, wait: Option<(u32, Duration)>) -> Option<u32> {
-        if let Some(sequencer) = self.inner.sequencers.get(loglet_id) {
+        let sequencer = match self.inner.sequencers.get(loglet_id) {
+            Some(sequencer) => Some(sequencer),
+            None => match self.unstarted_sequencer(loglet_id).await {
+                Unstarted::Start(sequencer) => Some(sequencer),
+                Unstarted::NotServed => return None,
+                Unstarted::NotReplicated => None,
+            },
+        };
+        if let Some(sequencer) = sequencer {
             return Some(match wait {
                 Some((beyond, max_wait)) => sequencer.wait_committed_beyond(beyond, max_wait).await,
                 None => sequencer.committed_tail(),
@@ -151,5 +169,51 @@ impl Bifrost {
         })
         .await;
         tail().map(|(committed, _)| committed)
+    }
+}
+
+/// What serves the tail of a loglet for which this node runs no sequencer yet.
+enum Unstarted {
+    /// A replicated tail segment this node sequences: its sequencer starts now (it would on
+    /// the first append), so a reader waits on it instead of timing out.
+    Start(std::sync::Arc<crate::sequencer::Sequencer>),
+    /// A replicated segment sequenced elsewhere, or sealed: this node knows nothing of its tail.
+    NotServed,
+    /// Not a replicated segment of the log (a local loglet, or unknown).
+    NotReplicated,
+}
+
+impl Bifrost {
+    /// A segment extended onto this node has no sequencer until its first append; a reader
+    /// that waits for its tail before then would wait out its whole wait for nothing.
+    async fn unstarted_sequencer(&self, loglet_id: u64) -> Unstarted {
+        let log_id = (loglet_id >> 32) as u32;
+        for refresh in [false, true] {
+            if refresh {
+                self.forget_logs();
+            }
+            let Ok(chain) = self.chain(log_id, false).await else {
+                return Unstarted::NotReplicated;
+            };
+            let Some(segment) = chain.segments.iter().find(|s| s.loglet.loglet_id() == loglet_id) else {
+                continue;
+            };
+            let LogletParams::Replicated(params) = &segment.loglet else {
+                return Unstarted::NotReplicated;
+            };
+            let is_tail = chain.tail().is_some_and(|tail| tail.index == segment.index);
+            if !is_tail || params.sequencer != self.inner.me {
+                return Unstarted::NotServed;
+            }
+            let Ok(addresses) = self.addresses().await else {
+                return Unstarted::NotServed;
+            };
+            return Unstarted::Start(
+                self.inner
+                    .sequencers
+                    .get_or_create(params, || addresses, &self.inner.peers),
+            );
+        }
+        Unstarted::NotReplicated
     }
 }

@@ -113,7 +113,7 @@ impl Default for Configuration {
             shutdown_timeout: Duration::from_secs(60),
             initialization_timeout: Duration::from_secs(300),
             metadata_update_interval: Duration::from_secs(2),
-            gossip_interval: Duration::from_millis(200),
+            gossip_interval: Duration::from_millis(100),
             gossip_suspect_after: Duration::from_secs(1),
             gossip_dead_after: Duration::from_secs(2),
             networking: NetworkingOptions::default(),

@@ -524,7 +524,13 @@ impl MetadataServerNetworkSvc for MetadataServer {
             )));
         }
         let payload = match message.kind.as_str() {
-            KIND_APPEND => encode(&raft.append_entries(decode(&message.payload)?).await)?,
+            KIND_APPEND => {
+                let answer = raft.append_entries(decode(&message.payload)?).await;
+                if answer.as_ref().is_ok_and(|answer| answer.is_success()) {
+                    self.heard_append_from(u64::from(message.from_node_id));
+                }
+                encode(&answer)?
+            }
             KIND_VOTE => encode(&raft.vote(decode(&message.payload)?).await)?,
             KIND_SNAPSHOT => encode(&raft.install_snapshot(decode(&message.payload)?).await)?,
             other => return Err(Status::invalid_argument(format!("unknown Raft message kind `{other}`"))),

@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     assigned_generation: AtomicU64,
     joining: std::sync::atomic::AtomicBool,
     lifecycle: tokio::sync::Mutex<()>,
+    /// When an append-entries (or heartbeat) last arrived, and from whom: the other followers
+    /// refuse votes until the leader lease after it has passed.
+    last_append: std::sync::Mutex<Option<(NodeId, Instant)>>,
 }
 
 impl MetadataServer {
@@ -165,6 +168,7 @@ impl MetadataServer {
                 assigned_generation: AtomicU64::new(0),
                 joining: Default::default(),
                 lifecycle: tokio::sync::Mutex::new(()),
+                last_append: std::sync::Mutex::new(None),
             }),
         };
         Ok(server)
@@ -237,11 +241,33 @@ impl MetadataServer {
         if first_candidate != Some(me) {
             return false;
         }
+        // The other voters refuse votes for the leader lease after the leader's last
+        // heartbeat; a campaign before then fails and the next waits a whole election
+        // timeout. Heartbeats reach every follower together, so ours dates theirs.
+        let heard = *self.inner.last_append.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((from, at)) = heard
+            && from == leader
+        {
+            let lease = Duration::from_millis(raft.config().election_timeout_max);
+            let lease_end = at + lease + LEASE_MARGIN;
+            if Instant::now() < lease_end {
+                tokio::time::sleep_until(lease_end.into()).await;
+                let metrics = raft.metrics().borrow().clone();
+                if metrics.current_leader != Some(leader) || !gone(leader) {
+                    return false;
+                }
+            }
+        }
         tracing::debug!(
             leader = format!("N{leader}"),
             "the metadata leader is gone: campaigning now"
         );
         raft.trigger().elect().await.is_ok()
+    }
+
+    /// Notes that an append-entries from `leader` arrived now (see [`Self::campaign_if_leader_gone`]).
+    pub(crate) fn heard_append_from(&self, leader: NodeId) {
+        *self.inner.last_append.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, Instant::now()));
     }
 
     /// Whether the node should make this server a member at start: `auto-join` is on and an
@@ -803,6 +829,10 @@ impl MetadataServer {
 pub(crate) fn quorum_silence_limit(raft: &Raft) -> u64 {
     (raft.config().election_timeout_max * 4).max(2000)
 }
+
+/// Time past the other followers' leader lease before a campaign: their last heartbeat may
+/// have arrived a little after ours.
+const LEASE_MARGIN: Duration = Duration::from_millis(30);
 
 /// Raft timers in milliseconds, from the `[metadata-server]` tick options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

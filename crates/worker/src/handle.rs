@@ -19,6 +19,9 @@ use crate::model::{InvocationResult, InvocationStatus, InvokeRequest, Phase, Res
 use crate::processor::appender::{AppendError, Appender};
 use crate::wal::{Command, Envelope, now_ms};
 
+/// A request that takes this long is logged (at debug) with where its time went.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What a waiting ingress request learns.
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -202,12 +205,24 @@ impl PartitionHandle {
         };
         // After the waiter is in place: a failure from now on drops it, so it cannot hang.
         self.check_healthy()?;
-        self.append(command(request_id)).await?;
+        let started = std::time::Instant::now();
+        let lsn = self.append(command(request_id)).await?;
+        let appended = started.elapsed();
         guard.sink_of = sink_of;
-        rx.await.map_err(|_| match creates {
+        let answer = rx.await.map_err(|_| match creates {
             Some(id) => self.unanswered(id, self.no_answer()),
             None => self.no_answer(),
-        })
+        });
+        if started.elapsed() >= SLOW_REQUEST {
+            tracing::debug!(
+                partition = self.partition_id,
+                lsn,
+                append_ms = appended.as_millis(),
+                answer_ms = (started.elapsed() - appended).as_millis(),
+                "a slow request"
+            );
+        }
+        answer
     }
 
     /// What a call or send whose record may be durable tells its caller when no answer comes:

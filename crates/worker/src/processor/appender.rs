@@ -55,6 +55,10 @@ pub struct Appender {
     failures: watch::Sender<u64>,
     /// Proposals of leaders older than this epoch are refused (a deposed leader's stragglers).
     min_epoch: Arc<AtomicU64>,
+    /// Bumped by every reset and cleared failure: a batch taken before one that fails after
+    /// it belongs to what was reset, and neither closes the appender nor counts as a failure
+    /// of the leadership that follows (its records carry an older epoch, or stand alone).
+    generation: Arc<AtomicU64>,
 }
 
 impl Appender {
@@ -65,6 +69,7 @@ impl Appender {
         let failed = Arc::new(AtomicBool::new(false));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let failures = watch::channel(0u64).0;
+        let generation = Arc::new(AtomicU64::new(0));
         // Why the last append failed, for the proposals refused after it.
         let last_failure = Arc::new(std::sync::Mutex::new(String::new()));
         let appender = Self {
@@ -73,6 +78,7 @@ impl Appender {
             failed: failed.clone(),
             failures: failures.clone(),
             min_epoch: Arc::new(AtomicU64::new(0)),
+            generation: generation.clone(),
         };
         tokio::spawn(async move {
             let mut batch: Vec<Queued> = Vec::new();
@@ -110,6 +116,7 @@ impl Appender {
                     }
                     continue;
                 }
+                let taken_in = generation.load(Ordering::Acquire);
                 let payloads = batch
                     .iter_mut()
                     .map(|queued| std::mem::take(&mut queued.payload))
@@ -134,11 +141,13 @@ impl Appender {
                     }
                     Err(error) => {
                         tracing::error!(log_id, %error, "append to the partition log failed");
-                        if let Ok(mut why) = last_failure.lock() {
-                            *why = error.to_string();
+                        if generation.load(Ordering::Acquire) == taken_in {
+                            if let Ok(mut why) = last_failure.lock() {
+                                *why = error.to_string();
+                            }
+                            failed.store(true, Ordering::Release);
+                            failures.send_modify(|count| *count += 1);
                         }
-                        failed.store(true, Ordering::Release);
-                        failures.send_modify(|count| *count += 1);
                         for queued in batch.drain(..) {
                             let _ = queued.reply.send(Err(error.clone()));
                         }
@@ -204,6 +213,7 @@ impl Appender {
     /// Accepts proposals again after a failed append, without fencing any leader: a follower's
     /// appender carries only records from the ingress and admin API, which stand alone.
     pub fn clear_failure(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.failed.store(false, Ordering::Release);
     }
 
@@ -222,6 +232,7 @@ impl Appender {
     /// node's leader obtained `epoch`, before it announces itself).
     pub fn reset(&self, epoch: u64) {
         self.min_epoch.fetch_max(epoch, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.failed.store(false, Ordering::Release);
     }
 }

@@ -781,6 +781,7 @@ impl Processor {
             cancel,
         };
         self.ctx.metrics.attempt("started");
+        tracing::debug!(partition = self.partition_id, invocation = %id, applied = self.applied, "starting an attempt");
         tokio::spawn(driver.run(permit, notify_rx));
     }
 }
