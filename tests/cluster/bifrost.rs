@@ -455,3 +455,39 @@ async fn a_follower_sees_records_as_they_are_committed_and_trim_gaps() -> anyhow
     assert_eq!(seen[21], Entry::Record(lsn, b"after-trim".to_vec()));
     Ok(())
 }
+
+/// The sequencer's node is paused right after it acknowledged a record, and nothing is
+/// appended after it: a follower through another node still sees that record while the node
+/// stays paused (the record is committed, but the other nodes learn the segment's end only
+/// from a seal, which a reader that finds the sequencer gone now makes itself).
+#[tokio::test]
+async fn a_follower_sees_the_last_record_of_a_paused_sequencer_with_nothing_appended_after_it() -> anyhow::Result<()> {
+    const LOG: u32 = 1012;
+    let mut cluster = Cluster::start(3, Some(example_config("cluster-3/n1.toml")), |_, spec| {
+        spec.env("RESTATE_AUTO_PROVISION", "true")
+    });
+    cluster.wait_all_alive(START_TIMEOUT).await?;
+    let urls: Vec<String> = cluster.nodes.iter().map(TestNode::fabric_url).collect();
+    logs::append(&urls[0], LOG, vec![b"first".to_vec()]).await?;
+    let sequencer = tail_sequencer(&cluster, LOG);
+    let reader = (sequencer + 1) % 3;
+    let follower = logs::Follower::start(&urls[reader], LOG, 1).await?;
+    follower.wait_for(1, Duration::from_secs(20)).await?;
+
+    let last = logs::append(&urls[sequencer], LOG, vec![b"last before the pause".to_vec()]).await?;
+    cluster.nodes[sequencer].signal(nix::sys::signal::Signal::SIGSTOP);
+    let seen = follower.wait_for(2, Duration::from_secs(20)).await;
+    let described = restatectl_json(&["-s", &urls[reader], "logs", "describe", &LOG.to_string(), "--json"]);
+    cluster.nodes[sequencer].signal(nix::sys::signal::Signal::SIGCONT);
+    let seen = seen?;
+    assert_eq!(
+        seen[1],
+        Entry::Record(last, b"last before the pause".to_vec()),
+        "{seen:?}"
+    );
+    assert!(
+        described["segments"].as_array().map(Vec::len) > Some(1),
+        "the paused sequencer's segment is sealed and the log continues elsewhere: {described}"
+    );
+    Ok(())
+}

@@ -27,7 +27,8 @@ pub(crate) async fn nodes_config(addresses: &Addresses) -> anyhow::Result<(u32, 
     }
 }
 
-/// Admin nodes first (from the nodes configuration), then the given addresses.
+/// Admin nodes first (from the nodes configuration; those the operator named before the
+/// others, as the ones expected to answer), then the other given addresses.
 pub(crate) fn admin_addresses(addresses: &Addresses, nodes: Option<&NodesConfiguration>) -> Vec<String> {
     let mut admins: Vec<String> = nodes
         .map(|nodes| {
@@ -37,6 +38,7 @@ pub(crate) fn admin_addresses(addresses: &Addresses, nodes: Option<&NodesConfigu
                 .collect()
         })
         .unwrap_or_default();
+    admins.sort_by_key(|address| !addresses.addresses.contains(address));
     for address in &addresses.addresses {
         if !admins.contains(address) {
             admins.push(address.clone());
@@ -62,6 +64,24 @@ where
     F: Fn(ClusterCtrlSvcClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
+    first_admin(addresses, admins, false, call).await
+}
+
+/// [`on_admin`] for a call that changes nothing: a node that does not answer in time (e.g. a
+/// paused process) is skipped too, since asking the next one cannot do anything twice.
+pub(crate) async fn read_from_admin<T, F, Fut>(addresses: &Addresses, admins: &[String], call: F) -> anyhow::Result<T>
+where
+    F: Fn(ClusterCtrlSvcClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    first_admin(addresses, admins, true, call).await
+}
+
+async fn first_admin<T, F, Fut>(addresses: &Addresses, admins: &[String], read_only: bool, call: F) -> anyhow::Result<T>
+where
+    F: Fn(ClusterCtrlSvcClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
     let mut skipped = Vec::new();
     for address in admins {
         let client = ClusterCtrlSvcClient::new(addresses.channel(address)?);
@@ -75,6 +95,15 @@ where
             Err(status) if is_unreachable(&status) => skipped.push(format!("{address} (unreachable)")),
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 skipped.push(format!("{address} (no admin role)"))
+            }
+            Err(status)
+                if read_only
+                    && matches!(
+                        status.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unavailable
+                    ) =>
+            {
+                skipped.push(format!("{address} (no answer: {})", status.message()))
             }
             Err(status) => return Err(call_error(address, &status)),
         }

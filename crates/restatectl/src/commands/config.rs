@@ -6,7 +6,7 @@ use restate_proto::cluster_ctrl::{
     ClusterConfiguration, GetClusterConfigurationRequest, SetClusterConfigurationRequest,
 };
 
-use crate::cluster::{admin_addresses, on_admin};
+use crate::cluster::{admin_addresses, on_admin, read_from_admin};
 use crate::connection::Addresses;
 use crate::table::new_table;
 
@@ -45,7 +45,7 @@ pub(crate) async fn run(command: ConfigCommand, addresses: &Addresses) -> anyhow
     let admins = admin_addresses(addresses, nodes.as_ref());
     match command {
         ConfigCommand::Get { json } => {
-            let configuration = on_admin(addresses, &admins, |mut client| async move {
+            let configuration = read_from_admin(addresses, &admins, |mut client| async move {
                 client
                     .get_cluster_configuration(GetClusterConfigurationRequest {})
                     .await

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use restate_proto::cluster_ctrl::{DescribeLogRequest, ListLogsRequest, LogDescription, TrimLogRequest};
 
-use crate::cluster::{admin_addresses, on_admin};
+use crate::cluster::{admin_addresses, on_admin, read_from_admin};
 use crate::connection::Addresses;
 use crate::table::new_table;
 
@@ -34,7 +34,7 @@ pub(crate) async fn run(command: LogsCommand, addresses: &Addresses) -> anyhow::
     let admins = admin_addresses(addresses, Some(&nodes));
     match command {
         LogsCommand::List { json } => {
-            let logs = on_admin(addresses, &admins, |mut client| async move {
+            let logs = read_from_admin(addresses, &admins, |mut client| async move {
                 client.list_logs(ListLogsRequest {}).await.map(|r| r.into_inner())
             })
             .await?;
@@ -81,7 +81,7 @@ pub(crate) async fn run(command: LogsCommand, addresses: &Addresses) -> anyhow::
             Ok(())
         }
         LogsCommand::Describe { log_id, json } => {
-            let log = on_admin(addresses, &admins, |mut client| async move {
+            let log = read_from_admin(addresses, &admins, |mut client| async move {
                 client
                     .describe_log(DescribeLogRequest { log_id })
                     .await

@@ -8,7 +8,7 @@ use restate_proto::cluster_ctrl::{ClusterState, GetClusterStateRequest, SetStora
 use restate_types::Role;
 use restate_types::metadata::StorageState;
 
-use crate::cluster::{admin_addresses, nodes_config, on_admin};
+use crate::cluster::{admin_addresses, nodes_config, on_admin, read_from_admin};
 use crate::connection::Addresses;
 use crate::table::new_table;
 
@@ -83,7 +83,7 @@ pub(crate) struct NodeRow {
 pub(crate) async fn node_rows(addresses: &Addresses) -> anyhow::Result<(u32, Vec<NodeRow>, Option<ClusterState>)> {
     let (version, nodes) = nodes_config(addresses).await?;
     let admins = admin_addresses(addresses, Some(&nodes));
-    let state = on_admin(addresses, &admins, |mut client| async move {
+    let state = read_from_admin(addresses, &admins, |mut client| async move {
         client
             .get_cluster_state(GetClusterStateRequest {})
             .await

@@ -10,7 +10,7 @@ use restate_proto::node_ctl::{GetPartitionsRequest, PartitionProcessorState};
 use restate_types::Role;
 
 use super::nodes::{human, node_rows, rows_json};
-use crate::cluster::{admin_addresses, nodes_config, on_admin};
+use crate::cluster::{admin_addresses, nodes_config, read_from_admin};
 use crate::connection::Addresses;
 use crate::table::new_table;
 
@@ -28,7 +28,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
     let (version, rows, state) = node_rows(addresses).await?;
     let (_, nodes) = nodes_config(addresses).await?;
     let admins = admin_addresses(addresses, Some(&nodes));
-    let configuration = on_admin(addresses, &admins, |mut client| async move {
+    let configuration = read_from_admin(addresses, &admins, |mut client| async move {
         client
             .get_cluster_configuration(GetClusterConfigurationRequest {})
             .await
