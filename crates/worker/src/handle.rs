@@ -19,6 +19,12 @@ use crate::model::{InvocationResult, InvocationStatus, InvokeRequest, Phase, Res
 use crate::processor::appender::{AppendError, Appender};
 use crate::wal::{Command, Envelope, now_ms};
 
+/// How long a request waits for its partition to take records again after a failed append
+/// (a leader re-establishing itself takes well under a second) before it is refused.
+const REESTABLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Pause before proposing a refused record again.
+const REFUSED_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A request that takes this long is logged (at debug) with where its time went.
 const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -275,16 +281,38 @@ impl PartitionHandle {
             dedup: None,
             command,
         };
-        self.appender.append(&envelope).await.map_err(|error| match error {
-            AppendError::Refused(reason) => SubmitError::Refused {
-                partition: self.partition_id,
-                reason,
-            },
-            AppendError::Unknown(reason) => SubmitError::Unknown {
-                partition: self.partition_id,
-                reason,
-            },
-        })
+        // While the partition re-establishes its leader after a failed append, its appender
+        // refuses records: wait for it (bounded) rather than answer 503 at once. A refused
+        // record never reached the log, so proposing it again cannot apply it twice.
+        let deadline = tokio::time::Instant::now() + REESTABLISH_PATIENCE;
+        loop {
+            let error = match self.appender.append(&envelope).await {
+                Ok(lsn) => return Ok(lsn),
+                Err(AppendError::Refused(reason))
+                    if self.appender.is_failed() && tokio::time::Instant::now() < deadline =>
+                {
+                    if self.appender.until_accepting(deadline).await {
+                        // Not at once: a log that refuses every record fails it again.
+                        tokio::time::sleep(REFUSED_RETRY_PAUSE).await;
+                        continue;
+                    }
+                    AppendError::Refused(format!(
+                        "{reason} (waited {REESTABLISH_PATIENCE:?} for the partition to take requests again)"
+                    ))
+                }
+                Err(error) => error,
+            };
+            return Err(match error {
+                AppendError::Refused(reason) => SubmitError::Refused {
+                    partition: self.partition_id,
+                    reason,
+                },
+                AppendError::Unknown(reason) => SubmitError::Unknown {
+                    partition: self.partition_id,
+                    reason,
+                },
+            });
+        }
     }
 
     /// Waits until the processor applied the log up to `lsn`.

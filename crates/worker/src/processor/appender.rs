@@ -59,6 +59,9 @@ pub struct Appender {
     /// it belongs to what was reset, and neither closes the appender nor counts as a failure
     /// of the leadership that follows (its records carry an older epoch, or stand alone).
     generation: Arc<AtomicU64>,
+    /// Bumped with the generation: wakes proposers waiting for the appender to take proposals
+    /// again ([`Appender::until_accepting`]).
+    accepting: watch::Sender<u64>,
 }
 
 impl Appender {
@@ -79,6 +82,7 @@ impl Appender {
             failures: failures.clone(),
             min_epoch: Arc::new(AtomicU64::new(0)),
             generation: generation.clone(),
+            accepting: watch::channel(0u64).0,
         };
         tokio::spawn(async move {
             let mut batch: Vec<Queued> = Vec::new();
@@ -215,6 +219,23 @@ impl Appender {
     pub fn clear_failure(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.failed.store(false, Ordering::Release);
+        self.accepting.send_modify(|count| *count += 1);
+    }
+
+    /// Waits until proposals are taken again after a failed append (the partition's leader
+    /// re-established itself, or a follower cleared the failure), or until `deadline`;
+    /// returns whether they are.
+    pub async fn until_accepting(&self, deadline: tokio::time::Instant) -> bool {
+        let mut accepting = self.accepting.subscribe();
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.is_failed() {
+                if accepting.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        !self.is_failed()
     }
 
     /// Whether proposals are refused after a failed append.
@@ -234,6 +255,7 @@ impl Appender {
         self.min_epoch.fetch_max(epoch, Ordering::AcqRel);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.failed.store(false, Ordering::Release);
+        self.accepting.send_modify(|count| *count += 1);
     }
 }
 
