@@ -477,7 +477,16 @@ async fn a_follower_sees_the_last_record_of_a_paused_sequencer_with_nothing_appe
     let last = logs::append(&urls[sequencer], LOG, vec![b"last before the pause".to_vec()]).await?;
     cluster.nodes[sequencer].signal(nix::sys::signal::Signal::SIGSTOP);
     let seen = follower.wait_for(2, Duration::from_secs(20)).await;
-    let described = restatectl_json(&["-s", &urls[reader], "logs", "describe", &LOG.to_string(), "--json"]);
+    // The follower waits on for the next record; finding the sequencer gone, it (or the
+    // controller) seals the segment. (It may have seen the last record before the pause.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let described = loop {
+        let described = restatectl_json(&["-s", &urls[reader], "logs", "describe", &LOG.to_string(), "--json"]);
+        if described["segments"].as_array().map(Vec::len) > Some(1) || Instant::now() > deadline {
+            break described;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     cluster.nodes[sequencer].signal(nix::sys::signal::Signal::SIGCONT);
     let seen = seen?;
     assert_eq!(

@@ -399,6 +399,27 @@ async fn typescript_scenarios(env: &[(&str, &str)]) -> anyhow::Result<()> {
         partitions.iter().any(|p| p["applied_lsn"].as_u64() > Some(1)),
         "{status}"
     );
+    // What a replica applied becomes durable (flushed) within seconds once it is idle, and a
+    // durable LSN is never ahead of the applied one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = restate_cluster_tests::restatectl_json(&["--address", &node.fabric_url(), "status", "--json"]);
+        let partitions = status["partitions"].as_array().cloned().unwrap_or_default();
+        assert!(
+            partitions
+                .iter()
+                .all(|p| p["durable_lsn"].as_u64() <= p["applied_lsn"].as_u64()),
+            "{status}"
+        );
+        if partitions.iter().all(|p| p["durable_lsn"] == p["applied_lsn"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the applied records never became durable: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let metrics = client
         .request(reqwest::Method::GET, &format!("{}metrics", node.fabric_url()), None)
         .await?

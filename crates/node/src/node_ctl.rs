@@ -31,6 +31,7 @@ impl NodeCtlSvc for NodeCtlHandler {
                 .map(|p| restate_proto::node_ctl::PartitionProcessorState {
                     partition_id: u32::from(p.partition_id),
                     applied_lsn: p.applied_lsn,
+                    durable_lsn: p.durable_lsn,
                     is_leader: p.is_leader,
                     leader_epoch: p.leader_epoch,
                     failure: p.failure,

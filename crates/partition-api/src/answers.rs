@@ -107,6 +107,9 @@ pub enum Output {
 pub struct PartitionSnapshot {
     pub partition_id: u16,
     pub applied_lsn: u64,
+    /// Records up to here are applied and flushed to disk: a crash of the machine loses
+    /// nothing below it, so the log below it is not needed by this replica again.
+    pub durable_lsn: u64,
     pub is_leader: bool,
     pub leader_epoch: Option<u64>,
     /// Why the partition cannot apply its log (it is held at a record, or its store fails);

@@ -127,6 +127,16 @@ impl PartitionStore {
         self.partition
     }
 
+    /// Writes what this partition's store holds in memory to disk (a flush of its column
+    /// family, fsynced): what the partition applied before the call survives a crash of the
+    /// machine from then on, not only a crash of the process (the write-ahead log is written
+    /// without an fsync). A flush that fails for want of space is retried by RocksDB itself
+    /// once space returns, as its own flushes are.
+    pub fn persist(&self) -> Result<(), PartitionStoreError> {
+        self.db.flush_cf(self.handle()?)?;
+        Ok(())
+    }
+
     fn handle(&self) -> Result<&rocksdb::ColumnFamily, PartitionStoreError> {
         // Column families are never dropped while the database is open.
         self.db

@@ -548,4 +548,12 @@ impl WorkerHandle {
     pub fn partitions(&self) -> Vec<PartitionSnapshot> {
         self.current().iter().map(|(_, h)| h.state.snapshot()).collect()
     }
+
+    /// Each replica's store and reported state, to record what it made durable.
+    pub(crate) fn stores(&self) -> Vec<(restate_partition_store::PartitionStore, PartitionState)> {
+        self.current()
+            .iter()
+            .map(|(_, h)| (h.store.clone(), h.state.clone()))
+            .collect()
+    }
 }

@@ -2,6 +2,7 @@
 //! to the partition store and, as leader, running invocations on the invoker. See
 //! `OVERVIEW.md` for how a call flows through the log.
 
+mod durability;
 mod handle;
 mod introspect;
 pub mod leadership;
@@ -113,7 +114,10 @@ impl Worker {
         let handle = replicas.handle.clone();
         tracing::info!(partitions = handle.partitions().len(), "partition processors started");
         let cancel = CancellationToken::new();
-        let tasks = vec![tokio::spawn(replicas.run(cancel.clone()))];
+        let tasks = vec![
+            tokio::spawn(replicas.run(cancel.clone())),
+            tokio::spawn(durability::persist_periodically(handle.clone(), cancel.clone())),
+        ];
         Ok(Self { handle, cancel, tasks })
     }
 

@@ -99,6 +99,7 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
                         "node": node,
                         "mode": super::status::mode(p),
                         "applied_lsn": p.applied_lsn,
+                        "durable_lsn": p.durable_lsn,
                         "failure": p.failure,
                     })).collect::<Vec<_>>(),
                 })
@@ -116,13 +117,13 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
         "REPLICA SET",
         "LEADER",
         "EPOCH",
-        "REPLICAS (MODE@APPLIED-LSN)",
+        "REPLICAS (MODE@APPLIED/DURABLE LSN)",
     ]);
     for (id, replicas) in &partitions {
         let leader = leader_of(replicas);
         let replicas: Vec<String> = replicas
             .iter()
-            .map(|(node, p)| format!("{node}:{}@{}", super::status::mode(p), p.applied_lsn))
+            .map(|(node, p)| format!("{node}:{}@{}/{}", super::status::mode(p), p.applied_lsn, p.durable_lsn))
             .collect();
         table.add_row(vec![
             id.to_string(),

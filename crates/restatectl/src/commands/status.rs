@@ -86,7 +86,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
             "partitions": processors.iter().map(|(node, p)| serde_json::json!({
                 "partition_id": p.partition_id, "node": node,
                 "mode": mode(p), "leader_epoch": p.leader_epoch,
-                "applied_lsn": p.applied_lsn, "failure": p.failure,
+                "applied_lsn": p.applied_lsn, "durable_lsn": p.durable_lsn, "failure": p.failure,
                 "log_problem": p.log_problem, "outbox_problem": p.outbox_problem,
             })).collect::<Vec<_>>(),
         });
@@ -156,7 +156,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
             processors.len(),
             per_node.join(", ")
         );
-        let mut table = new_table(&["PARTITION", "NODE", "MODE", "EPOCH", "APPLIED-LSN"]);
+        let mut table = new_table(&["PARTITION", "NODE", "MODE", "EPOCH", "APPLIED-LSN", "DURABLE-LSN"]);
         for (node, p) in &processors {
             table.add_row(vec![
                 p.partition_id.to_string(),
@@ -164,6 +164,7 @@ pub(crate) async fn run(args: StatusArgs, addresses: &Addresses) -> anyhow::Resu
                 mode(p).to_owned(),
                 p.leader_epoch.map_or("-".to_owned(), |e| e.to_string()),
                 p.applied_lsn.to_string(),
+                p.durable_lsn.to_string(),
             ]);
         }
         println!("{table}");
