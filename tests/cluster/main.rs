@@ -26,4 +26,5 @@ mod scale;
 mod sdk_conformance;
 mod sdk_rust;
 mod single_node;
+mod snapshots;
 mod workflows;

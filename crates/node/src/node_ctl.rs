@@ -20,6 +20,42 @@ pub(crate) struct NodeCtlHandler {
 
 #[tonic::async_trait]
 impl NodeCtlSvc for NodeCtlHandler {
+    async fn create_snapshots(
+        &self,
+        request: Request<restate_proto::node_ctl::CreateSnapshotsRequest>,
+    ) -> Result<Response<restate_proto::node_ctl::CreateSnapshotsResponse>, Status> {
+        let only = match request.into_inner().partition_id {
+            Some(id) => {
+                Some(u16::try_from(id).map_err(|_| Status::invalid_argument(format!("there is no partition {id}")))?)
+            }
+            None => None,
+        };
+        let Some(worker) = self.ctx.worker.get() else {
+            return Ok(Response::new(restate_proto::node_ctl::CreateSnapshotsResponse {
+                snapshots: Vec::new(),
+                node_name: self.ctx.config.node_name().to_owned(),
+            }));
+        };
+        let created = worker.create_snapshots(only).await.map_err(|error| match error {
+            restate_worker::SnapshotsError::NotConfigured(reason) => Status::failed_precondition(reason),
+            failed => Status::internal(failed.to_string()),
+        })?;
+        Ok(Response::new(restate_proto::node_ctl::CreateSnapshotsResponse {
+            snapshots: created
+                .into_iter()
+                .map(|s| restate_proto::node_ctl::CreatedSnapshot {
+                    partition_id: u32::from(s.partition_id),
+                    snapshot_id: s.snapshot_id,
+                    min_applied_lsn: s.min_applied_lsn,
+                    location: s.location,
+                    size_bytes: s.size_bytes,
+                    entries: s.entries,
+                })
+                .collect(),
+            node_name: self.ctx.config.node_name().to_owned(),
+        }))
+    }
+
     async fn get_partitions(
         &self,
         _request: Request<restate_proto::node_ctl::GetPartitionsRequest>,

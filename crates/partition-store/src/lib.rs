@@ -12,7 +12,7 @@ mod keys;
 mod store;
 
 pub use keys::{Key, TableKind, read_u32, read_u64};
-pub use store::{Entry, PartitionStore, PartitionStoreError, PartitionStores, Txn};
+pub use store::{Entry, Exported, PartitionStore, PartitionStoreError, PartitionStores, Txn};
 
 /// Directory of the partition store inside the node directory.
 pub const PARTITION_STORE_DIR: &str = "db";

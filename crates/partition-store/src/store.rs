@@ -24,6 +24,16 @@ pub enum PartitionStoreError {
     MissingPartition(u16),
     #[error("partition store: value under {table:?} does not decode: {reason}")]
     Corrupt { table: String, reason: String },
+    #[error("partition store: partition {0} holds nothing to export yet")]
+    Empty(u16),
+}
+
+/// What [`PartitionStore::export`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    pub entries: u64,
+    /// Bytes of the SST file.
+    pub size: u64,
 }
 
 /// Memory the partition stores share, however many partitions there are: one write-buffer
@@ -191,6 +201,49 @@ impl PartitionStore {
             entries.push((key.to_vec(), value.to_vec()));
         }
         Ok(entries)
+    }
+
+    /// Writes everything the partition holds, as of one moment, into a new SST file at `path`
+    /// (the contents of a snapshot). An empty partition has nothing to export.
+    pub fn export(&self, path: &Path) -> Result<Exported, PartitionStoreError> {
+        let handle = self.handle()?;
+        let snapshot = self.db.snapshot();
+        let mut read = ReadOptions::default();
+        read.set_snapshot(&snapshot);
+        let options = Options::default();
+        let mut writer = rocksdb::SstFileWriter::create(&options);
+        writer.open(path)?;
+        let mut entries = 0u64;
+        for item in self.db.iterator_cf_opt(handle, read, IteratorMode::Start) {
+            let (key, value) = item?;
+            writer.put(&key, &value)?;
+            entries += 1;
+        }
+        if entries == 0 {
+            return Err(PartitionStoreError::Empty(self.partition));
+        }
+        writer.finish()?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(Exported { entries, size })
+    }
+
+    /// Replaces everything the partition holds with the contents of an SST file written by
+    /// [`Self::export`] (restoring a snapshot). The file is moved into the store.
+    pub fn import(&self, path: &Path) -> Result<(), PartitionStoreError> {
+        let handle = self.handle()?;
+        // What the partition held goes: every key up to and including its last one.
+        if let Some(last) = self.db.iterator_cf(handle, IteratorMode::End).next() {
+            let (last, _) = last?;
+            let mut end = last.to_vec();
+            end.push(0);
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(handle, [].as_slice(), end.as_slice());
+            self.db.write(batch)?;
+        }
+        let mut options = rocksdb::IngestExternalFileOptions::default();
+        options.set_move_files(true);
+        self.db.ingest_external_file_cf_opts(handle, &options, vec![path])?;
+        Ok(())
     }
 
     /// Everything in the partition, for comparing two replicas byte for byte.
@@ -388,5 +441,31 @@ mod tests {
         // Partitions do not see each other.
         assert!(stores.partition(1).unwrap().dump().unwrap().is_empty());
         assert!(stores.partition(2).is_err());
+    }
+
+    #[test]
+    fn an_export_imported_elsewhere_replaces_what_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = PartitionStores::open(&dir.path().join("a"), [0]).unwrap();
+        let source = stores.partition(0).unwrap();
+        let sst = dir.path().join("snapshot.sst");
+        assert!(matches!(source.export(&sst), Err(PartitionStoreError::Empty(0))));
+        let mut txn = source.txn();
+        for i in 0..100u64 {
+            txn.put(Key::new(TableKind::State).str(&format!("key-{i:03}")), &i);
+        }
+        txn.commit().unwrap();
+        let exported = source.export(&sst).unwrap();
+        assert_eq!(exported.entries, 100);
+        assert!(exported.size > 0);
+
+        let other = PartitionStores::open(&dir.path().join("b"), [0]).unwrap();
+        let target = other.partition(0).unwrap();
+        let mut stale = target.txn();
+        stale.put(Key::new(TableKind::State).str("stale"), &1u64);
+        stale.put(Key::new(TableKind::Invoked).str("stale"), &1u64);
+        stale.commit().unwrap();
+        target.import(&sst).unwrap();
+        assert_eq!(target.dump().unwrap(), source.dump().unwrap());
     }
 }

@@ -61,6 +61,9 @@ enum Command {
     /// The partitions: recovering one that cannot apply its log.
     #[command(subcommand, alias = "partition")]
     Partitions(commands::partitions::PartitionsCommand),
+    /// Partition snapshots in the snapshot repository (`[worker.snapshots] destination`).
+    #[command(subcommand, alias = "snapshot")]
+    Snapshots(commands::snapshots::SnapshotsCommand),
 }
 
 /// `restatectl … | head` closes stdout early: end quietly (exit 141, as if killed by SIGPIPE)
@@ -94,6 +97,7 @@ async fn main() -> ExitCode {
         Command::Metadata(command) => commands::metadata::run(command, &addresses).await,
         Command::MetadataServer(command) => commands::metadata_server::run(command, &addresses).await,
         Command::Partitions(command) => commands::partitions::run(command, &addresses).await,
+        Command::Snapshots(command) => commands::snapshots::run(command, &addresses).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -513,6 +513,7 @@ impl PartitionApi for PartitionHandle {
 #[derive(Clone, Default)]
 pub struct WorkerHandle {
     partitions: Arc<std::sync::RwLock<Arc<ReplicaList>>>,
+    snapshotter: Arc<std::sync::OnceLock<crate::snapshots::Snapshotter>>,
 }
 
 /// This node's replicas with the keys each owns.
@@ -526,6 +527,25 @@ impl WorkerHandle {
     /// Replaces the replicas (the placement moved some to or from this node).
     pub(crate) fn set(&self, partitions: ReplicaList) {
         *self.partitions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(partitions);
+    }
+
+    /// Gives the handle what taking snapshots needs (once, when the worker starts).
+    pub(crate) fn set_snapshotter(&self, snapshotter: crate::snapshots::Snapshotter) {
+        let _ = self.snapshotter.set(snapshotter);
+    }
+
+    /// Takes a snapshot of each partition this node leads (only of `only` if given) into the
+    /// snapshot repository; returns what it took (nothing if it leads none of them).
+    pub async fn create_snapshots(
+        &self,
+        only: Option<u16>,
+    ) -> Result<Vec<crate::snapshots::CreatedSnapshot>, crate::snapshots::SnapshotsError> {
+        match self.snapshotter.get() {
+            Some(snapshotter) => snapshotter.create(self, only).await,
+            None => Err(crate::snapshots::SnapshotsError::NotConfigured(
+                "the worker of this node has not started yet".into(),
+            )),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

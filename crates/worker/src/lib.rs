@@ -11,6 +11,8 @@ pub mod model;
 mod processor;
 mod replicas;
 mod settings;
+mod snapshots;
+pub use snapshots::{CreatedSnapshot, SnapshotsError};
 pub mod state_machine;
 pub mod wal;
 
@@ -98,6 +100,7 @@ impl Worker {
         }
         // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
         let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
+        let snapshotter = snapshots::Snapshotter::new(config, table.clone(), ctx.metadata.clone());
         let mut replicas = Replicas::new(
             Arc::new(ctx),
             stores,
@@ -112,6 +115,7 @@ impl Worker {
         let placement = replicas.read_placement().await.unwrap_or_default();
         replicas.follow(placement).await?;
         let handle = replicas.handle.clone();
+        handle.set_snapshotter(snapshotter);
         tracing::info!(partitions = handle.partitions().len(), "partition processors started");
         let cancel = CancellationToken::new();
         let tasks = vec![

@@ -6,6 +6,7 @@ pub(crate) mod migrate;
 pub(crate) mod nodes;
 pub(crate) mod partitions;
 pub(crate) mod provision;
+pub(crate) mod snapshots;
 pub(crate) mod status;
 
 /// Asks the operator to confirm on the terminal; refuses when stdin is not a terminal.
