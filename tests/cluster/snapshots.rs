@@ -127,3 +127,101 @@ async fn without_a_repository_the_operator_is_told_what_to_set() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// The guide's recovery case on one node: snapshots are taken, the logs are trimmed below them,
+/// and the node loses its partition store. On restart every replica restores from its snapshot
+/// and reads the log on from there: the objects keep their state although the records that
+/// built it are gone from the log.
+#[tokio::test]
+async fn a_node_that_lost_its_partition_store_restores_it_from_snapshots_below_a_trimmed_log() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let repository = dir.path().join("snapshots");
+    let destination = format!("file://{}", repository.display());
+    let mut node = start_node(
+        &dir,
+        &[("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str())],
+    )
+    .await?;
+    let effects = dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    let mut totals = Vec::new();
+    for key in 0..10 {
+        let mut total = json!(null);
+        for _ in 0..3 {
+            let answer = client.call(&format!("Counter/k{key}/add"), json!(key + 1)).await?;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            total = answer.json();
+        }
+        totals.push(total);
+    }
+    let url = node.fabric_url();
+    let created = restatectl_json(&["-s", &url, "snapshots", "create", "--json"]);
+    for row in created.as_array().cloned().unwrap_or_default() {
+        let log = row["partition_id"].as_u64().unwrap_or_default().to_string();
+        let trim_point = (row["min_applied_lsn"].as_u64().unwrap_or_default() + 1).to_string();
+        let trimmed = restatectl(&["-s", &url, "logs", "trim", &log, "--trim-point", &trim_point]);
+        assert!(trimmed.status.success(), "{}", String::from_utf8_lossy(&trimmed.stderr));
+    }
+
+    node.kill();
+    let store = dir.path().join("node-1").join("node-1").join("db");
+    assert!(store.is_dir(), "the partition store is at {}", store.display());
+    std::fs::remove_dir_all(&store)?;
+    node.restart();
+    node.wait_alive(crate::invocations::START_TIMEOUT).await?;
+    for (key, total) in totals.iter().enumerate() {
+        let answer = client.call(&format!("Counter/k{key}/get"), json!(null)).await?;
+        assert_eq!(answer.status, 200, "{}\n{}", answer.body, node.log());
+        assert_eq!(&answer.json(), total, "k{key} kept its state through the restore");
+    }
+    assert!(
+        node.log().contains("restored the partition from a snapshot"),
+        "{}",
+        node.log()
+    );
+    // And the restored partitions take new work.
+    let answer = client.call("Counter/k1/add", json!(100)).await?;
+    assert_eq!(answer.json(), json!(totals[1].as_i64().unwrap_or_default() + 100));
+    Ok(())
+}
+
+/// Snapshots of another cluster in the repository are refused by name, and the node serves from
+/// its own log instead.
+#[tokio::test]
+async fn snapshots_of_another_cluster_are_refused_with_their_name() -> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let repository = dir.path().join("snapshots");
+    let destination = format!("file://{}", repository.display());
+    let first = start_node(
+        &dir,
+        &[("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str())],
+    )
+    .await?;
+    restatectl_json(&["-s", &first.fabric_url(), "snapshots", "create", "--json"]);
+    drop(first);
+
+    let other_dir = TestDir::new();
+    let other = start_node(
+        &other_dir,
+        &[
+            ("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str()),
+            ("RESTATE_CLUSTER_NAME", "another-cluster"),
+        ],
+    )
+    .await?;
+    let log = other.log();
+    assert!(
+        log.contains("belongs to cluster `restate-single`") && log.contains("not to this cluster `another-cluster`"),
+        "{log}"
+    );
+    assert!(!log.contains("restored the partition from a snapshot"), "{log}");
+    let client = Client::new(&other);
+    let effects = other_dir.path().join("side-effects.txt");
+    let service = SdkService::typescript_scenarios(&effects);
+    client.register(json!({"uri": service.uri})).await?;
+    let answer = client.call("Counter/fresh/add", json!(1)).await?;
+    assert_eq!((answer.status, answer.json()), (200, json!(1)), "{}", answer.body);
+    Ok(())
+}

@@ -232,6 +232,18 @@ impl Repository {
         }
     }
 
+    /// Copies one file of a snapshot to `to`.
+    pub fn copy_file(
+        &self,
+        partition_id: u16,
+        snapshot_path: &str,
+        name: &str,
+        to: &Path,
+    ) -> Result<u64, SnapshotError> {
+        let from = self.partition_dir(partition_id).join(snapshot_path).join(name);
+        std::fs::copy(&from, to).map_err(|e| io(&from, e))
+    }
+
     /// The metadata of one of the partition's snapshots.
     pub fn metadata(&self, partition_id: u16, snapshot_path: &str) -> Result<SnapshotMetadata, SnapshotError> {
         let path = self.partition_dir(partition_id).join(snapshot_path).join(METADATA_FILE);

@@ -513,7 +513,7 @@ impl PartitionApi for PartitionHandle {
 #[derive(Clone, Default)]
 pub struct WorkerHandle {
     partitions: Arc<std::sync::RwLock<Arc<ReplicaList>>>,
-    snapshotter: Arc<std::sync::OnceLock<crate::snapshots::Snapshotter>>,
+    snapshotter: Arc<std::sync::OnceLock<Arc<crate::snapshots::Snapshotter>>>,
 }
 
 /// This node's replicas with the keys each owns.
@@ -530,7 +530,7 @@ impl WorkerHandle {
     }
 
     /// Gives the handle what taking snapshots needs (once, when the worker starts).
-    pub(crate) fn set_snapshotter(&self, snapshotter: crate::snapshots::Snapshotter) {
+    pub(crate) fn set_snapshotter(&self, snapshotter: Arc<crate::snapshots::Snapshotter>) {
         let _ = self.snapshotter.set(snapshotter);
     }
 

@@ -100,7 +100,7 @@ impl Worker {
         }
         // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
         let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
-        let snapshotter = snapshots::Snapshotter::new(config, table.clone(), ctx.metadata.clone());
+        let snapshotter = Arc::new(snapshots::Snapshotter::new(config, table.clone(), ctx.metadata.clone()));
         let mut replicas = Replicas::new(
             Arc::new(ctx),
             stores,
@@ -110,6 +110,7 @@ impl Worker {
             router,
             PlainNodeId(node_id),
         );
+        replicas.snapshotter = Some(snapshotter.clone());
         // Without a readable placement yet, run every partition (as a cluster without one
         // does); the follower corrects it once the placement can be read.
         let placement = replicas.read_placement().await.unwrap_or_default();

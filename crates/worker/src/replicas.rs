@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use restate_bifrost::Bifrost;
 use restate_partition_api::Partitions;
-use restate_partition_store::PartitionStores;
+use restate_partition_store::{Key, PartitionStores, TableKind};
 use restate_types::PlainNodeId;
 use restate_types::metadata::{PARTITION_PLACEMENT_KEY, Partition, PartitionPlacement, PartitionTable};
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::handle::{PartitionHandle, WorkerHandle};
 use crate::processor::appender::Appender;
 use crate::processor::{Processor, ProcessorCtx};
+use crate::snapshots::Snapshotter;
 use crate::{WorkerError, supervise};
 
 /// How often the placement is read again.
@@ -43,6 +44,8 @@ pub(crate) struct Replicas {
     pub(crate) handle: WorkerHandle,
     pub(crate) router: Partitions,
     pub(crate) me: PlainNodeId,
+    /// Restores replicas that start with an empty store (none in tests without a repository).
+    pub(crate) snapshotter: Option<Arc<Snapshotter>>,
     running: BTreeMap<u16, Running>,
 }
 
@@ -65,6 +68,7 @@ impl Replicas {
             handle: WorkerHandle::default(),
             router,
             me,
+            snapshotter: None,
             running: BTreeMap::new(),
         }
     }
@@ -121,6 +125,7 @@ impl Replicas {
                         "the placement gives this node a replica: starting it"
                     );
                 }
+                self.restore_if_empty(partition.id).await;
                 self.start(&partition)?;
                 changed = true;
             }
@@ -129,6 +134,33 @@ impl Replicas {
             self.publish();
         }
         Ok(())
+    }
+
+    /// A replica that starts with an empty store (a new node, or a lost disk) starts from the
+    /// newest snapshot in the repository, if there is one, instead of from the beginning of
+    /// its log (which may be trimmed).
+    async fn restore_if_empty(&self, partition: u16) {
+        let Ok(store) = self.stores.partition(partition) else {
+            return;
+        };
+        let applied = Key::new(TableKind::Fsm).u8(crate::state_machine::fsm::APPLIED_LSN);
+        // Only a store that is certainly empty; an unreadable one is the processor's to report.
+        if !matches!(store.get::<u64>(&applied), Ok(None)) {
+            return;
+        }
+        let Some(snapshotter) = self.snapshotter.clone() else {
+            return;
+        };
+        let fingerprint = snapshotter.fingerprint().await;
+        let restored =
+            tokio::task::spawn_blocking(move || snapshotter.restore_blocking(&store, fingerprint.as_deref())).await;
+        match restored {
+            Ok(Ok(_)) => {}
+            Ok(Err(reason)) => {
+                tracing::error!(partition, "{reason}; the replica reads its log from the start instead");
+            }
+            Err(error) => tracing::error!(partition, %error, "restoring the partition from a snapshot stopped"),
+        }
     }
 
     fn start(&mut self, partition: &Partition) -> Result<(), WorkerError> {

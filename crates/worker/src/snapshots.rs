@@ -31,7 +31,7 @@ pub struct CreatedSnapshot {
     pub entries: u64,
 }
 
-/// What taking snapshots needs besides the replicas.
+/// What taking and restoring snapshots needs besides the replicas.
 pub(crate) struct Snapshotter {
     repository: Result<Repository, String>,
     num_retained: u32,
@@ -65,6 +65,106 @@ impl Snapshotter {
             scratch: config.node_dir().join("db-snapshots"),
             table,
             metadata,
+        }
+    }
+
+    /// Fills the empty store of `partition` from the newest readable snapshot in the
+    /// repository (an older retained one if the newest cannot be read); returns the LSN the
+    /// snapshot had applied at least, or `None` when there is no repository or no snapshot.
+    /// A snapshot of another cluster or of another key range is refused with an error that
+    /// names it. Blocking: run it off the async workers.
+    pub(crate) fn restore_blocking(
+        &self,
+        store: &restate_partition_store::PartitionStore,
+        fingerprint: Option<&str>,
+    ) -> Result<Option<u64>, String> {
+        let Ok(repository) = &self.repository else {
+            return Ok(None);
+        };
+        let partition = store.partition_id();
+        let Some(latest) = repository.latest(partition).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let Some(range) = self.table.partitions.iter().find(|p| p.id == partition) else {
+            return Ok(None);
+        };
+        let mut unreadable = Vec::new();
+        for candidate in &latest.retained_snapshots {
+            let metadata = match repository.metadata(partition, &candidate.path) {
+                Ok(metadata) => metadata,
+                Err(error) => {
+                    tracing::warn!(partition, snapshot = %candidate.snapshot_id, %error, "cannot read a snapshot; trying an older one");
+                    unreadable.push(format!("{}: {error}", candidate.snapshot_id));
+                    continue;
+                }
+            };
+            let foreign_cluster = metadata.cluster_name != self.cluster_name
+                || fingerprint.is_some_and(|ours| !ours.is_empty() && metadata.cluster_fingerprint != ours);
+            if foreign_cluster {
+                return Err(format!(
+                    "snapshot {} of partition {partition} in {} belongs to cluster `{}` (fingerprint {}), not to this \
+                     cluster `{}`: point [worker.snapshots] destination at this cluster's snapshots",
+                    metadata.snapshot_id,
+                    repository.describe(),
+                    metadata.cluster_name,
+                    metadata.cluster_fingerprint,
+                    self.cluster_name
+                ));
+            }
+            if metadata.partition_id != partition
+                || metadata.key_range.start != range.key_range_start
+                || metadata.key_range.end != range.key_range_end
+            {
+                return Err(format!(
+                    "snapshot {} in {} is of partition {} with keys {}..={}, but partition {partition} owns keys \
+                     {}..={}: it cannot be restored here",
+                    metadata.snapshot_id,
+                    repository.describe(),
+                    metadata.partition_id,
+                    metadata.key_range.start,
+                    metadata.key_range.end,
+                    range.key_range_start,
+                    range.key_range_end
+                ));
+            }
+            // The repository's file stays: import a copy (the import moves its file).
+            let scratch = self
+                .scratch
+                .join(partition.to_string())
+                .join(format!("restore-{}", metadata.snapshot_id));
+            let imported = std::fs::create_dir_all(&scratch)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    let copy = scratch.join(restate_snapshots::DATA_FILE);
+                    repository
+                        .copy_file(partition, &candidate.path, restate_snapshots::DATA_FILE, &copy)
+                        .map_err(|e| e.to_string())?;
+                    store.import(&copy).map_err(|e| e.to_string())
+                });
+            let _ = std::fs::remove_dir_all(&scratch);
+            match imported {
+                Ok(()) => {
+                    tracing::info!(partition, snapshot = %metadata.snapshot_id, min_applied_lsn = metadata.min_applied_lsn, "restored the partition from a snapshot");
+                    return Ok(Some(metadata.min_applied_lsn));
+                }
+                Err(error) => {
+                    tracing::warn!(partition, snapshot = %metadata.snapshot_id, %error, "cannot restore a snapshot; trying an older one");
+                    unreadable.push(format!("{}: {error}", metadata.snapshot_id));
+                }
+            }
+        }
+        Err(format!(
+            "no snapshot of partition {partition} in {} could be restored ({})",
+            repository.describe(),
+            unreadable.join("; ")
+        ))
+    }
+
+    /// The cluster's fingerprint as metadata has it (`None` if it cannot be read now).
+    pub(crate) async fn fingerprint(&self) -> Option<String> {
+        match self.metadata.get_json::<NodesConfiguration>(NODES_CONFIG_KEY).await {
+            Ok(Some((_, nodes))) => Some(nodes.cluster_fingerprint.to_string()),
+            _ => None,
         }
     }
 
