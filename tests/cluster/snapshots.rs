@@ -7,6 +7,16 @@ use serde_json::{Value, json};
 
 use crate::invocations::{Client, start_node};
 
+/// The environment key of `[worker.snapshots] destination`.
+const DESTINATION: &str = "RESTATE_WORKER__SNAPSHOTS__DESTINATION";
+
+/// A repository directory inside the test's directory, and its `file://` destination.
+fn repository_in(dir: &TestDir) -> (std::path::PathBuf, String) {
+    let repository = dir.path().join("snapshots");
+    let destination = format!("file://{}", repository.display());
+    (repository, destination)
+}
+
 fn read_json(path: &std::path::Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -15,13 +25,8 @@ fn read_json(path: &std::path::Path) -> Value {
 #[tokio::test]
 async fn snapshots_of_every_led_partition_land_in_the_repository_and_only_the_newest_is_kept() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let repository = dir.path().join("snapshots");
-    let destination = format!("file://{}", repository.display());
-    let node = start_node(
-        &dir,
-        &[("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str())],
-    )
-    .await?;
+    let (repository, destination) = repository_in(&dir);
+    let node = start_node(&dir, &[(DESTINATION, destination.as_str())]).await?;
     let effects = dir.path().join("side-effects.txt");
     let service = SdkService::typescript_scenarios(&effects);
     let client = Client::new(&node);
@@ -117,7 +122,7 @@ async fn without_a_repository_the_operator_is_told_what_to_set() -> anyhow::Resu
     );
 
     let dir = TestDir::new();
-    let node = start_node(&dir, &[("RESTATE_WORKER__SNAPSHOTS__DESTINATION", "ftp://elsewhere")]).await?;
+    let node = start_node(&dir, &[(DESTINATION, "ftp://elsewhere")]).await?;
     let refused = restatectl(&["-s", &node.fabric_url(), "snapshots", "create"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -135,13 +140,8 @@ async fn without_a_repository_the_operator_is_told_what_to_set() -> anyhow::Resu
 #[tokio::test]
 async fn a_node_that_lost_its_partition_store_restores_it_from_snapshots_below_a_trimmed_log() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let repository = dir.path().join("snapshots");
-    let destination = format!("file://{}", repository.display());
-    let mut node = start_node(
-        &dir,
-        &[("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str())],
-    )
-    .await?;
+    let (_, destination) = repository_in(&dir);
+    let mut node = start_node(&dir, &[(DESTINATION, destination.as_str())]).await?;
     let effects = dir.path().join("side-effects.txt");
     let service = SdkService::typescript_scenarios(&effects);
     let client = Client::new(&node);
@@ -192,13 +192,8 @@ async fn a_node_that_lost_its_partition_store_restores_it_from_snapshots_below_a
 #[tokio::test]
 async fn snapshots_of_another_cluster_are_refused_with_their_name() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let repository = dir.path().join("snapshots");
-    let destination = format!("file://{}", repository.display());
-    let first = start_node(
-        &dir,
-        &[("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str())],
-    )
-    .await?;
+    let (_, destination) = repository_in(&dir);
+    let first = start_node(&dir, &[(DESTINATION, destination.as_str())]).await?;
     restatectl_json(&["-s", &first.fabric_url(), "snapshots", "create", "--json"]);
     drop(first);
 
@@ -206,7 +201,7 @@ async fn snapshots_of_another_cluster_are_refused_with_their_name() -> anyhow::R
     let other = start_node(
         &other_dir,
         &[
-            ("RESTATE_WORKER__SNAPSHOTS__DESTINATION", destination.as_str()),
+            (DESTINATION, destination.as_str()),
             ("RESTATE_CLUSTER_NAME", "another-cluster"),
         ],
     )
