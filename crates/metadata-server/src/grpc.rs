@@ -25,7 +25,8 @@ use tonic::{Request, Response, Status};
 use crate::lease::lease_holds;
 use crate::network::{KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE};
 use crate::raft_types::{Command, CommandResult, MemberNode, NodeId, Raft};
-use crate::server::{CALLER_HEADER, MetadataServer, ServerStatus, WriteFailure, quorum_silence_limit};
+use crate::server::{CALLER_HEADER, MetadataServer, ServerStatus, WriteFailure};
+use crate::timing::quorum_silence_limit;
 
 impl MetadataServer {
     /// The store API service, for the fabric router. Messages are bounded by

@@ -12,5 +12,6 @@ mod state_machine;
 mod storage;
 #[cfg(test)]
 mod storage_suite;
+mod timing;
 
 pub use server::{MetadataServer, MetadataServerError, ServerStatus};
