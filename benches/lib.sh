@@ -3,9 +3,14 @@
 # Source it from a script that has `set -euo pipefail` and runs from the repository root.
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-bin="$target_dir/release"
+# BENCH_PROFILE=debug measures the debug binaries (built by the tests) instead.
+bin="$target_dir/${BENCH_PROFILE:-release}"
 if [ ! -x "$bin/restate" ] || [ ! -x "$bin/restate-bench" ] || [ ! -x "$bin/restatectl" ]; then
-  cargo build --release --locked --bin restate --bin restatectl --bin restate-bench
+  if [ "${BENCH_PROFILE:-release}" = release ]; then
+    cargo build --release --locked --bin restate --bin restatectl --bin restate-bench
+  else
+    cargo build --locked --bin restate --bin restatectl --bin restate-bench
+  fi
 fi
 
 work=$(mktemp -d /tmp/restate-bench.XXXXXX)

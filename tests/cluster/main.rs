@@ -12,6 +12,7 @@ mod durability;
 mod external;
 mod failover;
 mod gateway;
+mod grow;
 mod idempotency;
 mod invocations;
 mod log_cost;

@@ -327,8 +327,54 @@ impl Bifrost {
         Ok(moved)
     }
 
-    /// Moves the log's trim point forward to `trim_point` (never beyond the tail) and drops
-    /// the records below it. Returns the trim point in effect.
+    /// Moves every log whose tail segment was made by another provider configuration than
+    /// the one now in effect (`restatectl config set --log-provider/--log-replication`) to a
+    /// new segment of the configured kind, so a grown cluster's logs get their new copies
+    /// without waiting for a failure. A log whose new segment cannot be made yet (too few
+    /// log-servers) keeps its segment. Run by the active cluster controller. Returns how many
+    /// it moved.
+    pub async fn reconfigure_outdated_logs(&self) -> Result<usize, BifrostError> {
+        let logs = self.chains().await?;
+        let provider = logs.default_provider.clone();
+        let mut moved = 0;
+        for (log_id, chain) in &logs.logs {
+            let Some(tail) = chain.tail() else { continue };
+            let outdated = match (&tail.loglet, &provider) {
+                (LogletParams::Local { .. }, LogProviderConfig::Local) => false,
+                (LogletParams::Replicated(params), LogProviderConfig::Replicated { replication, .. }) => {
+                    params.replication != *replication
+                }
+                _ => true,
+            };
+            if !outdated {
+                continue;
+            }
+            // Only seal what can be extended: the new segment must be possible now.
+            if let Err(error) = self.new_loglet(&provider, *log_id, tail.index + 1).await {
+                tracing::debug!(log_id, %error, "the log keeps its segment until the configured one can be made");
+                continue;
+            }
+            tracing::info!(
+                log_id,
+                provider = provider.kind(),
+                "the log's segment was made for an earlier log configuration; reconfiguring"
+            );
+            match self.seal_and_extend(*log_id, tail.index).await {
+                Ok(()) => moved += 1,
+                Err(error) => tracing::warn!(log_id, %error, "cannot move the log to the configured provider yet"),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The log's trim point as this node last read the logs configuration: no record below it
+    /// can be read.
+    pub async fn trim_point(&self, log_id: u32) -> Result<Lsn, BifrostError> {
+        Ok(self.chain(log_id, false).await?.trim_point)
+    }
+
+    /// Moves the log's trim point forward to `trim_point` (never beyond the tail); the records
+    /// below it are dropped from storage in the background. Returns the trim point in effect.
     pub async fn trim(&self, log_id: u32, trim_point: Lsn) -> Result<Lsn, BifrostError> {
         let tail = self.find_tail(log_id).await?;
         let target = trim_point.min(tail);
@@ -350,23 +396,29 @@ impl Bifrost {
             .get(&log_id)
             .cloned()
             .ok_or_else(|| BifrostError::Invalid(format!("log {log_id} does not exist")))?;
-        // Drop the stored records below the trim point, segment by segment.
+        // The stored records below the trim point go in the background: no reader asks for them
+        // any more, and a log-server that is down now drops them at the next trim (a trim drops
+        // everything below its point), so a slow one does not hold up the caller.
         let addresses = self.addresses().await?;
-        for segment in &chain.segments {
-            if segment.base_lsn >= chain.trim_point {
-                break;
-            }
-            let offset = (chain.trim_point - segment.base_lsn).min(u64::from(u32::MAX)) as u32;
-            match &segment.loglet {
-                LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
-                    let _ = self.inner.local.trim(*loglet_id, offset).await;
+        let bifrost = self.clone();
+        let trim_point = chain.trim_point;
+        tokio::spawn(async move {
+            for segment in &chain.segments {
+                if segment.base_lsn >= trim_point {
+                    break;
                 }
-                LogletParams::Local { .. } => {}
-                LogletParams::Replicated(params) => {
-                    replicated::trim(&self.inner.peers, params, &addresses, offset).await;
+                let offset = (trim_point - segment.base_lsn).min(u64::from(u32::MAX)) as u32;
+                match &segment.loglet {
+                    LogletParams::Local { loglet_id, node } if *node == bifrost.inner.me.id => {
+                        let _ = bifrost.inner.local.trim(*loglet_id, offset).await;
+                    }
+                    LogletParams::Local { .. } => {}
+                    LogletParams::Replicated(params) => {
+                        replicated::trim(&bifrost.inner.peers, params, &addresses, offset).await;
+                    }
                 }
             }
-        }
+        });
         Ok(chain.trim_point)
     }
 }

@@ -501,8 +501,47 @@ pub struct WorkerOptions {
     /// Timers a partition leader keeps in memory (the earliest due); later ones are read
     /// from the store as these fire.
     pub num_timers_in_memory_limit: usize,
+    /// What a partition's log may be trimmed below: see [`DurabilityMode`]. Unset, it is
+    /// `balanced` in a cluster (more than one worker node, or partitions with more than one
+    /// replica) and `replica-set-only` on a single node.
+    pub durability_mode: Option<DurabilityMode>,
+    /// How long a leader waits after records became safe to trim before it trims them (a
+    /// replica that is restored from an older backup can still catch up meanwhile).
+    #[serde(with = "humantime_serde")]
+    pub trim_delay_interval: Duration,
     pub invoker: InvokerOptions,
     pub snapshots: SnapshotsOptions,
+}
+
+/// `[worker] durability-mode`: which copies of a partition's state must hold a record before
+/// the partition's log may drop it. Trimming below what a replica made durable means that
+/// replica must restore from a snapshot; trimming below the snapshots means a replica that
+/// loses its disk cannot come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityMode {
+    /// Never trim automatically.
+    None,
+    /// Below what every replica of the partition made durable.
+    ReplicaSetOnly,
+    /// Below what every replica made durable and a snapshot holds.
+    SnapshotAndReplicaSet,
+    /// Below what a snapshot holds and at least one replica made durable.
+    Balanced,
+    /// Below what a snapshot holds.
+    SnapshotOnly,
+}
+
+impl DurabilityMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DurabilityMode::None => "none",
+            DurabilityMode::ReplicaSetOnly => "replica-set-only",
+            DurabilityMode::SnapshotAndReplicaSet => "snapshot-and-replica-set",
+            DurabilityMode::Balanced => "balanced",
+            DurabilityMode::SnapshotOnly => "snapshot-only",
+        }
+    }
 }
 
 impl Default for WorkerOptions {
@@ -510,6 +549,8 @@ impl Default for WorkerOptions {
         Self {
             cleanup_interval: Duration::from_secs(3600),
             num_timers_in_memory_limit: 4096,
+            durability_mode: None,
+            trim_delay_interval: Duration::from_secs(600),
             invoker: InvokerOptions::default(),
             snapshots: SnapshotsOptions::default(),
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use restate_proto::node_ctl::node_ctl_svc_client::NodeCtlSvcClient;
-use restate_proto::node_ctl::{GossipMessage, RoleState};
+use restate_proto::node_ctl::{GossipMessage, PartitionDurability, RoleState};
 use restate_types::metadata::{NODES_CONFIG_KEY, NodesConfiguration};
 use restate_types::{GenerationalNodeId, Heartbeat, PlainNodeId};
 use tokio::sync::watch;
@@ -45,6 +45,16 @@ pub(crate) fn own_message(ctx: &NodeContext) -> GossipMessage {
                 .map(|p| u32::from(p.partition_id))
                 .collect()
         }),
+        partition_durability: ctx.worker.get().map_or_else(Vec::new, |worker| {
+            worker
+                .partitions()
+                .iter()
+                .map(|p| PartitionDurability {
+                    partition_id: u32::from(p.partition_id),
+                    durable_lsn: p.durable_lsn,
+                })
+                .collect()
+        }),
     }
 }
 
@@ -68,6 +78,11 @@ pub(crate) fn record(ctx: &NodeContext, message: &GossipMessage) {
                 .leading_partitions
                 .iter()
                 .filter_map(|p| u16::try_from(*p).ok())
+                .collect(),
+            durable_lsns: message
+                .partition_durability
+                .iter()
+                .filter_map(|p| Some((u16::try_from(p.partition_id).ok()?, p.durable_lsn)))
                 .collect(),
         },
     );

@@ -437,6 +437,9 @@ fn spawn_log_watchdog(
             if let Err(error) = bifrost.reconfigure_orphaned_logs().await {
                 tracing::debug!(%error, "log watchdog");
             }
+            if let Err(error) = bifrost.reconfigure_outdated_logs().await {
+                tracing::debug!(%error, "log watchdog: moving logs to the configured provider");
+            }
             if let Err(error) = restate_admin::update_placement(&ctx.metadata).await {
                 tracing::debug!(%error, "cannot update the partition placement");
             }

@@ -24,7 +24,8 @@ impl NodeCtlSvc for NodeCtlHandler {
         &self,
         request: Request<restate_proto::node_ctl::CreateSnapshotsRequest>,
     ) -> Result<Response<restate_proto::node_ctl::CreateSnapshotsResponse>, Status> {
-        let only = match request.into_inner().partition_id {
+        let request = request.into_inner();
+        let only = match request.partition_id {
             Some(id) => {
                 Some(u16::try_from(id).map_err(|_| Status::invalid_argument(format!("there is no partition {id}")))?)
             }
@@ -36,10 +37,13 @@ impl NodeCtlSvc for NodeCtlHandler {
                 node_name: self.ctx.config.node_name().to_owned(),
             }));
         };
-        let created = worker.create_snapshots(only).await.map_err(|error| match error {
-            restate_worker::SnapshotsError::NotConfigured(reason) => Status::failed_precondition(reason),
-            failed => Status::internal(failed.to_string()),
-        })?;
+        let created = worker
+            .create_snapshots(only, request.trim_log)
+            .await
+            .map_err(|error| match error {
+                restate_worker::SnapshotsError::NotConfigured(reason) => Status::failed_precondition(reason),
+                failed => Status::internal(failed.to_string()),
+            })?;
         Ok(Response::new(restate_proto::node_ctl::CreateSnapshotsResponse {
             snapshots: created
                 .into_iter()
@@ -50,9 +54,46 @@ impl NodeCtlSvc for NodeCtlHandler {
                     location: s.location,
                     size_bytes: s.size_bytes,
                     entries: s.entries,
+                    trim_point: s.trim_point,
                 })
                 .collect(),
             node_name: self.ctx.config.node_name().to_owned(),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<restate_proto::node_ctl::ListSnapshotsRequest>,
+    ) -> Result<Response<restate_proto::node_ctl::ListSnapshotsResponse>, Status> {
+        let only = match request.into_inner().partition_id {
+            Some(id) => {
+                Some(u16::try_from(id).map_err(|_| Status::invalid_argument(format!("there is no partition {id}")))?)
+            }
+            None => None,
+        };
+        let Some(worker) = self.ctx.worker.get() else {
+            return Err(Status::failed_precondition(format!(
+                "node {} runs no worker: ask a node with the worker role",
+                self.ctx.config.node_name()
+            )));
+        };
+        let (repository, listed) = worker.list_snapshots(only).await.map_err(|error| match error {
+            restate_worker::SnapshotsError::NotConfigured(reason) => Status::failed_precondition(reason),
+            failed => Status::internal(failed.to_string()),
+        })?;
+        Ok(Response::new(restate_proto::node_ctl::ListSnapshotsResponse {
+            snapshots: listed
+                .into_iter()
+                .map(|s| restate_proto::node_ctl::ListedSnapshot {
+                    partition_id: u32::from(s.partition_id),
+                    snapshot_id: s.snapshot_id,
+                    min_applied_lsn: s.min_applied_lsn,
+                    created_at: s.created_at,
+                    location: s.location,
+                    latest: s.latest,
+                })
+                .collect(),
+            repository,
         }))
     }
 
@@ -68,6 +109,8 @@ impl NodeCtlSvc for NodeCtlHandler {
                     partition_id: u32::from(p.partition_id),
                     applied_lsn: p.applied_lsn,
                     durable_lsn: p.durable_lsn,
+                    archived_lsn: p.archived_lsn,
+                    trim_point: p.trim_point,
                     is_leader: p.is_leader,
                     leader_epoch: p.leader_epoch,
                     failure: p.failure,

@@ -110,6 +110,11 @@ pub struct PartitionSnapshot {
     /// Records up to here are applied and flushed to disk: a crash of the machine loses
     /// nothing below it, so the log below it is not needed by this replica again.
     pub durable_lsn: u64,
+    /// The oldest snapshot in the repository starts after this LSN: a replica that loses
+    /// its disk needs the log above it only. `None` without a repository or a snapshot.
+    pub archived_lsn: Option<u64>,
+    /// The partition's log holds no records below this LSN (as of this replica's last check).
+    pub trim_point: Option<u64>,
     pub is_leader: bool,
     pub leader_epoch: Option<u64>,
     /// Why the partition cannot apply its log (it is held at a record, or its store fails);

@@ -41,6 +41,12 @@ impl Addresses {
         )?)
     }
 
+    /// A channel for requests that take as long as their work (a snapshot of a large
+    /// partition): only the connect timeout applies.
+    pub(crate) fn long_channel(&self, address: &str) -> anyhow::Result<Channel> {
+        Ok(restate_net::channel_without_deadline(address, self.connect_timeout)?)
+    }
+
     pub(crate) async fn ident(&self, address: &str) -> anyhow::Result<IdentResponse> {
         let mut client = NodeCtlSvcClient::new(self.channel(address)?);
         let response = client

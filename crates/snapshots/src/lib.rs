@@ -97,6 +97,18 @@ pub struct RetainedSnapshot {
 }
 
 /// A new snapshot id (`snap_` and random base62).
+impl LatestSnapshot {
+    /// The LSN of the oldest retained snapshot: a replica that loses its disk can always come
+    /// back if the log keeps the records above it.
+    pub fn archived_lsn(&self) -> u64 {
+        self.retained_snapshots
+            .iter()
+            .map(|s| s.min_applied_lsn)
+            .min()
+            .unwrap_or(self.min_applied_lsn)
+    }
+}
+
 pub fn new_snapshot_id() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let id: String = (0..23)
@@ -143,6 +155,14 @@ impl Repository {
         }
     }
 
+    /// Where one snapshot of a partition is, as a URL.
+    pub fn location(&self, partition_id: u16, snapshot_path: &str) -> String {
+        format!(
+            "{}/{partition_id}/{snapshot_path}",
+            self.describe().trim_end_matches('/')
+        )
+    }
+
     fn partition_dir(&self, partition_id: u16) -> PathBuf {
         match self {
             Repository::File(root) => root.join(partition_id.to_string()),
@@ -151,13 +171,13 @@ impl Repository {
 
     /// Stores a snapshot whose files are in `files_dir` (moved, not copied, when it is on the
     /// same file system), then makes it the partition's latest and deletes the snapshots
-    /// beyond the newest `num_retained`. Returns the snapshot's directory.
+    /// beyond the newest `num_retained`. Returns where the snapshot is.
     pub fn put(
         &self,
         metadata: &SnapshotMetadata,
         files_dir: &Path,
         num_retained: u32,
-    ) -> Result<PathBuf, SnapshotError> {
+    ) -> Result<String, SnapshotError> {
         let partition_dir = self.partition_dir(metadata.partition_id);
         std::fs::create_dir_all(&partition_dir).map_err(|e| io(&partition_dir, e))?;
         let name = snapshot_path(metadata.min_applied_lsn, &metadata.snapshot_id);
@@ -179,7 +199,7 @@ impl Repository {
             && previous.min_applied_lsn > metadata.min_applied_lsn
         {
             // A newer snapshot became the latest meanwhile: this one stays as an extra copy.
-            return Ok(final_dir);
+            return Ok(self.location(metadata.partition_id, &name));
         }
         let mut retained = vec![RetainedSnapshot {
             snapshot_id: metadata.snapshot_id.clone(),
@@ -200,7 +220,7 @@ impl Repository {
             created_at: metadata.created_at.clone(),
             snapshot_id: metadata.snapshot_id.clone(),
             min_applied_lsn: metadata.min_applied_lsn,
-            path: name,
+            path: name.clone(),
             retained_snapshots: retained,
         };
         let latest_path = partition_dir.join(LATEST_FILE);
@@ -214,7 +234,7 @@ impl Repository {
                 tracing::warn!(dir = %dir.display(), %error, "cannot delete a snapshot beyond num-retained");
             }
         }
-        Ok(final_dir)
+        Ok(self.location(metadata.partition_id, &name))
     }
 
     /// The partition's `latest.json`, if it has a snapshot.
@@ -322,8 +342,9 @@ mod tests {
         let mut dirs = Vec::new();
         for lsn in [10, 20, 30] {
             let meta = metadata(3, lsn);
-            let dir = repository.put(&meta, &data_dir(scratch.path(), lsn), 2).unwrap();
-            assert_eq!(dir, root.join("3").join(snapshot_path(lsn, &meta.snapshot_id)));
+            let location = repository.put(&meta, &data_dir(scratch.path(), lsn), 2).unwrap();
+            let dir = root.join("3").join(snapshot_path(lsn, &meta.snapshot_id));
+            assert_eq!(location, format!("file://{}", dir.display()));
             assert_eq!(std::fs::read(dir.join(DATA_FILE)).unwrap(), b"data");
             assert_eq!(
                 repository.metadata(3, &snapshot_path(lsn, &meta.snapshot_id)).unwrap(),
@@ -335,6 +356,7 @@ mod tests {
         assert_eq!(latest.min_applied_lsn, 30);
         let kept: Vec<u64> = latest.retained_snapshots.iter().map(|s| s.min_applied_lsn).collect();
         assert_eq!(kept, vec![30, 20]);
+        assert_eq!(latest.archived_lsn(), 20, "the oldest retained snapshot's");
         assert!(!dirs[0].exists(), "the oldest beyond num-retained is deleted");
         assert!(dirs[1].exists() && dirs[2].exists());
 

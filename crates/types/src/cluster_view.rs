@@ -56,6 +56,7 @@ struct PeerEntry {
     role_status: BTreeMap<String, String>,
     status: String,
     leading_partitions: Vec<u16>,
+    durable_lsns: BTreeMap<u16, u64>,
     /// A connection to it was refused since it was last heard from: on loopback and on a
     /// reachable host that means no process listens, so it is dead without waiting out silence.
     refused: bool,
@@ -76,6 +77,9 @@ pub struct Heartbeat {
     pub status: String,
     pub role_status: BTreeMap<String, String>,
     pub leading_partitions: Vec<u16>,
+    /// The durable LSN of each partition replica the sender runs: what a leader may trim its
+    /// partition's log up to depends on its followers' (see the worker's durability modes).
+    pub durable_lsns: BTreeMap<u16, u64>,
 }
 
 /// Thresholds of the failure detector.
@@ -124,6 +128,7 @@ impl ClusterView {
                 role_status: BTreeMap::new(),
                 status: String::new(),
                 leading_partitions: Vec::new(),
+                durable_lsns: BTreeMap::new(),
                 refused: false,
             });
             if node_id.generation > entry.node_id.generation {
@@ -149,6 +154,7 @@ impl ClusterView {
             entry.status = heartbeat.status;
             entry.role_status = heartbeat.role_status;
             entry.leading_partitions = heartbeat.leading_partitions;
+            entry.durable_lsns = heartbeat.durable_lsns;
             entry.refused = false;
         }
     }
@@ -196,6 +202,14 @@ impl ClusterView {
         self.lock()
             .get(&node)
             .is_some_and(|entry| !entry.refused && entry.leading_partitions.contains(&partition))
+    }
+
+    /// The durable LSN of `node`'s replica of `partition` as its last heartbeat said (kept
+    /// while the node is down: what it made durable stays on its disk). `None` if it never said.
+    pub fn durable_lsn(&self, node: PlainNodeId, partition: u16) -> Option<u64> {
+        self.lock()
+            .get(&node)
+            .and_then(|entry| entry.durable_lsns.get(&partition).copied())
     }
 
     /// The nodes with `role`, by id.
@@ -362,5 +376,27 @@ mod tests {
         view.heard_from(n1, beat(99));
         assert_eq!(view.peers()[0].node_id.generation, 2);
         assert_eq!(view.peers()[0].uptime_s, 0);
+    }
+
+    #[test]
+    fn a_durable_lsn_outlives_the_node_that_reported_it() {
+        let view = ClusterView::new(LivenessThresholds {
+            suspect_after: Duration::from_secs(10),
+            dead_after: Duration::from_secs(20),
+        });
+        let n1 = PlainNodeId(1).with_generation(1);
+        view.set_members([(n1, "a".into(), "http://a/".into(), vec![Role::Worker])]);
+        assert_eq!(view.durable_lsn(n1.id, 0), None, "nothing heard yet");
+        view.heard_from(
+            n1,
+            Heartbeat {
+                durable_lsns: BTreeMap::from([(0, 42)]),
+                ..beat(1)
+            },
+        );
+        view.connection_refused(n1.id);
+        // What it flushed is still on its disk when it comes back.
+        assert_eq!(view.durable_lsn(n1.id, 0), Some(42));
+        assert_eq!(view.durable_lsn(n1.id, 1), None);
     }
 }

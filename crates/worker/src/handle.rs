@@ -535,17 +535,31 @@ impl WorkerHandle {
     }
 
     /// Takes a snapshot of each partition this node leads (only of `only` if given) into the
-    /// snapshot repository; returns what it took (nothing if it leads none of them).
+    /// snapshot repository; returns what it took (nothing if it leads none of them). With
+    /// `trim_log`, each partition's log is then trimmed up to what its snapshot holds.
     pub async fn create_snapshots(
         &self,
         only: Option<u16>,
+        trim_log: bool,
     ) -> Result<Vec<crate::snapshots::CreatedSnapshot>, crate::snapshots::SnapshotsError> {
-        match self.snapshotter.get() {
-            Some(snapshotter) => snapshotter.create(self, only).await,
-            None => Err(crate::snapshots::SnapshotsError::NotConfigured(
-                "the worker of this node has not started yet".into(),
-            )),
-        }
+        self.started_snapshotter()?.create(self, only, trim_log).await
+    }
+
+    /// The snapshots in the repository (only `only`'s if given), and the repository's URL.
+    pub async fn list_snapshots(
+        &self,
+        only: Option<u16>,
+    ) -> Result<(String, Vec<crate::snapshots::ListedSnapshot>), crate::snapshots::SnapshotsError> {
+        let snapshotter = self.started_snapshotter()?;
+        tokio::task::spawn_blocking(move || snapshotter.list_blocking(only))
+            .await
+            .map_err(|e| crate::snapshots::SnapshotsError::NotConfigured(e.to_string()))?
+    }
+
+    fn started_snapshotter(&self) -> Result<Arc<crate::snapshots::Snapshotter>, crate::snapshots::SnapshotsError> {
+        self.snapshotter.get().cloned().ok_or_else(|| {
+            crate::snapshots::SnapshotsError::NotConfigured("the worker of this node has not started yet".into())
+        })
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -12,7 +12,8 @@ mod processor;
 mod replicas;
 mod settings;
 mod snapshots;
-pub use snapshots::{CreatedSnapshot, SnapshotsError};
+mod trimming;
+pub use snapshots::{CreatedSnapshot, ListedSnapshot, SnapshotsError};
 pub mod state_machine;
 pub mod wal;
 
@@ -35,7 +36,7 @@ pub use processor::{SkippedRecords, skipped_records_key};
 pub use restate_partition_api::invocation_id_of;
 pub use settings::WorkerSettings;
 
-use crate::processor::{Processor, ProcessorCtx};
+use crate::processor::{Processor, ProcessorCtx, ProcessorExit};
 use crate::replicas::Replicas;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,12 @@ impl Worker {
         }
         // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
         let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
-        let snapshotter = Arc::new(snapshots::Snapshotter::new(config, table.clone(), ctx.metadata.clone()));
+        let snapshotter = Arc::new(snapshots::Snapshotter::new(
+            config,
+            table.clone(),
+            ctx.metadata.clone(),
+            bifrost.clone(),
+        ));
         let mut replicas = Replicas::new(
             Arc::new(ctx),
             stores,
@@ -111,17 +117,20 @@ impl Worker {
             PlainNodeId(node_id),
         );
         replicas.snapshotter = Some(snapshotter.clone());
+        let trimmer = trimming::Trimmer::new(replicas.ctx.clone(), snapshotter.clone(), config);
         // Without a readable placement yet, run every partition (as a cluster without one
         // does); the follower corrects it once the placement can be read.
         let placement = replicas.read_placement().await.unwrap_or_default();
         replicas.follow(placement).await?;
         let handle = replicas.handle.clone();
-        handle.set_snapshotter(snapshotter);
+        handle.set_snapshotter(snapshotter.clone());
         tracing::info!(partitions = handle.partitions().len(), "partition processors started");
         let cancel = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(replicas.run(cancel.clone())),
             tokio::spawn(durability::persist_periodically(handle.clone(), cancel.clone())),
+            tokio::spawn(trimmer.run(handle.clone(), cancel.clone())),
+            tokio::spawn(snapshotter.run_automatic(handle.clone(), cancel.clone())),
         ];
         Ok(Self { handle, cancel, tasks })
     }
@@ -141,28 +150,32 @@ impl Worker {
 }
 
 /// Runs a processor; if it panics, its partition is marked failed with the panic (and its
-/// waiters told at once) instead of looking healthy while every call to it hangs.
+/// waiters told at once) instead of looking healthy while every call to it hangs. Returns why
+/// it stopped.
 pub(crate) async fn supervise(
     processor: Processor,
     handle: PartitionHandle,
     metrics: WorkerMetrics,
     cancel: CancellationToken,
-) {
+) -> ProcessorExit {
     let partition = handle.partition_id;
-    if let Err(error) = tokio::spawn(processor.run(cancel)).await
-        && error.is_panic()
-    {
-        let panic = error.into_panic();
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(partition, "the partition processor panicked: {message}");
-        handle
-            .state
-            .set_failed(format!("the partition processor panicked: {message}; restart the node"));
-        metrics.partition_failed(partition, true);
-        handle.drop_waiters();
+    match tokio::spawn(processor.run(cancel)).await {
+        Ok(exit) => exit,
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(partition, "the partition processor panicked: {message}");
+            handle
+                .state
+                .set_failed(format!("the partition processor panicked: {message}; restart the node"));
+            metrics.partition_failed(partition, true);
+            handle.drop_waiters();
+            ProcessorExit::Stopped
+        }
+        Err(_) => ProcessorExit::Stopped,
     }
 }

@@ -11,18 +11,23 @@ use restate_bifrost::Bifrost;
 use restate_partition_api::Partitions;
 use restate_partition_store::{Key, PartitionStores, TableKind};
 use restate_types::PlainNodeId;
+use restate_types::metadata::Lsn;
 use restate_types::metadata::{PARTITION_PLACEMENT_KEY, Partition, PartitionPlacement, PartitionTable};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::handle::{PartitionHandle, WorkerHandle};
 use crate::processor::appender::Appender;
-use crate::processor::{Processor, ProcessorCtx};
+use crate::processor::{Processor, ProcessorCtx, ProcessorExit};
 use crate::snapshots::Snapshotter;
 use crate::{WorkerError, supervise};
 
 /// How often the placement is read again.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A replica that needs a snapshot and found none it can use tries again after this long.
+const RESTORE_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The placement as this node last read it, shared with every processor (the election ranks
 /// only a partition's replicas).
@@ -31,7 +36,12 @@ pub(crate) type SharedPlacement = Arc<RwLock<PartitionPlacement>>;
 struct Running {
     handle: PartitionHandle,
     cancel: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<ProcessorExit>,
+    /// Its processor stopped because the log was trimmed past what it applied: the snapshot
+    /// it needs (an LSN it must hold at least) and when to look for one again.
+    needs_snapshot: Option<(Lsn, Instant)>,
+    /// Its processor stopped and the task was awaited (a finished task is awaited once).
+    reaped: bool,
 }
 
 /// This node's running replicas.
@@ -113,7 +123,9 @@ impl Replicas {
                     "the placement moved this replica to other nodes: stopping it"
                 );
                 running.cancel.cancel();
-                let _ = running.task.await;
+                if !running.reaped {
+                    let _ = running.task.await;
+                }
                 running.handle.drop_waiters();
             }
         }
@@ -125,7 +137,13 @@ impl Replicas {
                         "the placement gives this node a replica: starting it"
                     );
                 }
-                self.restore_if_empty(partition.id).await;
+                if let Err(reason) = self.restore_if_needed(partition.id, None).await {
+                    // Its processor meets the trim and the replica keeps looking for a snapshot.
+                    tracing::warn!(
+                        partition = partition.id,
+                        "the replica cannot start from a snapshot: {reason}"
+                    );
+                }
                 self.start(&partition)?;
                 changed = true;
             }
@@ -138,28 +156,46 @@ impl Replicas {
 
     /// A replica that starts with an empty store (a new node, or a lost disk) starts from the
     /// newest snapshot in the repository, if there is one, instead of from the beginning of
-    /// its log (which may be trimmed).
-    async fn restore_if_empty(&self, partition: u16) {
+    /// its log. One whose store is behind the log's trim point (it was down while the log was
+    /// trimmed, or `needed` says its processor met the trim) starts from a snapshot that holds
+    /// every trimmed record. Returns why it could not when it had to.
+    async fn restore_if_needed(&self, partition: u16, needed: Option<Lsn>) -> Result<(), String> {
         let Ok(store) = self.stores.partition(partition) else {
-            return;
+            return Ok(());
         };
-        let applied = Key::new(TableKind::Fsm).u8(crate::state_machine::fsm::APPLIED_LSN);
-        // Only a store that is certainly empty; an unreadable one is the processor's to report.
-        if !matches!(store.get::<u64>(&applied), Ok(None)) {
-            return;
+        let applied_key = Key::new(TableKind::Fsm).u8(crate::state_machine::fsm::APPLIED_LSN);
+        // An unreadable store is the processor's to report.
+        let Ok(applied) = store.get::<u64>(&applied_key) else {
+            return Ok(());
+        };
+        let trimmed_past = match self.bifrost.trim_point(u32::from(partition)).await {
+            Ok(trim_point) if trim_point > applied.unwrap_or(0) + 1 => Some(trim_point - 1),
+            _ => None,
+        };
+        let required = needed.max(trimmed_past);
+        if applied.is_some() && required.is_none() {
+            return Ok(());
         }
         let Some(snapshotter) = self.snapshotter.clone() else {
-            return;
+            return match required {
+                None => Ok(()),
+                Some(lsn) => Err(format!(
+                    "it needs a snapshot with LSN {lsn} or later and this worker cannot restore any"
+                )),
+            };
         };
         let fingerprint = snapshotter.fingerprint().await;
         let restored =
-            tokio::task::spawn_blocking(move || snapshotter.restore_blocking(&store, fingerprint.as_deref())).await;
-        match restored {
-            Ok(Ok(_)) => {}
-            Ok(Err(reason)) => {
+            tokio::task::spawn_blocking(move || snapshotter.restore_blocking(&store, fingerprint.as_deref(), required))
+                .await
+                .map_err(|e| format!("restoring the partition from a snapshot stopped: {e}"))?;
+        match (restored, required) {
+            (Ok(_), _) => Ok(()),
+            (Err(reason), None) => {
                 tracing::error!(partition, "{reason}; the replica reads its log from the start instead");
+                Ok(())
             }
-            Err(error) => tracing::error!(partition, %error, "restoring the partition from a snapshot stopped"),
+            (Err(reason), Some(_)) => Err(reason),
         }
     }
 
@@ -177,7 +213,71 @@ impl Replicas {
             self.ctx.metrics.clone(),
             cancel.clone(),
         ));
-        self.running.insert(partition.id, Running { handle, cancel, task });
+        self.running.insert(
+            partition.id,
+            Running {
+                handle,
+                cancel,
+                task,
+                needs_snapshot: None,
+                reaped: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Replicas whose processor stopped at a trim of its log start again from a snapshot; one
+    /// that finds none it can use stays failed, says why, and looks again a little later.
+    async fn recover_trimmed_replicas(&mut self) -> Result<(), WorkerError> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (id, running) in &mut self.running {
+            if !running.reaped && running.task.is_finished() {
+                running.reaped = true;
+                if let Ok(ProcessorExit::TrimmedPast(gap)) = (&mut running.task).await {
+                    running.needs_snapshot = Some((gap.snapshot_needed(), now));
+                }
+            }
+            if let Some((needed, at)) = running.needs_snapshot
+                && at <= now
+            {
+                due.push((*id, needed));
+            }
+        }
+        let mut changed = false;
+        for (id, needed) in due {
+            let Some(partition) = self.table.partitions.iter().find(|p| p.id == id).cloned() else {
+                continue;
+            };
+            match self.restore_if_needed(id, Some(needed)).await {
+                Ok(()) => {
+                    tracing::info!(
+                        partition = id,
+                        "the replica restarts from a snapshot past its log's trim point"
+                    );
+                    if let Some(stopped) = self.running.remove(&id) {
+                        stopped.handle.drop_waiters();
+                    }
+                    self.start(&partition)?;
+                    changed = true;
+                }
+                Err(reason) => {
+                    let message = format!(
+                        "partition {id}: the log was trimmed past what this replica applied and {reason}; \
+                         it tries again in {}s",
+                        RESTORE_RETRY_INTERVAL.as_secs()
+                    );
+                    tracing::warn!(partition = id, "{message}");
+                    if let Some(running) = self.running.get_mut(&id) {
+                        running.handle.state.set_failed(message);
+                        running.needs_snapshot = Some((needed, now + RESTORE_RETRY_INTERVAL));
+                    }
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
         Ok(())
     }
 
@@ -208,10 +308,15 @@ impl Replicas {
             {
                 tracing::warn!(%error, "cannot start a replica the placement gives this node; retrying");
             }
+            if let Err(error) = self.recover_trimmed_replicas().await {
+                tracing::warn!(%error, "cannot restart a replica from a snapshot; retrying");
+            }
         }
         for (_, running) in std::mem::take(&mut self.running) {
             running.cancel.cancel();
-            let _ = running.task.await;
+            if !running.reaped {
+                let _ = running.task.await;
+            }
         }
     }
 }

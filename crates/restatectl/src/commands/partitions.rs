@@ -85,6 +85,12 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
             .find(|(_, p)| p.is_leader)
             .map(|(node, p)| (node.clone(), p.leader_epoch))
     };
+    // Each replica reports what it last saw; the newest report is the truest.
+    let archived_of =
+        |replicas: &[(String, PartitionProcessorState)]| replicas.iter().filter_map(|(_, p)| p.archived_lsn).max();
+    let trim_point_of =
+        |replicas: &[(String, PartitionProcessorState)]| replicas.iter().filter_map(|(_, p)| p.trim_point).max();
+    let or_dash = |lsn: Option<u64>| lsn.map_or("-".to_owned(), |lsn| lsn.to_string());
     if json {
         let rows: Vec<serde_json::Value> = partitions
             .iter()
@@ -95,6 +101,8 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
                     "replica_set": replica_set(*id),
                     "leader": leader.as_ref().map(|(node, _)| node),
                     "leader_epoch": leader.and_then(|(_, epoch)| epoch),
+                    "archived_lsn": archived_of(replicas),
+                    "trim_point": trim_point_of(replicas),
                     "replicas": replicas.iter().map(|(node, p)| serde_json::json!({
                         "node": node,
                         "mode": super::status::mode(p),
@@ -118,9 +126,12 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
         "LEADER",
         "EPOCH",
         "REPLICAS (MODE@APPLIED/DURABLE LSN)",
+        "ARCHIVED LSN",
+        "TRIM POINT",
     ]);
     for (id, replicas) in &partitions {
         let leader = leader_of(replicas);
+        let (archived, trim_point) = (or_dash(archived_of(replicas)), or_dash(trim_point_of(replicas)));
         let replicas: Vec<String> = replicas
             .iter()
             .map(|(node, p)| format!("{node}:{}@{}/{}", super::status::mode(p), p.applied_lsn, p.durable_lsn))
@@ -133,6 +144,8 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
                 .and_then(|(_, epoch)| epoch)
                 .map_or("-".to_owned(), |epoch| epoch.to_string()),
             replicas.join(" "),
+            archived,
+            trim_point,
         ]);
     }
     println!("{table}");

@@ -1,13 +1,15 @@
-//! `restatectl snapshots create`: each partition's leader writes a snapshot of its partition
-//! store into the cluster's snapshot repository (`[worker.snapshots] destination`).
+//! `restatectl snapshots create|list`: each partition's leader writes a snapshot of its
+//! partition store into the cluster's snapshot repository (`[worker.snapshots] destination`);
+//! a worker node lists what the repository holds.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use futures::future::join_all;
 use indicatif::{ProgressBar, ProgressStyle};
 use restate_proto::node_ctl::node_ctl_svc_client::NodeCtlSvcClient;
-use restate_proto::node_ctl::{CreateSnapshotsRequest, CreatedSnapshot};
+use restate_proto::node_ctl::{CreateSnapshotsRequest, CreatedSnapshot, GetPartitionsRequest, ListSnapshotsRequest};
 use restate_types::Role;
+use restate_types::metadata::{PARTITION_TABLE_KEY, PartitionTable};
 
 use crate::connection::Addresses;
 
@@ -19,6 +21,19 @@ pub(crate) enum SnapshotsCommand {
         /// Only this partition.
         #[arg(long, short = 'p')]
         partition: Option<u16>,
+        /// Then trim each partition's log up to what its snapshot holds (replicas behind it
+        /// restore from the snapshot).
+        #[arg(long)]
+        trim_log: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The snapshots in the repository, newest first per partition.
+    List {
+        /// Only this partition.
+        #[arg(long, short = 'p')]
+        partition: Option<u16>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -27,11 +42,93 @@ pub(crate) enum SnapshotsCommand {
 
 pub(crate) async fn run(command: SnapshotsCommand, addresses: &Addresses) -> anyhow::Result<()> {
     match command {
-        SnapshotsCommand::Create { partition, json } => create(addresses, partition, json).await,
+        SnapshotsCommand::Create {
+            partition,
+            trim_log,
+            json,
+        } => create(addresses, partition, trim_log, json).await,
+        SnapshotsCommand::List { partition, json } => list(addresses, partition, json).await,
     }
 }
 
-async fn create(addresses: &Addresses, partition: Option<u16>, json: bool) -> anyhow::Result<()> {
+async fn list(addresses: &Addresses, partition: Option<u16>, json: bool) -> anyhow::Result<()> {
+    let (_, nodes) = crate::cluster::nodes_config(addresses).await?;
+    let workers: Vec<_> = nodes.with_role(Role::Worker).collect();
+    if workers.is_empty() {
+        bail!("the cluster has no node with the worker role: no node knows the snapshot repository");
+    }
+    // Every worker node uses the cluster's repository: the first that answers lists it.
+    let mut problems = Vec::new();
+    let mut answer = None;
+    for node in &workers {
+        let address = restate_net::normalize_address(&node.address);
+        let listed = match addresses.channel(&address) {
+            Ok(channel) => NodeCtlSvcClient::new(channel)
+                .list_snapshots(ListSnapshotsRequest {
+                    partition_id: partition.map(u32::from),
+                })
+                .await
+                .map(|r| r.into_inner()),
+            Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+        };
+        match listed {
+            Ok(listed) => {
+                answer = Some(listed);
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                bail!("{} ({}): {}", node.id, node.name, status.message())
+            }
+            Err(status) => problems.push(format!("{} ({}): {}", node.id, node.name, status.message())),
+        }
+    }
+    let Some(answer) = answer else {
+        bail!("no worker node answered: {}", problems.join("; "));
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = answer
+            .snapshots
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "partition_id": s.partition_id,
+                    "snapshot_id": s.snapshot_id,
+                    "min_applied_lsn": s.min_applied_lsn,
+                    "created_at": s.created_at,
+                    "location": s.location,
+                    "latest": s.latest,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if answer.snapshots.is_empty() {
+        println!(
+            "{} holds no snapshot yet: take one with `restatectl snapshots create`.",
+            answer.repository
+        );
+        return Ok(());
+    }
+    let mut table = crate::table::new_table(&["PARTITION", "SNAPSHOT", "MIN APPLIED LSN", "CREATED", "LATEST"]);
+    for s in &answer.snapshots {
+        table.add_row(vec![
+            s.partition_id.to_string(),
+            s.snapshot_id.clone(),
+            s.min_applied_lsn.to_string(),
+            s.created_at.clone(),
+            if s.latest { "yes" } else { "" }.to_owned(),
+        ]);
+    }
+    println!("Snapshots in {}:", answer.repository);
+    println!("{table}");
+    Ok(())
+}
+
+/// How long `snapshots create` waits for every partition to have a leader.
+const LEADERS_SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, json: bool) -> anyhow::Result<()> {
     let (_, nodes) = crate::cluster::nodes_config(addresses).await?;
     let workers: Vec<_> = nodes.with_role(Role::Worker).collect();
     if workers.is_empty() {
@@ -46,23 +143,70 @@ async fn create(addresses: &Addresses, partition: Option<u16>, json: bool) -> an
         workers.len()
     ));
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
-    let answers = join_all(workers.iter().map(|node| {
-        let address = restate_net::normalize_address(&node.address);
-        let label = format!("{} ({})", node.id, node.name);
-        async move {
-            let answer = match addresses.channel(&address) {
+    // Only nodes that answer a quick question get the long one: a paused node must not hold
+    // up the command (its partitions fail over to nodes that answer).
+    let wanted: Vec<u32> = match partition {
+        Some(id) => vec![u32::from(id)],
+        None => partition_ids(addresses).await?,
+    };
+    // Leaders may still be settling (a node that just started): wait a little for them.
+    let settle_deadline = tokio::time::Instant::now() + LEADERS_SETTLE_WITHIN;
+    let (mut answers, asked) = loop {
+        let leads = join_all(workers.iter().map(|node| {
+            let address = restate_net::normalize_address(&node.address);
+            async move {
+                let partitions = match addresses.channel(&address) {
+                    Ok(channel) => NodeCtlSvcClient::new(channel)
+                        .get_partitions(GetPartitionsRequest {})
+                        .await
+                        .map(|r| r.into_inner().partitions),
+                    Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+                };
+                (node, address, partitions)
+            }
+        }))
+        .await;
+        let mut answers = Vec::new();
+        let mut asked = Vec::new();
+        let mut led = std::collections::BTreeSet::new();
+        for (node, address, partitions) in leads {
+            let label = format!("{} ({})", node.id, node.name);
+            match partitions {
+                Ok(partitions) => {
+                    let leading: Vec<u32> = partitions
+                        .iter()
+                        .filter(|p| p.is_leader && wanted.contains(&p.partition_id))
+                        .map(|p| p.partition_id)
+                        .collect();
+                    if !leading.is_empty() {
+                        led.extend(leading);
+                        asked.push((label, address));
+                    }
+                }
+                Err(status) => answers.push((label, Err(status))),
+            }
+        }
+        if led.len() == wanted.len() || tokio::time::Instant::now() >= settle_deadline {
+            break (answers, asked);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    answers.extend(
+        join_all(asked.into_iter().map(|(label, address)| async move {
+            let answer = match addresses.long_channel(&address) {
                 Ok(channel) => NodeCtlSvcClient::new(channel)
                     .create_snapshots(CreateSnapshotsRequest {
                         partition_id: partition.map(u32::from),
+                        trim_log,
                     })
                     .await
                     .map(|r| r.into_inner().snapshots),
                 Err(error) => Err(tonic::Status::unavailable(error.to_string())),
             };
             (label, answer)
-        }
-    }))
-    .await;
+        }))
+        .await,
+    );
     progress.finish_and_clear();
 
     let mut created: Vec<(String, CreatedSnapshot)> = Vec::new();
@@ -98,6 +242,7 @@ async fn create(addresses: &Addresses, partition: Option<u16>, json: bool) -> an
                     "location": s.location,
                     "size_bytes": s.size_bytes,
                     "entries": s.entries,
+                    "trim_point": s.trim_point,
                 })
             })
             .collect();
@@ -117,12 +262,40 @@ async fn create(addresses: &Addresses, partition: Option<u16>, json: bool) -> an
         }
         println!("{table}");
         println!("✅ {} snapshot(s) taken", created.len());
+        for (_, s) in &created {
+            if let Some(trim_point) = s.trim_point {
+                println!(
+                    "   log {} trimmed: no record below LSN {trim_point} is kept",
+                    s.partition_id
+                );
+            }
+        }
     }
     if !problems.is_empty() {
-        bail!(
-            "{} node(s) did not answer; the partitions they lead have no new snapshot",
-            problems.len()
-        );
+        // A node that did not answer matters only if a partition was left without a snapshot
+        // (its partitions may have moved to nodes that did answer).
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| created.iter().all(|(_, s)| s.partition_id != **id))
+            .map(u32::to_string)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} node(s) did not answer; partition(s) {} have no new snapshot: run it again once their leaders answer",
+                problems.len(),
+                missing.join(", ")
+            );
+        }
     }
     Ok(())
+}
+
+/// The partitions of the partition table.
+async fn partition_ids(addresses: &Addresses) -> anyhow::Result<Vec<u32>> {
+    let Some(value) = addresses.metadata_value(PARTITION_TABLE_KEY).await? else {
+        bail!("the cluster has no partition table yet: provision it first");
+    };
+    let table: PartitionTable = serde_json::from_slice(&value.value)
+        .with_context(|| format!("`{PARTITION_TABLE_KEY}` in the metadata store cannot be decoded"))?;
+    Ok(table.partitions.iter().map(|p| u32::from(p.id)).collect())
 }

@@ -48,7 +48,46 @@ mod timers;
 use tasks::{cleaner, shuffle, starter, tail_log};
 
 /// Records read from the log in order, or why the log cannot be applied on.
-type RecordBatch = Result<Vec<(Lsn, Vec<u8>)>, String>;
+type RecordBatch = Result<Vec<(Lsn, Vec<u8>)>, TrimmedPast>;
+
+/// The partition's log was trimmed past what this replica applied: applying on would skip
+/// state changes, so the replica must start again from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrimmedPast {
+    /// The last record this replica applied.
+    pub applied: Lsn,
+    /// The log's first record that can still be read.
+    pub trim_point: Lsn,
+}
+
+impl TrimmedPast {
+    /// The oldest snapshot that lets this replica go on: one that holds every trimmed record.
+    pub(crate) fn snapshot_needed(&self) -> Lsn {
+        self.trim_point.saturating_sub(1)
+    }
+}
+
+impl std::fmt::Display for TrimmedPast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the log was trimmed below LSN {}, past what this replica applied ({}): it needs a snapshot of the \
+             partition with LSN {} or later",
+            self.trim_point,
+            self.applied,
+            self.snapshot_needed()
+        )
+    }
+}
+
+/// Why a processor stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessorExit {
+    /// Cancelled (the replica moved away, or the node stops), or its log reader ended.
+    Stopped,
+    /// It cannot apply on without a snapshot.
+    TrimmedPast(TrimmedPast),
+}
 
 /// Records applied in one store transaction at most.
 const MAX_APPLY_BATCH: usize = 512;
@@ -277,7 +316,8 @@ impl Processor {
         })
     }
 
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) -> ProcessorExit {
+        let mut exit = ProcessorExit::Stopped;
         self.publish_state();
         self.refresh_skipped().await;
         let (records_tx, mut records) = mpsc::channel::<RecordBatch>(4);
@@ -320,11 +360,12 @@ impl Processor {
                 _ = cancel.cancelled() => break,
                 batch = records.recv(), if self.held.is_none() => match batch {
                     Some(Ok(batch)) => self.apply_or_hold(batch),
-                    Some(Err(reason)) => {
-                        // The log cannot be applied on from here (trimmed past what this
-                        // replica applied): nothing this processor can do brings it back.
-                        tracing::error!(partition = self.partition_id, %reason, "the partition's log cannot be applied on; the processor stops");
-                        self.fail(reason);
+                    Some(Err(gap)) => {
+                        // Nothing this processor can do brings the trimmed records back: the
+                        // replica starts again from a snapshot (see `Replicas`).
+                        tracing::warn!(partition = self.partition_id, "{gap}; the processor stops");
+                        self.fail(format!("partition {}: {gap}", self.partition_id));
+                        exit = ProcessorExit::TrimmedPast(gap);
                         break;
                     }
                     None => break,
@@ -358,6 +399,7 @@ impl Processor {
         self.step_down();
         // Callers waiting on this partition learn it stopped instead of hanging.
         self.handle.drop_waiters();
+        exit
     }
 
     fn publish_state(&self) {

@@ -76,13 +76,11 @@ pub(super) async fn tail_log(
                         LogEntry::Record { lsn, payload } => batch.push((lsn, payload)),
                         LogEntry::TrimGap { from: gap_from, to } => {
                             // Applying on would silently skip state changes.
-                            let _ = records
-                                .send(Err(format!(
-                                    "log {log_id} was trimmed to {to}, past what this processor applied ({}); \
-                                     it needs a snapshot of the partition",
-                                    gap_from.saturating_sub(1)
-                                )))
-                                .await;
+                            let gap = super::TrimmedPast {
+                                applied: gap_from.saturating_sub(1),
+                                trim_point: to,
+                            };
+                            let _ = records.send(Err(gap)).await;
                             return;
                         }
                     }
