@@ -5,11 +5,13 @@
 # Greeter/greet of the TypeScript example service with CONCURRENCY workers for DURATION, waits
 # for the flush and trim checks (5 s each), then prints the bytes of the node's directory, its
 # log-server store and its partition store. Completed invocations are not kept
-# (`default-journal-retention = 0s`), so what stays on disk is the log and what trimming leaves.
+# (`default-journal-retention = 0s`, cleaned every 10 s), so what stays on disk is the log and what
+# trimming leaves.
 #
 #   benches/trim-disk.sh
 #
-# Environment (all optional): ROUNDS=6 DURATION=20s CONCURRENCY=16, OURS_ENV (extra NAME=value),
+# Environment (all optional): ROUNDS=6 DURATION=20s CONCURRENCY=16, MODES="trimming no-trimming",
+# OURS_ENV (extra NAME=value),
 # BENCH_PROFILE=release (or debug, to measure the debug binaries without a release build).
 # Needs: node and npm, curl, python3.
 set -euo pipefail
@@ -23,6 +25,8 @@ body='"Sam"'
 for tool in node npm curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
+ref_version="${REFERENCE_VERSION:-1.7.12}"
+ref_dir="${XDG_CACHE_HOME:-$HOME/.cache}/restate-rs/reference/restate-$ref_version"
 source benches/lib.sh
 source benches/servers.sh
 [ -d examples/typescript/node_modules ] || (cd examples/typescript && npm ci --silent)
@@ -37,7 +41,7 @@ measure() { # label, extra NAME=value settings
   service_pid=$!; pids+=("$service_pid"); disown "$service_pid"
   wait_for 30 "the service" port_open "$service_port"
   admin=$(pick_port 9070); ingress=$(pick_port 8080); fabric=$(pick_port 5122)
-  OURS_ENV="RESTATE_DEFAULT_JOURNAL_RETENTION=0s $settings ${OURS_ENV:-}" \
+  OURS_ENV="RESTATE_DEFAULT_JOURNAL_RETENTION=0s RESTATE_WORKER__CLEANUP_INTERVAL=10s $settings ${OURS_ENV:-}" \
     start_ours "$out/data" "$admin" "$ingress" "$fabric" "$out/server.log"
   pid=$!; pids+=("$pid"); disown "$pid"
   wait_for 60 "the node" bash -c "curl -fs http://127.0.0.1:$admin/health && curl -fs http://127.0.0.1:$ingress/restate/health"
@@ -57,7 +61,12 @@ measure() { # label, extra NAME=value settings
   stop "$pid"; stop "$service_pid"
 }
 
-measure trimming "RESTATE_WORKER__TRIM_DELAY_INTERVAL=0s"
-measure no-trimming "RESTATE_WORKER__DURABILITY_MODE=none"
+for mode in ${MODES:-trimming no-trimming}; do
+  case "$mode" in
+    trimming) measure trimming "RESTATE_WORKER__TRIM_DELAY_INTERVAL=0s" ;;
+    no-trimming) measure no-trimming "RESTATE_WORKER__DURABILITY_MODE=none" ;;
+    *) echo "unknown mode $mode (trimming, no-trimming)" >&2; exit 2 ;;
+  esac
+done
 echo
 cat "$work/report"
