@@ -18,6 +18,27 @@ fn repository_in(dir: &TestDir) -> (std::path::PathBuf, String) {
     (repository, destination)
 }
 
+/// A single node with a `file://` repository in `dir` (and `env` on top) serving the TypeScript
+/// scenarios service; keep the service for as long as the node is called.
+async fn node_with_repository(
+    dir: &TestDir,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(restate_cluster_tests::TestNode, Client, SdkService)> {
+    let (_, destination) = repository_in(dir);
+    let mut all = vec![(DESTINATION, destination.as_str())];
+    all.extend_from_slice(env);
+    let node = start_node(dir, &all).await?;
+    let service = SdkService::typescript_scenarios(&dir.path().join("side-effects.txt"));
+    let client = Client::new(&node);
+    client.register(json!({"uri": service.uri})).await?;
+    Ok((node, client, service))
+}
+
+/// The partition store of the single node `start_node` runs in `dir`.
+fn partition_store_dir(dir: &TestDir) -> std::path::PathBuf {
+    dir.path().join("node-1").join("node-1").join("db")
+}
+
 fn read_json(path: &std::path::Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -141,12 +162,7 @@ async fn without_a_repository_the_operator_is_told_what_to_set() -> anyhow::Resu
 #[tokio::test]
 async fn a_node_that_lost_its_partition_store_restores_it_from_snapshots_below_a_trimmed_log() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let (_, destination) = repository_in(&dir);
-    let mut node = start_node(&dir, &[(DESTINATION, destination.as_str())]).await?;
-    let effects = dir.path().join("side-effects.txt");
-    let service = SdkService::typescript_scenarios(&effects);
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let (mut node, client, _service) = node_with_repository(&dir, &[]).await?;
     let mut totals = Vec::new();
     for key in 0..10 {
         let mut total = json!(null);
@@ -167,7 +183,7 @@ async fn a_node_that_lost_its_partition_store_restores_it_from_snapshots_below_a
     }
 
     node.kill();
-    let store = dir.path().join("node-1").join("node-1").join("db");
+    let store = partition_store_dir(&dir);
     assert!(store.is_dir(), "the partition store is at {}", store.display());
     std::fs::remove_dir_all(&store)?;
     node.restart();
@@ -228,20 +244,14 @@ async fn snapshots_of_another_cluster_are_refused_with_their_name() -> anyhow::R
 #[tokio::test]
 async fn a_single_node_takes_snapshots_by_itself_and_trims_its_logs_below_what_it_flushed() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let (_, destination) = repository_in(&dir);
-    let mut node = start_node(
+    let (mut node, client, _service) = node_with_repository(
         &dir,
         &[
-            (DESTINATION, destination.as_str()),
             ("RESTATE_WORKER__SNAPSHOTS__SNAPSHOT_INTERVAL_NUM_RECORDS", "10"),
             ("RESTATE_WORKER__TRIM_DELAY_INTERVAL", "0s"),
         ],
     )
     .await?;
-    let effects = dir.path().join("side-effects.txt");
-    let service = SdkService::typescript_scenarios(&effects);
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
     let mut total = json!(null);
     for n in 0..15 {
         let answer = client.call("Counter/busy/add", json!(n)).await?;
@@ -455,19 +465,9 @@ async fn wait_caught_up(
 #[tokio::test]
 async fn a_corrupt_snapshot_falls_back_to_an_older_retained_one() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let (repository, destination) = repository_in(&dir);
-    let mut node = start_node(
-        &dir,
-        &[
-            (DESTINATION, destination.as_str()),
-            ("RESTATE_WORKER__SNAPSHOTS__NUM_RETAINED", "2"),
-        ],
-    )
-    .await?;
-    let effects = dir.path().join("side-effects.txt");
-    let service = SdkService::typescript_scenarios(&effects);
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let (mut node, client, _service) =
+        node_with_repository(&dir, &[("RESTATE_WORKER__SNAPSHOTS__NUM_RETAINED", "2")]).await?;
+    let (repository, _) = repository_in(&dir);
     let url = node.fabric_url();
     client.call("Counter/c/add", json!(1)).await?;
     restatectl_json(&["-s", &url, "snapshots", "create", "--json"]);
@@ -482,7 +482,7 @@ async fn a_corrupt_snapshot_falls_back_to_an_older_retained_one() -> anyhow::Res
         std::fs::write(&path, b"not an sst file")?;
     }
     assert!(repository.is_dir());
-    std::fs::remove_dir_all(dir.path().join("node-1").join("node-1").join("db"))?;
+    std::fs::remove_dir_all(partition_store_dir(&dir))?;
     node.restart();
     node.wait_alive(crate::invocations::START_TIMEOUT).await?;
     let answer = client.call("Counter/c/get", json!(null)).await?;
@@ -500,12 +500,7 @@ async fn a_corrupt_snapshot_falls_back_to_an_older_retained_one() -> anyhow::Res
 #[tokio::test]
 async fn a_replica_behind_a_trimmed_log_without_a_snapshot_says_what_it_needs() -> anyhow::Result<()> {
     let dir = TestDir::new();
-    let (_, destination) = repository_in(&dir);
-    let mut node = start_node(&dir, &[(DESTINATION, destination.as_str())]).await?;
-    let effects = dir.path().join("side-effects.txt");
-    let service = SdkService::typescript_scenarios(&effects);
-    let client = Client::new(&node);
-    client.register(json!({"uri": service.uri})).await?;
+    let (mut node, client, _service) = node_with_repository(&dir, &[]).await?;
     assert_eq!(client.call("Counter/lost/add", json!(7)).await?.status, 200);
     let url = node.fabric_url();
     // Trim every log to its tail: no snapshot holds what is dropped.
@@ -526,7 +521,7 @@ async fn a_replica_behind_a_trimmed_log_without_a_snapshot_says_what_it_needs() 
         assert!(trimmed.status.success(), "{}", String::from_utf8_lossy(&trimmed.stderr));
     }
     node.kill();
-    std::fs::remove_dir_all(dir.path().join("node-1").join("node-1").join("db"))?;
+    std::fs::remove_dir_all(partition_store_dir(&dir))?;
     node.restart();
     node.wait_alive(crate::invocations::START_TIMEOUT).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
