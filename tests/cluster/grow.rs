@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use restate_cluster_tests::servers::SdkService;
 use restate_cluster_tests::{NodeSpec, Ports, TestDir, TestNode, example_config, restatectl, restatectl_json};
+use restate_test_servers::Moto;
 use serde_json::{Value, json};
 
 use crate::invocations::{Client, START_TIMEOUT, side_effects, wait_for_side_effect};
@@ -20,11 +21,37 @@ const DESTINATION: &str = "RESTATE_WORKER__SNAPSHOTS__DESTINATION";
 const TIMER_MS: u64 = 40_000;
 
 #[tokio::test]
-async fn a_single_node_grows_into_a_cluster_through_snapshots_and_survives_losing_the_first_node() -> anyhow::Result<()>
-{
+async fn a_single_node_grows_into_a_cluster_through_file_snapshots_and_survives_losing_the_first_node()
+-> anyhow::Result<()> {
     let dir = TestDir::new();
     let destination = format!("file://{}", dir.path().join("snapshots").display());
+    grow(&dir, vec![(DESTINATION.into(), destination)]).await
+}
 
+/// The same with the snapshots in an S3 bucket (moto).
+#[tokio::test]
+async fn a_single_node_grows_into_a_cluster_through_s3_snapshots_and_survives_losing_the_first_node()
+-> anyhow::Result<()> {
+    let dir = TestDir::new();
+    let moto = Moto::start(dir.path());
+    moto.create_bucket("snapshots");
+    let settings = [
+        (DESTINATION, "s3://snapshots/cluster"),
+        ("RESTATE_WORKER__SNAPSHOTS__AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("RESTATE_WORKER__SNAPSHOTS__AWS_ALLOW_HTTP", "true"),
+        ("RESTATE_WORKER__SNAPSHOTS__AWS_REGION", "us-east-1"),
+        ("RESTATE_WORKER__SNAPSHOTS__AWS_ACCESS_KEY_ID", "test"),
+        ("RESTATE_WORKER__SNAPSHOTS__AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    grow(
+        &dir,
+        settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    )
+    .await
+}
+
+/// The guide's steps; `repository` is the `[worker.snapshots]` settings every node gets.
+async fn grow(dir: &TestDir, repository: Vec<(String, String)>) -> anyhow::Result<()> {
     // 1. A single node with data.
     let spec = NodeSpec::new("node-1").config_file(example_config("single-node.toml"));
     let mut first = TestNode::start(dir.path(), spec, Ports::free());
@@ -60,7 +87,7 @@ async fn a_single_node_grows_into_a_cluster_through_snapshots_and_survives_losin
 
     // 2. A snapshot repository, and the log on the replicated provider.
     first.terminate(Duration::from_secs(10))?;
-    first.spec_mut().env.push((DESTINATION.into(), destination.clone()));
+    first.spec_mut().env.extend(repository.iter().cloned());
     first.restart();
     first.wait_alive(START_TIMEOUT).await?;
     let url = first.fabric_url();
@@ -75,11 +102,11 @@ async fn a_single_node_grows_into_a_cluster_through_snapshots_and_survives_losin
     // 4. Two more nodes join with the same cluster name, through node 1's metadata.
     let mut nodes = vec![first];
     for name in ["node-2", "node-3"] {
-        let spec = NodeSpec::new(name)
+        let mut spec = NodeSpec::new(name)
             .config_file(example_config("single-node.toml"))
             .env("RESTATE_AUTO_PROVISION", "false")
-            .env("RESTATE_METADATA_CLIENT__ADDRESSES", format!("[{url}]"))
-            .env(DESTINATION, destination.clone());
+            .env("RESTATE_METADATA_CLIENT__ADDRESSES", format!("[{url}]"));
+        spec.env.extend(repository.iter().cloned());
         let mut node = TestNode::start(dir.path(), spec, Ports::free());
         node.wait_alive(START_TIMEOUT).await?;
         nodes.push(node);

@@ -80,14 +80,7 @@ impl ObjectStore {
             )
         })?;
         let (bucket, prefix) = parse_path(path)?;
-        if let Some(endpoint) = &options.aws_endpoint_url
-            && endpoint.starts_with("http://")
-            && options.aws_allow_http != Some(true)
-        {
-            return Err(ProviderError::Config(format!(
-                "`aws-endpoint-url = \"{endpoint}\"` is plain HTTP; set `aws-allow-http = true` in [metadata-client] to allow it"
-            )));
-        }
+        restate_aws::refuse_plain_http(&crate::aws::settings(options)).map_err(ProviderError::Config)?;
         let config = crate::aws::sdk_config(options).await?;
         let mut builder = aws_sdk_s3::config::Builder::from(&config);
         if options.aws_endpoint_url.is_some() {

@@ -101,12 +101,8 @@ impl Worker {
         }
         // Appends wait a little longer than Bifrost itself tries, so its own answer wins.
         let append_deadline = config.bifrost.append_timeout + std::time::Duration::from_secs(5);
-        let snapshotter = Arc::new(snapshots::Snapshotter::new(
-            config,
-            table.clone(),
-            ctx.metadata.clone(),
-            bifrost.clone(),
-        ));
+        let snapshotter =
+            Arc::new(snapshots::Snapshotter::new(config, table.clone(), ctx.metadata.clone(), bifrost.clone()).await);
         let mut replicas = Replicas::new(
             Arc::new(ctx),
             stores,

@@ -69,20 +69,31 @@ pub(crate) struct Snapshotter {
 }
 
 impl Snapshotter {
-    pub(crate) fn new(
+    /// Opens the repository of `[worker.snapshots]` (on the runtime its S3 requests will use).
+    pub(crate) async fn new(
         config: &restate_config::Configuration,
         table: PartitionTable,
         metadata: MetadataClient,
         bifrost: Bifrost,
     ) -> Self {
         let options = &config.worker.snapshots;
+        let aws = restate_snapshots::AwsSettings {
+            section: "[worker.snapshots]",
+            profile: options.aws_profile.as_deref(),
+            region: options.aws_region.as_deref(),
+            access_key_id: options.aws_access_key_id.as_deref(),
+            secret_access_key: options.aws_secret_access_key.as_ref().map(|s| s.expose()),
+            session_token: options.aws_session_token.as_ref().map(|s| s.expose()),
+            endpoint_url: options.aws_endpoint_url.as_deref(),
+            allow_http: options.aws_allow_http,
+        };
         let repository = match &options.destination {
             None => Err(format!(
-                "node {} has no [worker.snapshots] destination: set destination = \"file:///path\" (or \
-                 RESTATE_WORKER__SNAPSHOTS__DESTINATION) and restart it",
+                "node {} has no [worker.snapshots] destination: set destination = \"s3://bucket/prefix\" or \
+                 \"file:///path\" (or RESTATE_WORKER__SNAPSHOTS__DESTINATION) and restart it",
                 config.node_name()
             )),
-            Some(destination) => Repository::from_destination(destination).map_err(|e| e.to_string()),
+            Some(destination) => Repository::open(destination, &aws).await.map_err(|e| e.to_string()),
         };
         if let (Some(_), Err(reason)) = (&options.destination, &repository) {
             tracing::warn!("snapshots cannot be taken: {reason}");
