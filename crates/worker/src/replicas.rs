@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use restate_bifrost::Bifrost;
 use restate_partition_api::Partitions;
 use restate_partition_store::{Key, PartitionStores, TableKind};
@@ -25,6 +26,9 @@ use crate::{WorkerError, supervise};
 
 /// How often the placement is read again.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Replicas restored from snapshots at once when they start.
+const RESTORE_CONCURRENCY: usize = 4;
 
 /// A replica that needs a snapshot and found none it can use tries again after this long.
 const RESTORE_RETRY_INTERVAL: Duration = Duration::from_secs(10);
@@ -129,24 +133,33 @@ impl Replicas {
                 running.handle.drop_waiters();
             }
         }
-        for partition in wanted {
-            if !self.running.contains_key(&partition.id) {
-                if !self.handle.is_empty() {
-                    tracing::info!(
-                        partition = partition.id,
-                        "the placement gives this node a replica: starting it"
-                    );
-                }
-                if let Err(reason) = self.restore_if_needed(partition.id, None).await {
-                    // Its processor meets the trim and the replica keeps looking for a snapshot.
-                    tracing::warn!(
-                        partition = partition.id,
-                        "the replica cannot start from a snapshot: {reason}"
-                    );
-                }
-                self.start(&partition)?;
-                changed = true;
+        let starting: Vec<Partition> = wanted
+            .into_iter()
+            .filter(|p| !self.running.contains_key(&p.id))
+            .collect();
+        // Restores (downloads and ingests) run a few at a time, before any of them starts.
+        let this = &*self;
+        let ids: Vec<u16> = starting.iter().map(|p| p.id).collect();
+        let restores: Vec<_> = futures::stream::iter(ids)
+            .map(|id| async move { (id, this.restore_if_needed(id, None).await) })
+            .buffer_unordered(RESTORE_CONCURRENCY)
+            .collect()
+            .await;
+        for (partition, restored) in restores {
+            if let Err(reason) = restored {
+                // Its processor meets the trim and the replica keeps looking for a snapshot.
+                tracing::warn!(partition, "the replica cannot start from a snapshot: {reason}");
             }
+        }
+        for partition in starting {
+            if !self.handle.is_empty() {
+                tracing::info!(
+                    partition = partition.id,
+                    "the placement gives this node a replica: starting it"
+                );
+            }
+            self.start(&partition)?;
+            changed = true;
         }
         if changed {
             self.publish();

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use restate_bifrost::Bifrost;
 use restate_metadata_store::MetadataClient;
 use restate_snapshots::{KeyRange, Repository, SnapshotFile, SnapshotMetadata};
@@ -298,94 +299,121 @@ impl Snapshotter {
                 )));
             }
         };
+        let led: Vec<_> = replicas
+            .stores()
+            .into_iter()
+            .filter(|(store, state)| state.snapshot().is_leader && only.is_none_or(|only| only == store.partition_id()))
+            .collect();
+        // A few at a time: each flushes, writes a file and uploads it.
+        let results: Vec<_> = futures::stream::iter(led)
+            .map(|(store, state)| self.create_one(&repository, &fingerprint, store, state, trim_log))
+            .buffer_unordered(EXPORT_CONCURRENCY)
+            .collect()
+            .await;
         let mut created = Vec::new();
-        for (store, state) in replicas.stores() {
-            let partition = store.partition_id();
-            let snapshot = state.snapshot();
-            if !snapshot.is_leader || only.is_some_and(|only| only != partition) {
-                continue;
+        for result in results {
+            if let Some(snapshot) = result? {
+                created.push(snapshot);
             }
-            let Some(range) = self.table.partitions.iter().find(|p| p.id == partition) else {
-                continue;
-            };
-            let snapshot_id = restate_snapshots::new_snapshot_id();
-            let min_applied_lsn = snapshot.applied_lsn;
-            let dir = self.scratch.join(partition.to_string()).join(&snapshot_id);
-            let metadata = SnapshotMetadata {
-                version: "V1".into(),
-                cluster_name: self.cluster_name.clone(),
-                cluster_fingerprint: fingerprint.clone(),
-                partition_id: partition,
-                node_name: self.node_name.clone(),
-                created_at: restate_snapshots::now_rfc3339(),
-                snapshot_id: snapshot_id.clone(),
-                key_range: KeyRange {
-                    start: range.key_range_start,
-                    end: range.key_range_end,
-                },
-                log_id: u32::from(partition),
-                min_applied_lsn,
-                files: Vec::new(),
-            };
-            let (repository, num_retained) = (repository.clone(), self.num_retained);
-            let failed = |reason: String| SnapshotsError::Failed { partition, reason };
-            let stored = tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                let exported = store
-                    .export(&dir.join(restate_snapshots::DATA_FILE))
-                    .map_err(|e| e.to_string());
-                let stored = exported.and_then(|exported| {
-                    let mut metadata = metadata;
-                    metadata.files.push(SnapshotFile {
-                        name: restate_snapshots::DATA_FILE.into(),
-                        size: exported.size,
-                        num_entries: exported.entries,
-                    });
-                    let location = repository
-                        .put(&metadata, &dir, num_retained)
-                        .map_err(|e| e.to_string())?;
-                    Ok((exported, location))
-                });
-                // What did not move into the repository is not needed either way.
-                let _ = std::fs::remove_dir_all(&dir);
-                stored
-            })
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(failed)?;
-            let (exported, location) = stored;
-            tracing::info!(partition, %snapshot_id, min_applied_lsn, %location, "created a partition snapshot");
-            let trim_point = match trim_log {
-                // The records the snapshot holds are the ones below the new trim point.
-                true => Some(
-                    self.bifrost
-                        .trim(u32::from(partition), min_applied_lsn + 1)
-                        .await
-                        .map_err(|e| {
-                            failed(format!(
-                                "the snapshot {snapshot_id} was taken, but trimming the log failed: {e}"
-                            ))
-                        })?,
-                ),
-                false => None,
-            };
-            if let Some(trim_point) = trim_point {
-                tracing::info!(partition, trim_point, "trimmed the partition's log after its snapshot");
-                state.update(|s| s.trim_point = Some(trim_point));
-            }
-            created.push(CreatedSnapshot {
-                partition_id: partition,
-                snapshot_id,
-                min_applied_lsn,
-                location,
-                size_bytes: exported.size,
-                entries: exported.entries,
-                trim_point,
-            });
         }
+        created.sort_by_key(|s| s.partition_id);
         Ok(created)
     }
+
+    /// Takes a snapshot of one partition's store into `repository`; `None` if the partition
+    /// is not in the partition table.
+    async fn create_one(
+        &self,
+        repository: &Repository,
+        fingerprint: &str,
+        store: restate_partition_store::PartitionStore,
+        state: crate::handle::PartitionState,
+        trim_log: bool,
+    ) -> Result<Option<CreatedSnapshot>, SnapshotsError> {
+        let partition = store.partition_id();
+        let snapshot = state.snapshot();
+        let Some(range) = self.table.partitions.iter().find(|p| p.id == partition) else {
+            return Ok(None);
+        };
+        let snapshot_id = restate_snapshots::new_snapshot_id();
+        let min_applied_lsn = snapshot.applied_lsn;
+        let dir = self.scratch.join(partition.to_string()).join(&snapshot_id);
+        let metadata = SnapshotMetadata {
+            version: "V1".into(),
+            cluster_name: self.cluster_name.clone(),
+            cluster_fingerprint: fingerprint.to_owned(),
+            partition_id: partition,
+            node_name: self.node_name.clone(),
+            created_at: restate_snapshots::now_rfc3339(),
+            snapshot_id: snapshot_id.clone(),
+            key_range: KeyRange {
+                start: range.key_range_start,
+                end: range.key_range_end,
+            },
+            log_id: u32::from(partition),
+            min_applied_lsn,
+            files: Vec::new(),
+        };
+        let (repository, num_retained) = (repository.clone(), self.num_retained);
+        let failed = |reason: String| SnapshotsError::Failed { partition, reason };
+        let stored = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let exported = store
+                .export(&dir.join(restate_snapshots::DATA_FILE))
+                .map_err(|e| e.to_string());
+            let stored = exported.and_then(|exported| {
+                let mut metadata = metadata;
+                metadata.files.push(SnapshotFile {
+                    name: restate_snapshots::DATA_FILE.into(),
+                    size: exported.size,
+                    num_entries: exported.entries,
+                });
+                let location = repository
+                    .put(&metadata, &dir, num_retained)
+                    .map_err(|e| e.to_string())?;
+                Ok((exported, location))
+            });
+            // What did not move into the repository is not needed either way.
+            let _ = std::fs::remove_dir_all(&dir);
+            stored
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)?;
+        let (exported, location) = stored;
+        tracing::info!(partition, %snapshot_id, min_applied_lsn, %location, "created a partition snapshot");
+        let trim_point = match trim_log {
+            // The records the snapshot holds are the ones below the new trim point.
+            true => Some(
+                self.bifrost
+                    .trim(u32::from(partition), min_applied_lsn + 1)
+                    .await
+                    .map_err(|e| {
+                        failed(format!(
+                            "the snapshot {snapshot_id} was taken, but trimming the log failed: {e}"
+                        ))
+                    })?,
+            ),
+            false => None,
+        };
+        if let Some(trim_point) = trim_point {
+            tracing::info!(partition, trim_point, "trimmed the partition's log after its snapshot");
+            state.update(|s| s.trim_point = Some(trim_point));
+        }
+        Ok(Some(CreatedSnapshot {
+            partition_id: partition,
+            snapshot_id,
+            min_applied_lsn,
+            location,
+            size_bytes: exported.size,
+            entries: exported.entries,
+            trim_point,
+        }))
+    }
 }
+
+/// Partitions exported and uploaded at once by one `snapshots create`.
+const EXPORT_CONCURRENCY: usize = 4;
 
 /// How often the leaders check whether a snapshot is due.
 const AUTOMATIC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
