@@ -9,6 +9,25 @@ use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::retry::RetryConfig;
 
+/// The [`AwsSettings`] of a configuration section's options: any struct with the `aws_*` fields
+/// of `[metadata-client]` and `[worker.snapshots]`, so the sections cannot drift apart.
+/// `aws_settings!(options, "[worker.snapshots]")`.
+#[macro_export]
+macro_rules! aws_settings {
+    ($options:expr, $section:expr) => {
+        $crate::AwsSettings {
+            section: $section,
+            profile: $options.aws_profile.as_deref(),
+            region: $options.aws_region.as_deref(),
+            access_key_id: $options.aws_access_key_id.as_deref(),
+            secret_access_key: $options.aws_secret_access_key.as_ref().map(|s| s.expose()),
+            session_token: $options.aws_session_token.as_ref().map(|s| s.expose()),
+            endpoint_url: $options.aws_endpoint_url.as_deref(),
+            allow_http: $options.aws_allow_http,
+        }
+    };
+}
+
 /// The `aws-*` keys of one configuration section (`[metadata-client]`, `[worker.snapshots]`).
 #[derive(Debug, Clone, Copy)]
 pub struct AwsSettings<'a> {

@@ -78,16 +78,7 @@ impl Snapshotter {
         bifrost: Bifrost,
     ) -> Self {
         let options = &config.worker.snapshots;
-        let aws = restate_snapshots::AwsSettings {
-            section: "[worker.snapshots]",
-            profile: options.aws_profile.as_deref(),
-            region: options.aws_region.as_deref(),
-            access_key_id: options.aws_access_key_id.as_deref(),
-            secret_access_key: options.aws_secret_access_key.as_ref().map(|s| s.expose()),
-            session_token: options.aws_session_token.as_ref().map(|s| s.expose()),
-            endpoint_url: options.aws_endpoint_url.as_deref(),
-            allow_http: options.aws_allow_http,
-        };
+        let aws = restate_aws::aws_settings!(options, "[worker.snapshots]");
         let repository = match &options.destination {
             None => Err(format!(
                 "node {} has no [worker.snapshots] destination: set destination = \"s3://bucket/prefix\" or \
