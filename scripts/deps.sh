@@ -5,7 +5,9 @@
 #   test:  also etcd (the etcd provider tests), nftables (partitions in the chaos test), psql,
 #          moto (DynamoDB/S3 tests, from PyPI), the TypeScript SDK of examples/typescript (npm),
 #          the restate CLI of tests/cli (npm), the Python SDK of examples/python (PyPI, in its
-#          own venv) and cargo-nextest
+#          own venv), cargo-nextest, and for the Compose tests podman, podman-compose, runc,
+#          iptables, debootstrap (a base image without a registry) and docker-compose (v1, to
+#          check the Compose files against Docker's schema)
 # Run from the repository root (scripts/run.sh and scripts/test.sh do).
 # Needs root (or sudo) for apt-get when a package is missing.
 set -euo pipefail
@@ -26,6 +28,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 packages=(protobuf-compiler libprotobuf-dev libclang-dev clang)
 if [ "$what" = test ]; then
   packages+=(etcd-server etcd-client nftables)
+  packages+=(podman podman-compose runc iptables debootstrap docker-compose containernetworking-plugins
+    golang-github-containernetworking-plugin-dnsname)
   # psql, for the PostgreSQL endpoint of the query engine.
   command -v psql >/dev/null || packages+=(postgresql-client)
 fi

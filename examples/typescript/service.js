@@ -1,5 +1,5 @@
 // A Restate service written with the TypeScript SDK, served over HTTP/2 without TLS (h2c):
-//   npm ci && node service.js            # listens on 127.0.0.1:9080 (PORT overrides)
+//   npm ci && node service.js            # listens on 127.0.0.1:9080 (HOST and PORT override)
 //   restate deployments register http://localhost:9080
 //   curl localhost:8080/Greeter/greet --json '"Sam"'
 //   curl localhost:8080/Counter/alice/add --json 5
@@ -39,12 +39,14 @@ const counter = restate.object({
   },
 });
 
-// Serves `services` over h2c on 127.0.0.1:$PORT (default 9080).
+// Serves `services` over h2c on $HOST:$PORT (default 127.0.0.1:9080); a server in a container
+// reaches the host on the address of one of the host's interfaces, not on loopback.
 const serve = (services) => {
+  const host = process.env.HOST ?? "127.0.0.1";
   const port = Number(process.env.PORT ?? 9080);
   // PORT=0 takes any free port; the line below says which (the tests read it).
   const server = http2.createServer(restate.createEndpointHandler({ services }));
-  server.listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${server.address().port}`));
+  server.listen(port, host, () => console.log(`listening on ${host}:${server.address().port}`));
 };
 
 module.exports = { greeter, counter, serve };

@@ -77,6 +77,18 @@ async fn grow(dir: &TestDir, repository: Vec<(String, String)>) -> anyhow::Resul
         .call("Runner/sleepThenEffect/send", json!({"tag": "sleeper", "ms": TIMER_MS}))
         .await?;
     assert_eq!(sleeping.status, 202, "{}", sleeping.body);
+    // `ctx.run` runs at least once: a node stopped before the run's result is journaled runs it
+    // again. Go on once the sleep that follows it is in the journal.
+    let sleeper = sleeping.json()["invocationId"].as_str().unwrap_or_default().to_owned();
+    let journaled = format!("SELECT index FROM sys_journal WHERE id = '{sleeper}' AND entry_type = 'Command: Sleep'");
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while client.query(&journaled).await?.is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the sleeper never reached its sleep"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let delayed = client
         .call(
             &format!("Runner/sideEffect/send?delay={}s", TIMER_MS / 1000),

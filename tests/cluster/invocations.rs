@@ -40,13 +40,18 @@ pub(crate) struct Client {
 
 impl Client {
     pub fn new(node: &TestNode) -> Self {
+        Self::for_urls(node.ingress_url(), node.admin_url())
+    }
+
+    /// A client of a node not started by the harness (`http://host:port/` URLs).
+    pub fn for_urls(ingress: String, admin: String) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .timeout(CALL_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
-            ingress: node.ingress_url(),
-            admin: node.admin_url(),
+            ingress,
+            admin,
         }
     }
 

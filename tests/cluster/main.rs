@@ -7,6 +7,7 @@ mod cancellation;
 mod chaos;
 mod cli;
 mod conformance;
+mod containers;
 mod deployments;
 mod durability;
 mod external;

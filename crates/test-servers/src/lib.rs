@@ -310,6 +310,8 @@ struct Launch {
     dir: std::path::PathBuf,
     env: Vec<(String, String)>,
     port: u16,
+    /// The address it listens on (`HOST` for the scripts that report their port).
+    host: String,
     what: &'static str,
     /// The process binds `PORT=0` and prints `listening on 127.0.0.1:<port>`: no other process
     /// can hold the port it gets (a stray server from an earlier run would answer for a port
@@ -329,6 +331,7 @@ impl Launch {
             .args(&self.args)
             .current_dir(&self.dir)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("HOST", &self.host)
             .env(
                 "PORT",
                 if self.port == 0 {
@@ -346,11 +349,12 @@ impl Launch {
             panic!("{} has no stdout", self.what)
         };
         let mut lines = std::io::BufReader::new(stdout).lines();
+        let listening = format!("listening on {}:", self.host);
         let port = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(port) = line
-                        .strip_prefix("listening on 127.0.0.1:")
+                        .strip_prefix(listening.as_str())
                         .and_then(|p| p.trim().parse::<u16>().ok())
                     {
                         break port;
@@ -387,6 +391,10 @@ impl SdkService {
     }
 
     fn node_script(script: &str, env: Vec<(String, String)>, what: &'static str) -> Self {
+        Self::node_script_on("127.0.0.1", script, env, what)
+    }
+
+    fn node_script_on(host: &str, script: &str, env: Vec<(String, String)>, what: &'static str) -> Self {
         let dir = Self::examples().join("typescript");
         assert!(
             dir.join("node_modules/@restatedev/restate-sdk").exists(),
@@ -399,6 +407,7 @@ impl SdkService {
             dir,
             env,
             port: 0,
+            host: host.to_owned(),
             what,
             reports_port: true,
         })
@@ -407,6 +416,12 @@ impl SdkService {
     /// `examples/typescript/service.js` under Node (h2c only).
     pub fn typescript() -> Self {
         Self::node_script("service.js", Vec::new(), "the TypeScript example service")
+    }
+
+    /// `examples/typescript/service.js` listening on `host` (an address of this machine that
+    /// containers can reach).
+    pub fn typescript_on(host: &str) -> Self {
+        Self::node_script_on(host, "service.js", Vec::new(), "the TypeScript example service")
     }
 
     /// `examples/typescript/scenarios.js`: the test scenarios; `ctx.run` side effects append
@@ -437,6 +452,7 @@ impl SdkService {
             dir,
             env,
             port,
+            host: "127.0.0.1".to_owned(),
             what,
             reports_port: false,
         })
@@ -465,6 +481,7 @@ impl SdkService {
             dir: std::env::temp_dir(),
             env,
             port,
+            host: "127.0.0.1".to_owned(),
             what,
             reports_port: false,
         })
@@ -473,7 +490,7 @@ impl SdkService {
     fn launch(mut launch: Launch) -> Self {
         let child = launch.spawn_reporting();
         Self {
-            uri: format!("http://127.0.0.1:{}", launch.port),
+            uri: format!("http://{}:{}", launch.host, launch.port),
             child: Some(child),
             launch,
         }
