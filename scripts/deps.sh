@@ -7,7 +7,8 @@
 #          the restate CLI of tests/cli (npm), the Python SDK of examples/python (PyPI, in its
 #          own venv), cargo-nextest, and for the Compose tests podman, podman-compose, runc,
 #          iptables, debootstrap (a base image without a registry) and docker-compose (v1, to
-#          check the Compose files against Docker's schema)
+#          check the Compose files against Docker's schema), and for the web UI tests chromium and
+#          the reference server of tests/web-ui (npm; the origin of the UI files they mirror)
 # Run from the repository root (scripts/run.sh and scripts/test.sh do).
 # Needs root (or sudo) for apt-get when a package is missing.
 set -euo pipefail
@@ -30,6 +31,8 @@ if [ "$what" = test ]; then
   packages+=(etcd-server etcd-client nftables)
   packages+=(podman podman-compose runc iptables debootstrap docker-compose containernetworking-plugins
     golang-github-containernetworking-plugin-dnsname)
+  # The web UI tests load the real UI in headless Chromium.
+  packages+=(chromium)
   # psql, for the PostgreSQL endpoint of the query engine.
   command -v psql >/dev/null || packages+=(postgresql-client)
 fi
@@ -67,6 +70,11 @@ if [ "$what" = test ]; then
   if [ ! -x tests/cli/node_modules/.bin/restate ]; then
     echo "installing the restate CLI for tests/cli (npm)" >&2
     npm ci --prefix tests/cli --no-audit --no-fund --loglevel=error
+  fi
+  # The reference server, only as the origin of the web UI files the UI tests mirror.
+  if ! ls tests/web-ui/node_modules/@restatedev/restate-server-linux-*/bin/restate-server >/dev/null 2>&1; then
+    echo "installing the reference server for tests/web-ui (npm)" >&2
+    npm ci --prefix tests/web-ui --no-audit --no-fund --loglevel=error
   fi
   # The example Python service (the SDK tests run it), in a venv of its own.
   if ! examples/python/.venv/bin/python -c 'import restate, hypercorn' 2>/dev/null; then

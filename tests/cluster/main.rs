@@ -29,4 +29,5 @@ mod sdk_conformance;
 mod sdk_rust;
 mod single_node;
 mod snapshots;
+mod web_ui;
 mod workflows;

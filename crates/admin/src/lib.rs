@@ -38,6 +38,9 @@ pub fn query_engine(
 }
 mod service_state;
 mod storage_state;
+mod web_ui;
+
+pub use web_ui::WebUi;
 
 pub use cluster_ctrl::ClusterCtrl;
 
@@ -50,7 +53,7 @@ use restate_metadata_store::MetadataClient;
 use restate_types::{ClusterView, NodeHealth};
 
 /// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployments, services (GET, PATCH, POST /services/{service}/state), invocations (PATCH /invocations/{id}/cancel|kill|pause|resume|purge|purge-journal|restart-as-new) and POST /query (also under /v2, /v3, /v4); subscriptions, PATCH/PUT of deployments, graceful deployment removal and /services/{service}/openapi are not implemented yet and answer HTTP 501";
+pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployments, services (GET, PATCH, POST /services/{service}/state), invocations (PATCH /invocations/{id}/cancel|kill|pause|resume|purge|purge-journal|restart-as-new) and POST /query (also under /v2, /v3, /v4), GET /subscriptions (always empty) and the web UI at /ui/ from `[admin] web-ui-dir`; creating subscriptions, PATCH/PUT of deployments, graceful deployment removal and /services/{service}/openapi are not implemented yet and answer HTTP 501";
 
 /// The admin API versions served; the `restate` CLI picks the highest common one.
 const MIN_ADMIN_API_VERSION: u32 = 2;
@@ -63,6 +66,7 @@ pub fn router(
     partitions: restate_partition_api::Partitions,
     schema: restate_metadata_store::SchemaCache,
     engine: Option<restate_storage_query::QueryEngine>,
+    web_ui: WebUi,
 ) -> Router {
     let access = invocations::PartitionAccess { partitions, schema };
     let versioned = |version| {
@@ -83,6 +87,7 @@ pub fn router(
         .route("/v1", any(unsupported_version))
         .route("/v1/{*rest}", any(unsupported_version))
         .merge(metadata_api::router(metadata))
+        .merge(web_ui::router(web_ui))
         .fallback(not_implemented)
 }
 
@@ -111,6 +116,11 @@ fn versioned_router(
             }),
         )
         .route("/version", get(version_information))
+        // Kafka subscriptions are not supported: none exist, and creating one is refused.
+        .route(
+            "/subscriptions",
+            get(|| async { Json(serde_json::json!({ "subscriptions": [] })) }).post(not_implemented),
+        )
         .merge(deployments::router(metadata, version))
         .merge(invocations::router(access))
         .merge(
@@ -122,7 +132,7 @@ fn versioned_router(
 
 async fn version_information() -> impl IntoResponse {
     Json(serde_json::json!({
-        "version": restate_types::BINARY_VERSION,
+        "version": restate_types::reported_version(),
         "min_admin_api_version": MIN_ADMIN_API_VERSION,
         "max_admin_api_version": MAX_ADMIN_API_VERSION,
         "features": {},

@@ -323,6 +323,50 @@ fn advertised_host(bind: SocketAddr) -> String {
         .unwrap_or_else(|_| "127.0.0.1".to_owned())
 }
 
+/// `[admin] web-ui-dir` is a directory with `index.html` at its top, or a `.zip` file.
+fn validate_web_ui_dir(path: &Path) -> Result<(), ConfigError> {
+    let invalid = |reason: String| {
+        Err(ConfigError::Invalid {
+            key: "admin.web-ui-dir".into(),
+            reason,
+        })
+    };
+    let shown = path.display();
+    if path.is_file() {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+            return Ok(());
+        }
+        return invalid(format!(
+            "{shown} is a file but not a .zip; give the directory of an unpacked web UI release or its .zip"
+        ));
+    }
+    if !path.is_dir() {
+        return invalid(format!(
+            "{shown} does not exist; give the directory of an unpacked web UI release (ui-vX.Y.Z.zip from \
+             https://github.com/restatedev/restate-web-ui/releases) or the .zip itself"
+        ));
+    }
+    if path.join("index.html").is_file() {
+        return Ok(());
+    }
+    let nested: Vec<PathBuf> = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|p| p.join("index.html").is_file())
+        .collect();
+    match nested.as_slice() {
+        [one] => invalid(format!(
+            "{shown} has no index.html at its top; the UI seems to be in {}: use that directory",
+            one.display()
+        )),
+        _ => invalid(format!(
+            "{shown} has no index.html: it is not an unpacked web UI release"
+        )),
+    }
+}
+
 fn validate(config: &Configuration) -> Result<(), ConfigError> {
     let invalid = |key: &str, reason: String| {
         Err(ConfigError::Invalid {
@@ -381,6 +425,12 @@ fn validate(config: &Configuration) -> Result<(), ConfigError> {
         );
     }
     validate_metadata_client(&config.metadata_client)?;
+    if let Some(dir) = &config.admin.web_ui_dir
+        && config.has_role(Role::Admin)
+        && !config.admin.disable_web_ui
+    {
+        validate_web_ui_dir(dir)?;
+    }
     if config.gossip_interval.is_zero() || config.gossip_suspect_after <= config.gossip_interval {
         return invalid(
             "gossip-suspect-after",

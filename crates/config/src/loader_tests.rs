@@ -261,3 +261,43 @@ fn every_shipped_example_config_loads_without_warnings() {
         assert!(loaded.warnings.is_empty(), "{}: {:?}", path.display(), loaded.warnings);
     }
 }
+
+#[test]
+fn a_web_ui_dir_must_hold_a_release_and_names_the_key_when_it_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let load_dir = |path: &std::path::Path| {
+        load_with(
+            "",
+            &[("RESTATE_ADMIN__WEB_UI_DIR", &path.display().to_string())],
+            CliOverrides::default(),
+        )
+    };
+    let message = |result: Result<LoadedConfig, ConfigError>| match result {
+        Err(error) => error.to_string(),
+        Ok(_) => "loaded".into(),
+    };
+    let missing = message(load_dir(&dir.path().join("nowhere")));
+    assert!(
+        missing.contains("admin.web-ui-dir") && missing.contains("does not exist"),
+        "{missing}"
+    );
+    // A release wrapped in a folder: the message names the folder to use.
+    std::fs::create_dir_all(dir.path().join("ui-v1/assets")).unwrap();
+    std::fs::write(dir.path().join("ui-v1/index.html"), "<html></html>").unwrap();
+    let wrapped = message(load_dir(dir.path()));
+    assert!(wrapped.contains("ui-v1"), "{wrapped}");
+    assert!(load_dir(&dir.path().join("ui-v1")).is_ok());
+    let not_zip = dir.path().join("ui.tar");
+    std::fs::write(&not_zip, "x").unwrap();
+    assert!(message(load_dir(&not_zip)).contains("not a .zip"));
+    let zip = dir.path().join("ui.zip");
+    std::fs::write(&zip, "checked when the admin role starts").unwrap();
+    assert!(load_dir(&zip).is_ok());
+    // Not checked when the UI is off.
+    let off = load_with(
+        "[admin]\ndisable-web-ui = true\n",
+        &[("RESTATE_ADMIN__WEB_UI_DIR", "/nowhere")],
+        CliOverrides::default(),
+    );
+    assert!(off.is_ok());
+}

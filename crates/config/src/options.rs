@@ -427,6 +427,11 @@ pub struct AdminOptions {
     pub bind_address: SocketAddr,
     pub advertised_address: Option<AdvertisedAddress>,
     pub query_engine: QueryEngineOptions,
+    /// An unpacked Restate web UI release (or its `.zip`) served at `/ui/`: this build bundles
+    /// none, so without it `/ui/` says how to get one.
+    pub web_ui_dir: Option<PathBuf>,
+    /// Serve no `/ui/` at all (and no redirect of `/` to it).
+    pub disable_web_ui: bool,
 }
 
 impl Default for AdminOptions {
@@ -435,6 +440,8 @@ impl Default for AdminOptions {
             bind_address: SocketAddr::from(([0u16; 8], DEFAULT_ADMIN_PORT)),
             advertised_address: None,
             query_engine: QueryEngineOptions::default(),
+            web_ui_dir: None,
+            disable_web_ui: false,
         }
     }
 }

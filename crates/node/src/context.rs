@@ -29,6 +29,8 @@ pub(crate) struct NodeContext {
     pub(crate) schema: restate_metadata_store::SchemaCache,
     /// Invocation counters, shown on `/metrics`.
     pub(crate) worker_metrics: restate_worker::WorkerMetrics,
+    /// What the admin role serves at `/ui/`.
+    pub(crate) web_ui: restate_admin::WebUi,
 }
 
 impl NodeContext {

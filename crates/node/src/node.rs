@@ -105,6 +105,17 @@ impl Node {
     /// the roles in order.
     pub async fn start(config: Configuration) -> Result<Node, NodeError> {
         let mut node_dir = NodeDir::prepare(&config)?;
+        // A zipped web UI is unpacked before anything starts, so a bad archive fails the start.
+        let web_ui = if config.has_role(Role::Admin) {
+            restate_admin::WebUi::prepare(&config.admin, &node_dir.path.join("web-ui")).map_err(|reason| {
+                NodeError::RoleStart {
+                    role: Role::Admin,
+                    reason,
+                }
+            })?
+        } else {
+            restate_admin::WebUi::Disabled
+        };
         tracing::info!(
             node = config.node_name(),
             cluster = %config.cluster_name,
@@ -188,6 +199,7 @@ impl Node {
             partitions,
             schema,
             worker_metrics: restate_worker::WorkerMetrics::default(),
+            web_ui,
         });
         if let Some(fingerprint) = node_dir.marker.cluster_fingerprint {
             ctx.learn_fingerprint(fingerprint);
@@ -511,6 +523,7 @@ fn build_role(role: Role, ctx: &Arc<NodeContext>, listeners: &mut RoleListeners)
                     ctx.partitions.clone(),
                     ctx.schema.clone(),
                     engine,
+                    ctx.web_ui.clone(),
                 ),
                 restate_admin::LIMITATION,
             )

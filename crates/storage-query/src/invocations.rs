@@ -46,6 +46,14 @@ fn status_columns() -> Vec<(&'static str, DataType)> {
         ("journal_retention", duration()),
         ("suspended_waiting_for_completions", list_u32()),
         ("suspended_waiting_for_signals", list_u32()),
+        // Kafka subscriptions do not exist here: always null.
+        ("invoked_by_subscription_id", s()),
+        // When it entered the inbox, was scheduled, first ran: the store keeps only the
+        // creation time and the delay, so these are known for scheduled invocations alone.
+        ("inboxed_at", timestamp()),
+        ("scheduled_at", timestamp()),
+        ("running_at", timestamp()),
+        ("created_using_restate_version", s()),
     ]
 }
 
@@ -287,7 +295,12 @@ fn push_status(rows: &mut Rows, status: &InvocationStatus, derived: Option<&'sta
         .duration(Some(status.retention.completion))
         .duration(Some(status.retention.journal))
         .list_u32(waiting_completions)
-        .list_u32(waiting_signals);
+        .list_u32(waiting_signals)
+        .str(None)
+        .timestamp(None)
+        .timestamp(status.execution_time.map(|_| status.created_at))
+        .timestamp(None)
+        .str_with(|| Some(restate_types::reported_version()));
 }
 
 fn push_state(rows: &mut Rows, state: Option<&AttemptInfo>) {

@@ -57,6 +57,8 @@ impl SysTable for JournalTable {
             ("version", DataType::UInt32),
             ("entry_json", s()),
             ("appended_at", timestamp()),
+            ("raw_length", DataType::UInt64),
+            ("entry_lite_json", s()),
         ])
     }
 
@@ -205,7 +207,9 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
             .binary(Some(&without_credentials(ty, &entry.payload)))
             .u32(Some(2))
             .str(Some(&entry_json))
-            .timestamp(entry.appended_at);
+            .timestamp(entry.appended_at)
+            .u64(Some(entry.payload.len() as u64))
+            .str(Some(&entry_json));
         rows.end_row();
     }
 }
@@ -281,4 +285,87 @@ mod tests {
         let values: Vec<&str> = shown.headers.iter().map(|h| h.value.as_str()).collect();
         assert_eq!(values, ["<redacted>", "<redacted>", "42"]);
     }
+}
+
+/// `sys_journal_events`: what happened to an invocation between journal entries. The store
+/// keeps an invocation's last failed attempt (not each one), so an unfinished invocation that
+/// failed shows that failure: `TransientError` while it retries, `Paused` once it is paused.
+#[derive(Debug)]
+pub(crate) struct JournalEventsTable;
+
+impl SysTable for JournalEventsTable {
+    fn schema(&self) -> SchemaRef {
+        let s = || DataType::Utf8;
+        schema(&[
+            ("partition_key", DataType::UInt64),
+            ("id", s()),
+            ("after_journal_entry_index", DataType::UInt32),
+            ("appended_at", timestamp()),
+            ("event_type", s()),
+            ("event_json", s()),
+        ])
+    }
+
+    fn read_chunk(&self, source: &Source, scan: &Scan, cursor: &mut Cursor) -> Result<Option<RecordBatch>> {
+        let mut rows = Rows::new(self.schema(), scan.projection());
+        if let Some(ids) = scan.pushdown.values("id") {
+            if std::mem::replace(&mut cursor.done, true) {
+                return Ok(None);
+            }
+            for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
+                for partition in source.partitions(Some(&[id.partition_key])) {
+                    if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
+                        push_events(&mut rows, &id, &status);
+                    }
+                }
+            }
+            return rows.finish().map(Some);
+        }
+        let Some(partition) = cursor.partitions.front().cloned() else {
+            return Ok(None);
+        };
+        let page = partition
+            .invocation_statuses(Page {
+                after: cursor.after.as_deref(),
+                limit: CHUNK_ROWS,
+            })
+            .map_err(storage)?;
+        cursor.advance(page.more);
+        for (_, (id, status)) in page.rows {
+            push_events(&mut rows, &id, &status);
+        }
+        rows.finish().map(Some)
+    }
+}
+
+fn push_events(rows: &mut Rows, id: &InvocationId, status: &restate_partition_api::model::InvocationStatus) {
+    use restate_partition_api::model::Phase;
+    let Some(failure) = &status.last_failure else {
+        return;
+    };
+    let event_type = match status.phase {
+        Phase::Completed { .. } => return,
+        Phase::Paused => "Paused",
+        _ => "TransientError",
+    };
+    let error = json!({
+        "error_code": failure.code,
+        "error_message": failure.message,
+        "error_stacktrace": null,
+        "restate_doc_error_code": null,
+        "related_command_index": null,
+        "related_command_name": null,
+        "related_command_type": null,
+    });
+    let event = match event_type {
+        "Paused" => json!({ "ty": "Paused", "last_failure": error }),
+        _ => error,
+    };
+    rows.u64(Some(id.partition_key))
+        .str_with(|| Some(id.to_string()))
+        .u32(Some(status.journal_length.saturating_sub(1)))
+        .timestamp(Some(failure.at))
+        .str(Some(event_type))
+        .str_with(|| Some(event.to_string()))
+        .end_row();
 }

@@ -20,6 +20,8 @@ pub(crate) enum KeyedTable {
     Inbox,
     KeyedServiceStatus,
     Promise,
+    /// `sys_locks`: the same lock holders under the reference's lock names (`service/key`).
+    Locks,
 }
 
 /// The key scope the filters allow.
@@ -40,13 +42,25 @@ impl SysTable for KeyedTable {
             ("service_key", s()),
         ];
         let rest: Vec<(&str, DataType)> = match self {
-            Self::State => vec![("key", s()), ("value_utf8", s()), ("value", DataType::LargeBinary)],
+            Self::State => vec![
+                ("key", s()),
+                ("value_utf8", s()),
+                ("value", DataType::LargeBinary),
+                ("value_length", DataType::UInt64),
+            ],
             Self::Inbox => vec![
                 ("id", s()),
                 ("sequence_number", DataType::UInt64),
                 ("created_at", timestamp()),
             ],
             Self::KeyedServiceStatus => vec![("invocation_id", s())],
+            // Scopes do not exist here (null); when a lock was taken is not stored (null).
+            Self::Locks => vec![
+                ("lock_name", s()),
+                ("scope", s()),
+                ("acquired_by", s()),
+                ("acquired_at", timestamp()),
+            ],
             Self::Promise => vec![
                 ("key", s()),
                 ("completed", DataType::Boolean),
@@ -87,6 +101,7 @@ impl SysTable for KeyedTable {
                         .str(Some(&name))
                         .str(text)
                         .binary(Some(&row.value))
+                        .u64(Some(row.value.len() as u64))
                         .end_row();
                 }
                 paged.more
@@ -112,6 +127,18 @@ impl SysTable for KeyedTable {
                 for (_, row) in paged.rows {
                     keys(&mut rows, &row.service, &row.key)
                         .str(Some(&row.holder.to_string()))
+                        .end_row();
+                }
+                paged.more
+            }
+            Self::Locks => {
+                let paged = partition.locks(scope, page).map_err(storage)?;
+                for (_, row) in paged.rows {
+                    keys(&mut rows, &row.service, &row.key)
+                        .str_with(|| Some(format!("{}/{}", row.service, row.key)))
+                        .str(None)
+                        .str(Some(&row.holder.to_string()))
+                        .timestamp(None)
                         .end_row();
                 }
                 paged.more

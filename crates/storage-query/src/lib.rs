@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::invocations::InvocationTable;
-use crate::journal::JournalTable;
+use crate::journal::{JournalEventsTable, JournalTable};
 use crate::keyed::KeyedTable;
 use crate::registry::RegistryTable;
 use crate::table::{Provider, SysTable};
@@ -161,11 +161,13 @@ impl QueryEngine {
         ctx.deregister_udtf("generate_series");
         ctx.deregister_udtf("range");
         bounded::install(&ctx, (limits.memory_size / 4) as u64);
-        let tables: [(&str, Arc<dyn SysTable>); 10] = [
+        let tables: [(&str, Arc<dyn SysTable>); 12] = [
             ("sys_invocation_status", Arc::new(InvocationTable::Status)),
             ("sys_invocation_state", Arc::new(InvocationTable::State)),
             ("sys_invocation", Arc::new(InvocationTable::Joined)),
             ("sys_journal", Arc::new(JournalTable)),
+            ("sys_journal_events", Arc::new(JournalEventsTable)),
+            ("sys_locks", Arc::new(KeyedTable::Locks)),
             ("state", Arc::new(KeyedTable::State)),
             ("sys_inbox", Arc::new(KeyedTable::Inbox)),
             ("sys_keyed_service_status", Arc::new(KeyedTable::KeyedServiceStatus)),

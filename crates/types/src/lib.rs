@@ -30,6 +30,16 @@ pub use status::{NodeStatus, RoleStatus};
 /// Version string reported in `/health`, `GetIdent` and `--version`.
 pub const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The Restate release whose admin API, SQL tables and service protocol this build serves.
+/// Clients gate features on the version they are told (the web UI picks its SQL by it), so
+/// `/version` names that release, with this build's own version as semver build metadata.
+pub const COMPATIBLE_RESTATE_VERSION: &str = "1.7.12";
+
+/// `1.7.12+restate-rs.0.1.0`: what `/version` reports.
+pub fn reported_version() -> String {
+    format!("{COMPATIBLE_RESTATE_VERSION}+restate-rs.{BINARY_VERSION}")
+}
+
 /// An error with its causes, for messages that must say why ("error sending request:
 /// connection refused"); a cause already contained in the text is not repeated.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
