@@ -162,8 +162,12 @@ fn dom_text(html: &str) -> String {
 }
 
 /// Texts the UI shows when a page or a request of it failed.
-const ERROR_TEXTS: [&str; 5] = [
+const ERROR_TEXTS: [&str; 9] = [
     "Application Error",
+    "Failed to display",
+    "Cannot reach your Restate server",
+    "currently experiencing issues",
+    "Invocation not found",
     "An error has occurred!",
     "could not be loaded",
     "Could not load",
@@ -211,6 +215,7 @@ async fn the_restate_web_ui_renders_our_services_invocations_journals_and_state_
     }
     let sleeping = client.call("Sleeper/sleep/send", json!(600_000)).await?;
     assert_eq!(sleeping.status, 202, "{}", sleeping.body);
+    let sleeping_id = invocation_id(&sleeping.json());
     // The failed invocation has ended before its page is loaded.
     let output = format!("restate/invocation/{failed_id}/attach");
     while client.ingress_get(&output).await?.status == 404 {
@@ -237,7 +242,16 @@ async fn the_restate_web_ui_renders_our_services_invocations_journals_and_state_
         ),
         (
             format!("invocations/{add_id}"),
-            vec!["Counter", "alice", "add()", "Succeeded", "get", "set", "return"],
+            vec![
+                "Counter",
+                "alice",
+                "add()",
+                "Succeeded",
+                "get",
+                "total",
+                "set",
+                "return",
+            ],
         ),
         (
             // Its failure shows in the UI's error box: that box is expected.
@@ -288,6 +302,30 @@ async fn the_restate_web_ui_renders_our_services_invocations_journals_and_state_
     }
     assert!(queries >= 10, "the UI sent only {queries} queries: {seen:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // The playground's document, and a batch action as the UI sends it for a selection.
+    let openapi: Value = client
+        .http()
+        .get(format!("{}services/Counter/openapi", client.admin))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(openapi["paths"]["/Counter/{key}/add"]["post"].is_object(), "{openapi}");
+    let batch: Value = client
+        .http()
+        .post(format!("{}internal/invocations_batch_operations/cancel", client.admin))
+        .json(&json!({ "invocation_ids": [sleeping_id, "inv_1notAnInvocationId"] }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(batch["succeeded"], json!([sleeping_id]), "{batch}");
+    assert_eq!(batch["failed"][0]["invocation_id"], "inv_1notAnInvocationId", "{batch}");
+    assert!(
+        batch["failed"][0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{batch}"
+    );
     Ok(())
 }
 

@@ -56,6 +56,7 @@ pub(crate) fn router(metadata: MetadataClient, version: ApiVersion) -> Router {
         .route("/services", get(list_services))
         .route("/services/{service}", get(get_service).patch(modify_service))
         .route("/services/{service}/handlers", get(list_handlers))
+        .route("/services/{service}/openapi", get(get_openapi))
         .route("/services/{service}/handlers/{handler}", get(get_handler))
         .with_state(ApiState { metadata, version })
 }
@@ -812,6 +813,17 @@ async fn get_service(
 ) -> Result<Response, ApiError> {
     let Path(name) = name?;
     Ok(Json(active_service(&state, &name).await?).into_response())
+}
+
+/// How to call the service through the ingress, as an OpenAPI document.
+async fn get_openapi(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    let registry = read_registry(&state.metadata).await?;
+    let (_, service) = registry.active_service(&name).ok_or_else(|| service_not_found(&name))?;
+    Ok(Json(crate::openapi::service_openapi(&service.manifest, service.revision)).into_response())
 }
 
 async fn list_handlers(

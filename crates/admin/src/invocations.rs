@@ -10,6 +10,7 @@ use axum::routing::{delete, patch, post};
 use restate_types::InvocationId;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use restate_metadata_store::SchemaCache;
 use restate_partition_api::{Managed, Management, PartitionApi, Partitions, Restarted, Terminated};
 use serde::Deserialize;
@@ -57,6 +58,7 @@ pub(crate) fn router(access: PartitionAccess) -> Router {
             }),
         )
         .route("/invocations/{id}/restart-as-new", patch(restart_as_new))
+        .route("/internal/invocations_batch_operations/{operation}", post(batch))
         .route("/invocations/{id}", delete(delete_invocation))
         .route("/services/{service}/state", post(crate::service_state::patch_state))
         .with_state(access)
@@ -215,4 +217,96 @@ async fn terminate(access: &PartitionAccess, id: &str, kill: bool) -> Response {
         ),
         Err(reason) => error(StatusCode::SERVICE_UNAVAILABLE, reason.to_string()),
     }
+}
+
+/// The body of `POST /internal/invocations_batch_operations/{operation}`.
+#[derive(Debug, Deserialize)]
+struct BatchRequest {
+    invocation_ids: Vec<String>,
+}
+
+/// At most this many invocations per batch request (the web UI sends pages of 1000).
+const BATCH_LIMIT: usize = 1000;
+
+/// `POST /internal/invocations_batch_operations/{cancel|kill|pause|resume|purge|purge-journal|
+/// restart-as-new}` (what the web UI sends for a selection): the single operation on each
+/// invocation, the ids that succeeded and, for the others, why not.
+async fn batch(
+    State(access): State<PartitionAccess>,
+    Path(operation): Path<String>,
+    axum::Json(request): axum::Json<BatchRequest>,
+) -> Response {
+    const OPERATIONS: [&str; 7] = [
+        "cancel",
+        "kill",
+        "pause",
+        "resume",
+        "purge",
+        "purge-journal",
+        "restart-as-new",
+    ];
+    if !OPERATIONS.contains(&operation.as_str()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown batch operation '{operation}'; expected one of {}",
+                OPERATIONS.join(", ")
+            ),
+        );
+    }
+    if request.invocation_ids.len() > BATCH_LIMIT {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The request field 'invocation_ids' is invalid. Reason: {} ids, at most {BATCH_LIMIT} per request",
+                request.invocation_ids.len()
+            ),
+        );
+    }
+    let outcomes = futures::stream::iter(request.invocation_ids)
+        .map(|id| {
+            let (access, operation) = (access.clone(), operation.clone());
+            async move {
+                let response = match operation.as_str() {
+                    "cancel" => terminate(&access, &id, false).await,
+                    "kill" => terminate(&access, &id, true).await,
+                    "pause" => manage(&access, &id, Management::Pause).await,
+                    "resume" => manage(&access, &id, Management::Resume).await,
+                    "purge" => manage(&access, &id, Management::Purge).await,
+                    "purge-journal" => manage(&access, &id, Management::PurgeJournal).await,
+                    _ => {
+                        restart_as_new(
+                            State(access),
+                            Path(id.clone()),
+                            Query(RestartQuery {
+                                from: None,
+                                deployment: None,
+                            }),
+                        )
+                        .await
+                    }
+                };
+                (id, response)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let (mut succeeded, mut failed) = (Vec::new(), Vec::new());
+    for (id, response) in outcomes {
+        if response.status().is_success() {
+            succeeded.push(serde_json::Value::String(id));
+            continue;
+        }
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        failed.push(serde_json::json!({ "invocation_id": id, "error": message }));
+    }
+    Json(serde_json::json!({ "succeeded": succeeded, "failed": failed })).into_response()
 }

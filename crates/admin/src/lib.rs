@@ -8,6 +8,7 @@ mod invocations;
 mod logs;
 mod metadata_api;
 mod migration;
+mod openapi;
 mod pgsql;
 mod placement;
 mod query;
@@ -53,7 +54,7 @@ use restate_metadata_store::MetadataClient;
 use restate_types::{ClusterView, NodeHealth};
 
 /// Logged once when the role starts, so operators know what this build does not do yet.
-pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployments, services (GET, PATCH, POST /services/{service}/state), invocations (PATCH /invocations/{id}/cancel|kill|pause|resume|purge|purge-journal|restart-as-new) and POST /query (also under /v2, /v3, /v4), GET /subscriptions (always empty) and the web UI at /ui/ from `[admin] web-ui-dir`; creating subscriptions, PATCH/PUT of deployments, graceful deployment removal and /services/{service}/openapi are not implemented yet and answer HTTP 501";
+pub const LIMITATION: &str = "the admin role serves /health, /version, /cluster-health, /metadata/{key}, deployments, services (GET, PATCH, POST /services/{service}/state), invocations (PATCH /invocations/{id}/cancel|kill|pause|resume|purge|purge-journal|restart-as-new, and POST /internal/invocations_batch_operations/{operation} for many), /services/{service}/openapi and POST /query (also under /v2, /v3, /v4), GET /subscriptions (always empty) and the web UI at /ui/ from `[admin] web-ui-dir`; creating subscriptions, PATCH/PUT of deployments, graceful deployment removal are not implemented yet and answer HTTP 501";
 
 /// The admin API versions served; the `restate` CLI picks the highest common one.
 const MIN_ADMIN_API_VERSION: u32 = 2;

@@ -11,6 +11,7 @@ use restate_service_protocol::{MessageType, proto};
 use restate_types::InvocationId;
 use serde_json::json;
 
+use crate::entry_json::{Form, entry_json, short_name};
 use crate::rows::{Rows, schema, timestamp};
 use crate::table::{CHUNK_ROWS, Cursor, Scan, Source, SysTable, storage};
 
@@ -143,57 +144,47 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
             _ => true,
         };
         let (mut invoked_id, mut invoked_target, mut sleep_until, mut promise) = (None, None, None, None);
-        let detail =
-            match ty {
-                MessageType::SleepCommand => proto::SleepCommandMessage::decode(entry.payload.clone()).ok().map(|m| {
+        match ty {
+            MessageType::SleepCommand => {
+                if let Ok(m) = proto::SleepCommandMessage::decode(entry.payload.clone()) {
                     sleep_until = Some(m.wake_up_time);
-                    json!({"wake_up_time": m.wake_up_time, "completion_id": m.result_completion_id, "name": m.name})
-                }),
-                MessageType::CallCommand => proto::CallCommandMessage::decode(entry.payload.clone()).ok().map(|m| {
+                }
+            }
+            MessageType::CallCommand => {
+                if let Ok(m) = proto::CallCommandMessage::decode(entry.payload.clone()) {
                     invoked_id = callees.get(&m.invocation_id_notification_idx).cloned();
                     invoked_target = Some(target_text(&m.service_name, &m.key, &m.handler_name));
-                    json!({
-                        "service_name": m.service_name, "handler_name": m.handler_name, "key": m.key,
-                        "invocation_id_completion_id": m.invocation_id_notification_idx,
-                        "result_completion_id": m.result_completion_id, "name": m.name,
-                    })
-                }),
-                MessageType::OneWayCallCommand => proto::OneWayCallCommandMessage::decode(entry.payload.clone())
-                    .ok()
-                    .map(|m| {
-                        invoked_id = callees.get(&m.invocation_id_notification_idx).cloned();
-                        invoked_target = Some(target_text(&m.service_name, &m.key, &m.handler_name));
-                        json!({
-                            "service_name": m.service_name, "handler_name": m.handler_name, "key": m.key,
-                            "invoke_time": m.invoke_time,
-                            "invocation_id_completion_id": m.invocation_id_notification_idx, "name": m.name,
-                        })
-                    }),
-                MessageType::GetPromiseCommand => proto::GetPromiseCommandMessage::decode(entry.payload.clone())
-                    .ok()
-                    .map(|m| {
-                        promise = Some(m.key.clone());
-                        json!({"key": m.key, "completion_id": m.result_completion_id, "name": m.name})
-                    }),
-                MessageType::PeekPromiseCommand => proto::PeekPromiseCommandMessage::decode(entry.payload.clone())
-                    .ok()
-                    .map(|m| {
-                        promise = Some(m.key.clone());
-                        json!({"key": m.key, "completion_id": m.result_completion_id, "name": m.name})
-                    }),
-                MessageType::CompletePromiseCommand => {
-                    proto::CompletePromiseCommandMessage::decode(entry.payload.clone())
-                        .ok()
-                        .map(|m| {
-                            promise = Some(m.key.clone());
-                            json!({"key": m.key, "completion_id": m.result_completion_id, "name": m.name})
-                        })
                 }
-                _ => None,
-            };
+            }
+            MessageType::OneWayCallCommand => {
+                if let Ok(m) = proto::OneWayCallCommandMessage::decode(entry.payload.clone()) {
+                    invoked_id = callees.get(&m.invocation_id_notification_idx).cloned();
+                    invoked_target = Some(target_text(&m.service_name, &m.key, &m.handler_name));
+                }
+            }
+            MessageType::GetPromiseCommand => {
+                promise = proto::GetPromiseCommandMessage::decode(entry.payload.clone())
+                    .ok()
+                    .map(|m| m.key);
+            }
+            MessageType::PeekPromiseCommand => {
+                promise = proto::PeekPromiseCommandMessage::decode(entry.payload.clone())
+                    .ok()
+                    .map(|m| m.key);
+            }
+            MessageType::CompletePromiseCommand => {
+                promise = proto::CompletePromiseCommandMessage::decode(entry.payload.clone())
+                    .ok()
+                    .map(|m| m.key);
+            }
+            _ => {}
+        }
         let kind = if is_command { "Command" } else { "Notification" };
         let short = short_name(ty);
-        let entry_json = json!({ kind: { short: detail.unwrap_or_else(|| json!({})) } }).to_string();
+        // Payloads go only into the full form; the lite one is what journal listings read.
+        let payload = without_credentials(ty, &entry.payload);
+        let full = entry_json(ty, &payload, Form::Full, invoked_id.as_deref()).to_string();
+        let lite = entry_json(ty, &payload, Form::Lite, invoked_id.as_deref()).to_string();
         rows.u64(Some(id.partition_key))
             .str(Some(&id_text))
             .u32(Some(entry.index))
@@ -204,12 +195,12 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
             .str(invoked_target.as_deref())
             .timestamp(sleep_until)
             .str(promise.as_deref())
-            .binary(Some(&without_credentials(ty, &entry.payload)))
+            .binary(Some(&payload))
             .u32(Some(2))
-            .str(Some(&entry_json))
+            .str(Some(&full))
             .timestamp(entry.appended_at)
             .u64(Some(entry.payload.len() as u64))
-            .str(Some(&entry_json));
+            .str(Some(&lite));
         rows.end_row();
     }
 }
@@ -248,18 +239,6 @@ fn target_text(service: &str, key: &str, handler: &str) -> String {
         "" => format!("{service}/{handler}"),
         key => format!("{service}/{key}/{handler}"),
     }
-}
-
-/// `SleepCommand` → `Sleep`, `SleepCompletionNotification` → `Sleep`, `SignalNotification` →
-/// `Signal`.
-fn short_name(ty: MessageType) -> &'static str {
-    let name = ty.name();
-    for suffix in ["Command", "CompletionNotification", "Notification"] {
-        if let Some(short) = name.strip_suffix(suffix) {
-            return short;
-        }
-    }
-    name
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! column types, on Apache DataFusion. Read-only: DDL, DML and `SET` are refused.
 
 mod bounded;
+mod entry_json;
 mod invocations;
 mod journal;
 mod keyed;
