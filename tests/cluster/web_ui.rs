@@ -240,6 +240,12 @@ async fn the_restate_web_ui_renders_our_services_invocations_journals_and_state_
             "invocations".into(),
             vec!["All statuses", "Counter", "Failing", "Signup"],
         ),
+        // The list filtered to ended invocations, as the overview links to it.
+        (
+            "invocations?filter_status=%7B%22operation%22%3A%22IN%22%2C%22value%22%3A%5B%22succeeded%22%2C%22failed%22%5D%7D"
+                .into(),
+            vec!["matching invocations", "Counter", "alice", "add()", "Succeeded", "Failing", "terminal()", "Failed"],
+        ),
         (
             format!("invocations/{add_id}"),
             vec![
@@ -258,12 +264,17 @@ async fn the_restate_web_ui_renders_our_services_invocations_journals_and_state_
             format!("invocations/{failed_id}"),
             vec!["Failing", "terminal()", "Failed", "[400] the answer was no"],
         ),
-        ("state/Counter".into(), vec!["alice", "total"]),
+        ("state/Counter".into(), vec!["alice", "total : 7"]),
         ("virtual-objects".into(), vec!["Counter"]),
         ("workflows".into(), vec!["Signup", "ann"]),
         (
             "introspection?query=SELECT%20COUNT(1)%20AS%20invocations%20FROM%20sys_invocation_status".into(),
             vec!["invocations", "1 results"],
+        ),
+        // What the query inspector sends.
+        (
+            "introspection?query=EXPLAIN%20ANALYZE%20SELECT%20COUNT(1)%20FROM%20sys_invocation".into(),
+            vec!["Plan with Metrics", "AggregateExec"],
         ),
     ];
     let mut problems = Vec::new();
