@@ -238,10 +238,14 @@ async fn deployments_register_the_typescript_service_on_one_node() -> anyhow::Re
     let no_content_type = http.post(&deployments).body("{}").send().await?;
     assert_eq!(no_content_type.status().as_u16(), 415);
     assert!(no_content_type.json::<Value>().await?["message"].is_string());
-    // Still missing: answered 501 in the same error shape.
+    // How to call it, as OpenAPI (what the web UI's playground reads).
     let (status, openapi) = get(&http, &format!("{admin}v4/services/Greeter/openapi")).await?;
-    assert_eq!(status, 501, "{openapi}");
-    assert!(openapi["message"].is_string());
+    assert_eq!(status, 200, "{openapi}");
+    assert_eq!(openapi["openapi"], "3.1.0", "{openapi}");
+    assert!(openapi["paths"]["/Greeter/greet"]["post"].is_object(), "{openapi}");
+    let (status, missing) = get(&http, &format!("{admin}services/Nope/openapi")).await?;
+    assert_eq!(status, 404, "{missing}");
+    assert!(missing["message"].is_string());
 
     // PATCH /services/{s}: stored as an override of the active revision, shown by GET.
     let (status, patched) = patch(
