@@ -268,6 +268,14 @@ pub(crate) async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     extra.insert("errors".into(), total.calls.errors.into());
     extra.insert("error_samples".into(), total.error_samples.into());
     extra.insert("sample_answer".into(), total.sample_answer.into());
+    let bands: serde_json::Map<String, serde_json::Value> = total
+        .calls
+        .bands()
+        .into_iter()
+        .map(|(label, count)| (label, count.into()))
+        .collect();
+    extra.insert("histogram".into(), bands.into());
+    crate::report::print_bands(&total.calls);
     print_with(&label, args.concurrency, elapsed, &[&total.calls], extra);
     Ok(())
 }

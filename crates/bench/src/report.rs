@@ -39,6 +39,36 @@ impl Latencies {
     fn percentile_ms(&self, quantile: f64) -> f64 {
         self.histogram.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// Calls per latency band, bands doubling from 0.25 ms (the last one open-ended): a stall
+    /// of fixed length (a timer, a delayed ACK) shows as a second mode far from the first.
+    pub(crate) fn bands(&self) -> Vec<(String, u64)> {
+        const EDGES_US: [u64; 10] = [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000];
+        let mut bands = Vec::with_capacity(EDGES_US.len() + 1);
+        let mut low = 0;
+        for high in EDGES_US {
+            let count = self.histogram.count_between(low, high.saturating_sub(1));
+            bands.push((format!("{}–{} ms", low as f64 / 1000.0, high as f64 / 1000.0), count));
+            low = high;
+        }
+        let rest = self.histogram.count_between(low, u64::MAX);
+        bands.push((format!("≥ {} ms", low as f64 / 1000.0), rest));
+        bands
+    }
+}
+
+/// The bands of [`Latencies::bands`] as lines with a bar each (empty bands at the ends left out).
+pub(crate) fn print_bands(latencies: &Latencies) {
+    let bands = latencies.bands();
+    let total = latencies.count().max(1);
+    let first = bands.iter().position(|(_, n)| *n > 0).unwrap_or(0);
+    let last = bands.iter().rposition(|(_, n)| *n > 0).unwrap_or(0);
+    println!("latency histogram ({}):", latencies.name);
+    for (label, count) in &bands[first..=last.max(first)] {
+        let share = *count as f64 / total as f64;
+        let bar = "#".repeat((share * 50.0).ceil() as usize);
+        println!("  {label:>14} {count:>8} {:>6.2}% {bar}", share * 100.0);
+    }
 }
 
 /// Prints the table and then one JSON line with the same figures.
@@ -98,4 +128,23 @@ pub(crate) fn print_with(
         fields.extend(extra);
     }
     println!("{summary}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_shows_as_a_second_mode_in_the_bands() {
+        let mut latencies = Latencies::new("invoke").unwrap();
+        for _ in 0..98 {
+            latencies.record(Duration::from_micros(1_300));
+        }
+        latencies.record(Duration::from_millis(45));
+        latencies.record(Duration::from_millis(47));
+        let bands: std::collections::BTreeMap<String, u64> = latencies.bands().into_iter().collect();
+        assert_eq!(bands["1–2 ms"], 98);
+        assert_eq!(bands["32–64 ms"], 2);
+        assert_eq!(bands.values().sum::<u64>(), 100);
+    }
 }

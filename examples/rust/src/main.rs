@@ -137,7 +137,36 @@ async fn main() {
             attempts: Mutex::default(),
         })
         .build();
-    HttpServer::new(endpoint)
-        .listen_and_serve(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-        .await;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // The SDK's own server leaves Nagle's algorithm on: its second small write of a response
+    // then waits for the runtime's (delayed) ACK. NODELAY=1 serves the same endpoint with
+    // TCP_NODELAY, to tell that wait apart from the runtime's own latency.
+    if std::env::var("NODELAY").as_deref() == Ok("1") {
+        serve_without_nagle(endpoint, address).await;
+        return;
+    }
+    HttpServer::new(endpoint).listen_and_serve(address).await;
+}
+
+async fn serve_without_nagle(endpoint: Endpoint, address: std::net::SocketAddr) {
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("cannot listen on {address}: {error}");
+            std::process::exit(1);
+        }
+    };
+    let endpoint = restate_sdk::hyper::HyperEndpoint::new(endpoint);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), endpoint);
+            let _ = connection.await;
+        });
+    }
 }
