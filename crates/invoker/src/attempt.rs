@@ -164,10 +164,10 @@ pub async fn run_attempt(
 }
 
 /// The start of a response body as text, reading no more than `limit` bytes of it.
-async fn bounded_text(mut response: reqwest::Response, limit: usize) -> String {
+async fn bounded_text(mut response: hyper::Response<hyper::body::Incoming>, limit: usize) -> String {
     let mut body = Vec::new();
     while body.len() < limit {
-        match response.chunk().await {
+        match next_chunk(&mut response).await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
             _ => break,
         }
@@ -177,6 +177,22 @@ async fn bounded_text(mut response: reqwest::Response, limit: usize) -> String {
         text.push_str(" …(cut)");
     }
     text
+}
+
+/// The next data of a response body (`None` at its end; trailers are skipped).
+async fn next_chunk(response: &mut hyper::Response<hyper::body::Incoming>) -> Result<Option<Bytes>, hyper::Error> {
+    use http_body_util::BodyExt as _;
+    loop {
+        match response.body_mut().frame().await {
+            None => return Ok(None),
+            Some(Err(error)) => return Err(error),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
 }
 
 fn start_message(attempt: &Attempt) -> Message {
@@ -242,10 +258,9 @@ async fn exchange(
         &format!("/invoke/{}/{}", attempt.service, attempt.handler),
     );
     let content_type = version.content_type();
-    let mut request = http
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .header(reqwest::header::ACCEPT, content_type)
+    let mut request = hyper::Request::post(&url)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .header(hyper::header::ACCEPT, content_type)
         .header("x-restate-invocation-id", attempt.invocation_id.to_string());
     if let Some(key) = &attempt.key {
         request = request.header("x-restate-service-key", encode_component(key));
@@ -253,8 +268,20 @@ async fn exchange(
     for (name, value) in &attempt.deployment.additional_headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(body_rx));
-    let response = match tokio::time::timeout(attempt.abort_timeout, request.body(body).send()).await {
+    let frames = futures::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(body_rx), |chunk| {
+        chunk.map(hyper::body::Frame::data)
+    });
+    let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(frames));
+    let request = request.body(body).map_err(|e| {
+        AttemptError::new(
+            codes::INTERNAL,
+            format!(
+                "cannot build the request to {url} (check the deployment's URI and additional headers): {}",
+                error_chain(&e)
+            ),
+        )
+    })?;
+    let response = match tokio::time::timeout(attempt.abort_timeout, http.request(request)).await {
         Err(_) => {
             return Err(AttemptError::new(
                 codes::TIMEOUT,
@@ -276,7 +303,7 @@ async fn exchange(
     if !status.is_success() {
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
@@ -293,7 +320,7 @@ async fn exchange(
     }
     let echoed = response
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if echoed != content_type {
@@ -317,7 +344,7 @@ async fn exchange(
             last_activity + attempt.abort_timeout
         };
         tokio::select! {
-            chunk = response.chunk() => {
+            chunk = next_chunk(&mut response) => {
                 let chunk = match chunk {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => break,

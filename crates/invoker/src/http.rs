@@ -1,25 +1,45 @@
 //! HTTP clients for deployments: HTTP/2 with prior knowledge (h2c) for `http://` deployments,
 //! HTTP/1.1 for those registered with `use_http_11`. Connections are pooled per address and
-//! HTTP/2 streams multiplexed, so concurrent invocations share few connections.
+//! HTTP/2 streams multiplexed, so concurrent invocations share few connections; they
+//! acknowledge what they receive at once (see [`QuickAckConnector`]).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 /// HTTP/2 flow-control windows towards deployments: how much a deployment may send ahead of
 /// what the invoker has read, per connection and per invocation.
 const H2_CONNECTION_WINDOW: u32 = 64 << 20;
 const H2_STREAM_WINDOW: u32 = 2 << 20;
 
+/// A request body: the stream of protocol messages the invoker writes.
+pub(crate) type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+type HttpClient = Client<QuickAckConnector, RequestBody>;
+
 /// The two clients; cheap to clone.
 #[derive(Clone)]
 pub struct InvokerClient {
-    pub(crate) h2: reqwest::Client,
-    pub(crate) h1: reqwest::Client,
+    pub(crate) h2: HttpClient,
+    pub(crate) h1: HttpClient,
 }
 
 impl InvokerClient {
-    pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
-        let h2 = reqwest::Client::builder()
-            .http2_prior_knowledge()
+    pub fn new(connect_timeout: Duration) -> Result<Self, std::io::Error> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let connector = QuickAckConnector(connector);
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
             // Fixed, large windows: every concurrent invocation of a deployment shares one
             // connection, and the SDKs send each message as its own small DATA frame. The
             // HTTP/2 client closes a connection whose unread small frames exceed half its
@@ -29,17 +49,94 @@ impl InvokerClient {
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(40))
             .http2_keep_alive_timeout(Duration::from_secs(20))
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(300))
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .build()?;
-        let h1 = reqwest::Client::builder()
-            .http1_only()
+            .build(connector.clone());
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(300))
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .build()?;
+            .build(connector);
         Ok(Self { h2, h1 })
+    }
+}
+
+/// Connects like [`HttpConnector`], and then acknowledges every segment the deployment sends
+/// at once. SDK servers that leave Nagle's algorithm on (the Rust SDK's does) hold their second
+/// small write of a response until the first is acknowledged, and Linux delays the ACKs of a
+/// long-lived connection by up to 40 ms: without this, one call in five waited that long.
+#[derive(Clone)]
+pub(crate) struct QuickAckConnector(HttpConnector);
+
+impl tower::Service<Uri> for QuickAckConnector {
+    type Response = QuickAck;
+    type Error = <HttpConnector as tower::Service<Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<QuickAck, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { connecting.await.map(QuickAck) })
+    }
+}
+
+/// A deployment connection that re-arms `TCP_QUICKACK` after each read (the kernel leaves
+/// quick-ACK mode again by itself, so once per connection is not enough).
+pub(crate) struct QuickAck(TokioIo<TcpStream>);
+
+impl QuickAck {
+    fn acknowledge_at_once(&self) {
+        // Best effort: a failure only brings the delayed ACKs back.
+        let _ = socket2::SockRef::from(self.0.inner()).set_tcp_quickack(true);
+    }
+}
+
+impl Connection for QuickAck {
+    fn connected(&self) -> Connected {
+        self.0.connected()
+    }
+}
+
+impl hyper::rt::Read for QuickAck {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let read = Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            self.acknowledge_at_once();
+        }
+        read
+    }
+}
+
+impl hyper::rt::Write for QuickAck {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -74,6 +171,32 @@ pub(crate) fn endpoint_url(uri: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_leaves_the_deployment_connection_acknowledging_at_once() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"hello").await.unwrap();
+            stream
+        });
+        let connector = QuickAckConnector(HttpConnector::new());
+        let uri: Uri = format!("http://{address}").parse().unwrap();
+        let mut connection = tower::ServiceExt::oneshot(connector, uri).await.unwrap();
+        let _server_side = server.await.unwrap();
+        let socket = socket2::SockRef::from(connection.0.inner());
+        // Turned off by hand: only the read may turn it on again.
+        socket.set_tcp_quickack(false).unwrap();
+        let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+        let mut buffer = hyper::rt::ReadBuf::uninit(&mut storage);
+        std::future::poll_fn(|cx| hyper::rt::Read::poll_read(Pin::new(&mut connection), cx, buffer.unfilled()))
+            .await
+            .unwrap();
+        assert_eq!(buffer.filled(), b"hello");
+        assert!(socket2::SockRef::from(connection.0.inner()).tcp_quickack().unwrap());
+    }
 
     #[test]
     fn keys_are_encoded_like_encode_uri_component() {
