@@ -57,6 +57,9 @@ async fn status_shows_liveness_and_the_controller_moves_when_its_node_dies() -> 
     }
     let status = restatectl_json(&["-s", &all, "status", "--json"]);
     assert_eq!(status["controller"], "N1", "{status}");
+    // The spelling some Restate docs use.
+    let docs = restatectl_json(&["status", "--addresses", &all, "--json"]);
+    assert_eq!(docs["controller"], "N1", "{docs}");
     assert_eq!(status["configuration"]["num_partitions"], 24, "{status}");
     let human = restatectl(&["-s", &all, "status", "--extra"]);
     let human = String::from_utf8_lossy(&human.stdout);

@@ -18,6 +18,8 @@ struct Cli {
     #[arg(
         short = 's',
         long = "address",
+        // The name the Restate docs use in some commands (`restatectl status --addresses …`).
+        alias = "addresses",
         env = "RESTATECTL_ADDRESS",
         value_delimiter = ',',
         default_value = "http://localhost:5122/",
@@ -105,5 +107,30 @@ async fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_is_accepted_like_address_repeated_or_comma_separated() {
+        let cli = Cli::try_parse_from(["restatectl", "status", "--addresses", "http://localhost:5122/"]).unwrap();
+        assert_eq!(cli.addresses, vec!["http://localhost:5122/"]);
+        let cli = Cli::try_parse_from([
+            "restatectl",
+            "nodes",
+            "list",
+            "--addresses",
+            "http://a:5122/,http://b:5122/",
+            "-s",
+            "http://c:5122/",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.addresses,
+            vec!["http://a:5122/", "http://b:5122/", "http://c:5122/"]
+        );
     }
 }
