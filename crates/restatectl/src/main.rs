@@ -18,8 +18,8 @@ struct Cli {
     #[arg(
         short = 's',
         long = "address",
-        // The name the Restate docs use in some commands (`restatectl status --addresses …`).
-        alias = "addresses",
+        // The names Restate's restatectl and docs also use (`restatectl status --addresses …`).
+        aliases = ["addresses", "server"],
         env = "RESTATECTL_ADDRESS",
         value_delimiter = ',',
         default_value = "http://localhost:5122/",
@@ -30,13 +30,22 @@ struct Cli {
     #[arg(long, env = "RESTATECTL_CLUSTER_NAME", global = true)]
     cluster_name: Option<String>,
     /// Timeout for connecting to a node.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "3s", value_parser = parse_timeout, global = true)]
     connect_timeout: std::time::Duration,
     /// Timeout for one request.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "10s", value_parser = parse_timeout, global = true)]
     request_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
+}
+
+/// A timeout: a duration (`3s`, `500ms`) or, as Restate's restatectl takes it, bare milliseconds.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(millis) = text.trim().parse::<u64>() {
+        return Ok(std::time::Duration::from_millis(millis));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected a duration such as 3s or 500ms, or milliseconds such as 3000"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,5 +141,29 @@ mod tests {
             cli.addresses,
             vec!["http://a:5122/", "http://b:5122/", "http://c:5122/"]
         );
+        let cli = Cli::try_parse_from(["restatectl", "status", "--server", "http://d:5122/"]).unwrap();
+        assert_eq!(cli.addresses, vec!["http://d:5122/"]);
+    }
+
+    #[test]
+    fn timeouts_take_durations_or_bare_milliseconds_like_restates_restatectl() {
+        let cli = Cli::try_parse_from([
+            "restatectl",
+            "status",
+            "--connect-timeout",
+            "3000",
+            "--request-timeout",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(cli.connect_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(cli.request_timeout, std::time::Duration::from_secs(2));
+        let error = Cli::try_parse_from(["restatectl", "status", "--connect-timeout", "soon"]).unwrap_err();
+        assert!(error.to_string().contains("milliseconds such as 3000"), "{error}");
+    }
+
+    #[test]
+    fn snapshots_create_snapshot_is_the_reference_name_of_snapshots_create() {
+        assert!(Cli::try_parse_from(["restatectl", "snapshots", "create-snapshot"]).is_ok());
     }
 }

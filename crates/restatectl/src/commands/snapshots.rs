@@ -17,6 +17,7 @@ use crate::connection::Addresses;
 pub(crate) enum SnapshotsCommand {
     /// Take a snapshot of every partition (or of one) on its leader, into the snapshot
     /// repository the worker nodes are configured with (`[worker.snapshots] destination`).
+    #[command(alias = "create-snapshot")]
     Create {
         /// Only this partition.
         #[arg(long, short = 'p')]
