@@ -9,7 +9,6 @@
 //! `scripts/test.sh` runs it on its own after the other tests. Every container, network and
 //! volume it made is removed at the end, whatever happened.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -33,10 +32,6 @@ fn image() -> String {
 
 fn s3_image() -> String {
     std::env::var("S3_IMAGE").unwrap_or_else(|_| "localhost/restate-rs-moto:latest".into())
-}
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// One Compose project; `down` and its volumes and network removed on drop.
@@ -73,7 +68,7 @@ impl Compose {
         }
         command
             .args(args)
-            .current_dir(repository())
+            .current_dir(restate_cluster_tests::repository_root())
             .env("IMAGE", image())
             .env("S3_IMAGE", s3_image())
             .env("HOST_GATEWAY", &self.host_gateway);
@@ -301,7 +296,7 @@ fn the_compose_files_are_valid_for_docker_compose() {
         }
         let output = command
             .args(["config", "-q"])
-            .current_dir(repository())
+            .current_dir(restate_cluster_tests::repository_root())
             .output()
             .unwrap_or_else(|e| panic!("cannot run docker-compose (scripts/deps.sh test installs it): {e}"));
         assert!(

@@ -4,7 +4,7 @@
 //! through a recording proxy, so the test sees every request the UI sends and fails on any that
 //! fails, and on any error banner in the rendered page.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,10 +18,6 @@ use restate_cluster_tests::{NodeSpec, Ports, TestDir, TestNode, example_config};
 use serde_json::{Value, json};
 
 use crate::invocations::{Client, START_TIMEOUT};
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// One request the UI sent: method, path, answer status, and the SQL of a `/query`.
 #[derive(Debug, Clone)]
@@ -183,7 +179,7 @@ async fn the_restate_web_ui_renders_our_services_invocations_journals_and_state_
     let dir = TestDir::new();
     let ui = dir.path().join("ui");
     let mirrored = Command::new("python3")
-        .arg(repository().join("tests/web-ui/mirror.py"))
+        .arg(restate_cluster_tests::repository_root().join("tests/web-ui/mirror.py"))
         .arg(&ui)
         .output()?;
     anyhow::ensure!(
@@ -360,7 +356,7 @@ async fn every_statement_the_web_ui_sends_runs_on_our_node() -> anyhow::Result<(
     let id = invocation_id(&client.call("Counter/a/add/send", json!(1)).await?.json());
     client.eventually("Counter/a/get", json!(null), json!(2)).await?;
 
-    let text = std::fs::read_to_string(repository().join("tests/web-ui/ui-queries.sql"))?;
+    let text = std::fs::read_to_string(restate_cluster_tests::repository_root().join("tests/web-ui/ui-queries.sql"))?;
     let statements: Vec<String> = text
         .split(";\n")
         .map(|s| {

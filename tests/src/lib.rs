@@ -712,9 +712,12 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The repository's root directory (where `docker/`, `scripts/` and `config/` are).
+pub fn repository_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// Path of a file in the repository's `config/` directory.
 pub fn example_config(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../config")
-        .join(relative)
+    repository_root().join("config").join(relative)
 }

@@ -82,14 +82,7 @@ fn unpack(zip: &Path, into: &Path) -> Result<PathBuf, String> {
     if into.join("index.html").is_file() {
         return Ok(into.to_path_buf());
     }
-    let nested: Vec<PathBuf> = std::fs::read_dir(into)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|dir| dir.join("index.html").is_file())
-        .collect();
-    match nested.as_slice() {
+    match restate_config::web_ui_folders(into).as_slice() {
         [one] => Ok(one.clone()),
         _ => Err("holds no index.html: it is not a web UI release".into()),
     }

@@ -12,7 +12,9 @@ mod secret;
 mod unknown_keys;
 
 pub use addresses::{AdvertisedAddress, parse_bind_address};
-pub use loader::{CliOverrides, ConfigError, LoadRequest, LoadedConfig, load, validate_metadata_client};
+pub use loader::{
+    CliOverrides, ConfigError, LoadRequest, LoadedConfig, load, validate_metadata_client, web_ui_folders,
+};
 pub use options::*;
 pub use secret::SecretString;
 

@@ -323,6 +323,18 @@ fn advertised_host(bind: SocketAddr) -> String {
         .unwrap_or_else(|_| "127.0.0.1".to_owned())
 }
 
+/// The folders directly under `dir` that hold an `index.html`: a web UI release unpacked with
+/// the folder it was zipped in.
+pub fn web_ui_folders(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|folder| folder.join("index.html").is_file())
+        .collect()
+}
+
 /// `[admin] web-ui-dir` is a directory with `index.html` at its top, or a `.zip` file.
 fn validate_web_ui_dir(path: &Path) -> Result<(), ConfigError> {
     let invalid = |reason: String| {
@@ -349,14 +361,7 @@ fn validate_web_ui_dir(path: &Path) -> Result<(), ConfigError> {
     if path.join("index.html").is_file() {
         return Ok(());
     }
-    let nested: Vec<PathBuf> = std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|p| p.join("index.html").is_file())
-        .collect();
-    match nested.as_slice() {
+    match web_ui_folders(path).as_slice() {
         [one] => invalid(format!(
             "{shown} has no index.html at its top; the UI seems to be in {}: use that directory",
             one.display()

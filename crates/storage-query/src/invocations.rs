@@ -13,7 +13,7 @@ use restate_types::manifest::ServiceType;
 use restate_types::{DeploymentId, InvocationId};
 
 use crate::rows::{Rows, duration, list_u32, schema, timestamp};
-use crate::table::{CHUNK_ROWS, Cursor, Scan, Source, SysTable, storage};
+use crate::table::{CHUNK_ROWS, Cursor, Reader, Scan, Source, SysTable, storage};
 
 /// The columns of `sys_invocation_status`, after `partition_key` and `id`.
 fn status_columns() -> Vec<(&'static str, DataType)> {
@@ -172,11 +172,21 @@ type InvocationRow = (InvocationId, InvocationStatus, Option<AttemptInfo>);
 /// parse match no row).
 fn lookup(source: &Source, ids: &[String]) -> Result<Vec<InvocationRow>> {
     let mut found = Vec::new();
+    for (partition, id, status) in statuses_of(source, ids)? {
+        let attempt = partition.attempts().remove(&id);
+        found.push((id, status, attempt));
+    }
+    Ok(found)
+}
+
+/// The statuses of these invocation ids, each with the partition that holds it (ids that do
+/// not parse match nothing).
+pub(crate) fn statuses_of(source: &Source, ids: &[String]) -> Result<Vec<(Reader, InvocationId, InvocationStatus)>> {
+    let mut found = Vec::new();
     for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
         for partition in source.partitions(Some(&[id.partition_key])) {
             if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
-                let attempt = partition.attempts().remove(&id);
-                found.push((id, status, attempt));
+                found.push((partition, id, status));
             }
         }
     }

@@ -181,10 +181,8 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
         }
         let kind = if is_command { "Command" } else { "Notification" };
         let short = short_name(ty);
-        // Payloads go only into the full form; the lite one is what journal listings read.
+        // Credentials redacted: what `raw` and the entry's JSON show.
         let payload = without_credentials(ty, &entry.payload);
-        let full = entry_json(ty, &payload, Form::Full, invoked_id.as_deref()).to_string();
-        let lite = entry_json(ty, &payload, Form::Lite, invoked_id.as_deref()).to_string();
         rows.u64(Some(id.partition_key))
             .str(Some(&id_text))
             .u32(Some(entry.index))
@@ -197,10 +195,11 @@ fn push_journal(rows: &mut Rows, id: &InvocationId, journal: &[JournalRow]) {
             .str(promise.as_deref())
             .binary(Some(&payload))
             .u32(Some(2))
-            .str(Some(&full))
+            // Built only when the query reads them: each decodes the entry again.
+            .str_with(|| Some(entry_json(ty, &payload, Form::Full, invoked_id.as_deref()).to_string()))
             .timestamp(entry.appended_at)
             .u64(Some(entry.payload.len() as u64))
-            .str(Some(&lite));
+            .str_with(|| Some(entry_json(ty, &payload, Form::Lite, invoked_id.as_deref()).to_string()));
         rows.end_row();
     }
 }
@@ -291,12 +290,8 @@ impl SysTable for JournalEventsTable {
             if std::mem::replace(&mut cursor.done, true) {
                 return Ok(None);
             }
-            for id in ids.iter().filter_map(|id| id.parse::<InvocationId>().ok()) {
-                for partition in source.partitions(Some(&[id.partition_key])) {
-                    if let Some(status) = partition.invocation_status(&id).map_err(storage)? {
-                        push_events(&mut rows, &id, &status);
-                    }
-                }
+            for (_, id, status) in crate::invocations::statuses_of(source, ids)? {
+                push_events(&mut rows, &id, &status);
             }
             return rows.finish().map(Some);
         }
