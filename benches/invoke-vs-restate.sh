@@ -14,7 +14,7 @@
 #   HTTP2=0              1: the bench talks h2c to the ingress instead of HTTP/1.1
 #   INGRESS_PORT=8080 ADMIN_PORT=9070 FABRIC_PORT=5122 SERVICE_PORT=9080
 #                        first port tried for each listener (the next free one is used)
-#   SDKS="typescript rust"  the SDK services to compare with (each a full round)
+#   SDKS="typescript rust python"  the SDK services to compare with (each a full round)
 #   REFERENCE_VERSION=1.7.12
 #   SERVER_ENV, OURS_ENV, REFERENCE_ENV   extra NAME=value settings for both servers / one of them
 #
@@ -188,7 +188,7 @@ print(json.dumps({"sdk": sdk, "handler": handler, "restate_rs": ours, "reference
 PY
 }
 
-for sdk in ${SDKS:-typescript rust}; do
+for sdk in ${SDKS:-typescript rust python}; do
   case "$sdk" in
     typescript) compare_sdk typescript "node examples/typescript/service.js" "Greeter/greet" ;;
     rust)
@@ -198,6 +198,14 @@ for sdk in ${SDKS:-typescript rust}; do
       fi
       compare_sdk rust "$bin/restate-sdk-test-service" "Greeter/greet"
       ;;
-    *) echo "unknown SDK '$sdk' in SDKS (typescript, rust)" >&2; exit 1 ;;
+    python)
+      # The Python SDK service of examples/python on hypercorn (h2c), in the venv scripts/deps.sh makes.
+      if ! examples/python/.venv/bin/python -c 'import restate, hypercorn' 2>/dev/null; then
+        python3 -m venv examples/python/.venv >&2
+        examples/python/.venv/bin/pip install -q -r examples/python/requirements.txt >&2
+      fi
+      compare_sdk python "env PYTHONPATH=examples/python examples/python/.venv/bin/hypercorn service:app --bind 127.0.0.1:\$PORT" "Greeter/greet"
+      ;;
+    *) echo "unknown SDK '$sdk' in SDKS (typescript, rust, python)" >&2; exit 1 ;;
   esac
 done

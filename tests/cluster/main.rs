@@ -9,6 +9,7 @@ mod cli;
 mod conformance;
 mod containers;
 mod deployments;
+mod doc_commands;
 mod durability;
 mod external;
 mod failover;

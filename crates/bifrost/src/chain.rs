@@ -4,9 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use restate_metadata_store::{ReadModifyWrite, WriteError};
+use restate_types::metadata::Version;
 use restate_types::metadata::{
     BIFROST_CONFIG_KEY, Chain, FIRST_LSN, LogProviderConfig, LogletParams, LogsConfiguration, Lsn, ReplicatedParams,
     Segment, StorageState, display_loglet_id, loglet_id,
@@ -14,6 +16,15 @@ use restate_types::metadata::{
 use restate_types::{PlainNodeId, Role};
 
 use crate::{Bifrost, BifrostError, replicated};
+
+/// `bifrost_config` as this node last read or wrote it.
+#[derive(Clone)]
+pub(crate) struct CachedLogs {
+    version: Version,
+    logs: Arc<LogsConfiguration>,
+    /// The `logs_epoch` at which this was known to be current.
+    checked_at_epoch: u64,
+}
 
 fn now_millis() -> u64 {
     SystemTime::now()
@@ -30,21 +41,68 @@ fn metadata_error(error: WriteError) -> BifrostError {
 }
 
 impl Bifrost {
-    /// The cached configuration, shared (every append and read looks its log up here).
+    /// The cached configuration, shared (every append and read looks its log up here). Once
+    /// forgotten, the store's version is read first: the configuration (every log's chain) is
+    /// fetched and decoded again only when it changed, which the idle readers' checks rarely find.
     async fn logs(&self) -> Result<Arc<LogsConfiguration>, BifrostError> {
-        if let Some(logs) = self.inner.logs.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(logs) = self.cached_logs_checked_since(self.logs_epoch()) {
             return Ok(logs);
         }
-        let logs = self
+        let _one_check_at_a_time = self.inner.logs_refresh.lock().await;
+        // Forgets after this point are honoured by the next look-up.
+        let epoch = self.logs_epoch();
+        if let Some(logs) = self.cached_logs_checked_since(epoch) {
+            return Ok(logs);
+        }
+        let cached = self.cached_logs();
+        if let Some(cached) = cached {
+            let current = self
+                .inner
+                .metadata
+                .get_version(BIFROST_CONFIG_KEY)
+                .await
+                .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
+            if current == Some(cached.version) {
+                let logs = cached.logs.clone();
+                self.cache_logs(CachedLogs {
+                    checked_at_epoch: epoch,
+                    ..cached
+                });
+                return Ok(logs);
+            }
+        }
+        let (version, logs) = self
             .inner
             .metadata
             .get_json::<LogsConfiguration>(BIFROST_CONFIG_KEY)
             .await
             .map_err(|e| BifrostError::Unavailable(e.to_string()))?
-            .map(|(_, logs)| Arc::new(logs))
             .ok_or_else(|| BifrostError::Unavailable("the logs configuration does not exist yet".into()))?;
-        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(logs.clone());
+        let logs = Arc::new(logs);
+        self.cache_logs(CachedLogs {
+            version,
+            logs: logs.clone(),
+            checked_at_epoch: epoch,
+        });
         Ok(logs)
+    }
+
+    fn logs_epoch(&self) -> u64 {
+        self.inner.logs_epoch.load(Ordering::Acquire)
+    }
+
+    fn cached_logs(&self) -> Option<CachedLogs> {
+        self.inner.logs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn cached_logs_checked_since(&self, epoch: u64) -> Option<Arc<LogsConfiguration>> {
+        self.cached_logs()
+            .filter(|cached| cached.checked_at_epoch == epoch)
+            .map(|cached| cached.logs)
+    }
+
+    fn cache_logs(&self, cached: CachedLogs) {
+        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(cached);
     }
 
     /// Changes `bifrost_config` by compare-and-swap (`change` says whether it changed
@@ -54,7 +112,8 @@ impl Bifrost {
         mut change: impl FnMut(&mut LogsConfiguration) -> Result<bool, WriteError>,
     ) -> Result<LogsConfiguration, BifrostError> {
         let _one_at_a_time = self.inner.logs_writes.lock().await;
-        let (_, logs) = self
+        let epoch = self.logs_epoch();
+        let (version, logs) = self
             .inner
             .metadata
             .read_modify_write(BIFROST_CONFIG_KEY, |current: Option<&LogsConfiguration>| {
@@ -68,7 +127,11 @@ impl Bifrost {
             })
             .await
             .map_err(metadata_error)?;
-        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(logs.clone()));
+        self.cache_logs(CachedLogs {
+            version,
+            logs: Arc::new(logs.clone()),
+            checked_at_epoch: epoch,
+        });
         Ok(logs)
     }
 

@@ -25,12 +25,11 @@ pub use error::{BifrostError, NotAppended};
 use restate_config::{BifrostOptions, Configuration};
 use restate_log_server::LogStore;
 use restate_metadata_store::MetadataClient;
-use restate_types::metadata::{
-    Chain, LogletParams, LogsConfiguration, Lsn, NODES_CONFIG_KEY, NodesConfiguration, ReplicatedParams,
-};
+use restate_types::metadata::{Chain, LogletParams, Lsn, NODES_CONFIG_KEY, NodesConfiguration, ReplicatedParams};
 use restate_types::{ClusterView, GenerationalNodeId, PlainNodeId, Role};
 pub use service::BifrostService;
 
+use crate::chain::CachedLogs;
 use crate::peers::Peers;
 use crate::sequencer::Sequencers;
 
@@ -96,8 +95,13 @@ struct Inner {
     /// Bumped after every append to a local loglet, to wake followers.
     local_appended: tokio::sync::watch::Sender<u64>,
     sequencers: Sequencers,
-    /// Cached `bifrost_config`; refreshed when it may be stale.
-    logs: RwLock<Option<Arc<LogsConfiguration>>>,
+    /// Cached `bifrost_config`; checked again (by version) once it may be stale.
+    logs: RwLock<Option<CachedLogs>>,
+    /// Bumped by every `forget_logs`: a cache checked at an older epoch may be stale.
+    logs_epoch: std::sync::atomic::AtomicU64,
+    /// One check of a stale cache at a time: every partition's reader can find it stale at
+    /// once (each idle wait ends that way), and one version read answers them all.
+    logs_refresh: tokio::sync::Mutex<()>,
     /// Cached nodes configuration, for addresses and log-server states.
     nodes: RwLock<Option<Arc<NodesConfiguration>>>,
     /// The tail segment of each log as an append last saw it: while the chains cannot be read
@@ -149,6 +153,8 @@ impl Bifrost {
                 local_appended: tokio::sync::watch::channel(0).0,
                 sequencers: Sequencers::default(),
                 logs: RwLock::new(None),
+                logs_epoch: Default::default(),
+                logs_refresh: tokio::sync::Mutex::new(()),
                 nodes: RwLock::new(None),
                 last_tails: Default::default(),
                 chains_extended: tokio::sync::watch::channel(0).0,
@@ -453,8 +459,10 @@ impl Bifrost {
         )))
     }
 
+    /// Marks the cached chains as possibly stale: the next look-up compares the stored
+    /// version first and decodes the configuration again only if it changed.
     fn forget_logs(&self) {
-        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.inner.logs_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     async fn nodes_config(&self, refresh: bool) -> Result<Arc<NodesConfiguration>, BifrostError> {

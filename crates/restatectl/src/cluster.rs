@@ -30,6 +30,9 @@ pub(crate) async fn nodes_config(addresses: &Addresses) -> anyhow::Result<(u32, 
 /// Admin nodes first (from the nodes configuration; those the operator named before the
 /// others, as the ones expected to answer), then the other given addresses.
 pub(crate) fn admin_addresses(addresses: &Addresses, nodes: Option<&NodesConfiguration>) -> Vec<String> {
+    if addresses.single {
+        return addresses.addresses.clone();
+    }
     let mut admins: Vec<String> = nodes
         .map(|nodes| {
             nodes
@@ -52,7 +55,7 @@ pub(crate) fn note_once(note: &str) {
     static NOTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut noted = NOTED.lock().unwrap_or_else(|p| p.into_inner());
     if !noted.iter().any(|n| n == note) {
-        eprintln!("note: {note}");
+        crate::settings::note(note);
         noted.push(note.to_owned());
     }
 }
@@ -90,6 +93,7 @@ where
                 for note in &skipped {
                     note_once(&format!("skipped {note}"));
                 }
+                crate::settings::verbose(&format!("admin node {address} answered"));
                 return Ok(answer);
             }
             Err(status) if is_unreachable(&status) => skipped.push(format!("{address} (unreachable)")),

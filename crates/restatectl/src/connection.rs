@@ -13,24 +13,38 @@ use tonic::transport::Channel;
 
 pub(crate) struct Addresses {
     pub(crate) addresses: Vec<String>,
+    /// `--single-address`: only these addresses are asked, never other nodes of the cluster.
+    pub(crate) single: bool,
     connect_timeout: Duration,
     request_timeout: Duration,
 }
 
 impl Addresses {
-    pub(crate) fn new(addresses: Vec<String>, connect_timeout: Duration, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        addresses: Vec<String>,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        single: bool,
+    ) -> anyhow::Result<Self> {
         let mut normalized: Vec<String> = Vec::new();
         for address in addresses.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+            if address.to_ascii_lowercase().starts_with("https://") {
+                bail!(
+                    "`{address}`: restate-rs nodes serve their fabric port over plain http (no TLS); use http://{}",
+                    &address["https://".len()..]
+                );
+            }
             let address = restate_net::normalize_address(address);
             if !normalized.contains(&address) {
                 normalized.push(address);
             }
         }
-        Self {
+        Ok(Self {
             addresses: normalized,
+            single,
             connect_timeout,
             request_timeout,
-        }
+        })
     }
 
     pub(crate) fn channel(&self, address: &str) -> anyhow::Result<Channel> {
@@ -97,8 +111,9 @@ impl Addresses {
             match call(self.channel(address)?, address.clone()).await {
                 Ok(answer) => {
                     for note in &unreachable {
-                        eprintln!("note: skipped {note}");
+                        crate::settings::note(&format!("skipped {note}"));
                     }
+                    crate::settings::verbose(&format!("{address} answered"));
                     return Ok(answer);
                 }
                 Err(status) if is_unreachable(&status) => unreachable.push(format!("{address}: {}", describe(&status))),

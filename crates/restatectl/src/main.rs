@@ -3,6 +3,7 @@
 mod cluster;
 mod commands;
 mod connection;
+mod settings;
 mod table;
 
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ struct Cli {
         global = true
     )]
     addresses: Vec<String>,
+    /// Talk to this one node only: replaces --address, and calls that need an admin node do
+    /// not move on to the other admin nodes of the nodes configuration.
+    #[arg(short = 'S', long, global = true, value_name = "ADDRESS")]
+    single_address: Option<String>,
     /// Refuse to act on nodes of any other cluster.
     #[arg(long, env = "RESTATECTL_CLUSTER_NAME", global = true)]
     cluster_name: Option<String>,
@@ -35,6 +40,26 @@ struct Cli {
     /// Timeout for one request.
     #[arg(long, default_value = "10s", value_parser = parse_timeout, global = true)]
     request_timeout: std::time::Duration,
+    /// Answer "yes" to confirmation prompts (the default when the environment variable CI is
+    /// set).
+    #[arg(short = 'y', long, global = true)]
+    yes: bool,
+    /// More output on stderr (which node answered); repeatable.
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less output on stderr (no notes); repeatable.
+    #[arg(short = 'q', long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    /// Table output style.
+    #[arg(long, value_enum, default_value_t = settings::TableStyle::Compact, global = true)]
+    table_style: settings::TableStyle,
+    /// How times are shown: relative (human) or as timestamps.
+    #[arg(long, value_enum, default_value_t = settings::TimeFormat::Human, global = true)]
+    time_format: settings::TimeFormat,
+    /// Accepted for compatibility with Restate's restatectl: restate-rs nodes serve their
+    /// fabric port over plain http, so there is no certificate to check.
+    #[arg(long, global = true)]
+    insecure_skip_tls_verify: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,7 +92,7 @@ enum Command {
     #[command(subcommand)]
     Metadata(commands::metadata::MetadataCommand),
     /// The replicated metadata store's servers.
-    #[command(subcommand, name = "metadata-server", alias = "metadata-servers")]
+    #[command(subcommand, name = "metadata-server", aliases = ["metadata-servers", "ms"])]
     MetadataServer(commands::metadata_server::MetadataServerCommand),
     /// The partitions: recovering one that cannot apply its log.
     #[command(subcommand, alias = "partition")]
@@ -75,6 +100,17 @@ enum Command {
     /// Partition snapshots in the snapshot repository (`[worker.snapshots] destination`).
     #[command(subcommand, alias = "snapshot")]
     Snapshots(commands::snapshots::SnapshotsCommand),
+    /// [low-level] The log-servers of replicated loglets.
+    #[command(subcommand, name = "replicated-loglet")]
+    ReplicatedLoglet(commands::replicated_loglet::ReplicatedLogletCommand),
+    /// SQL over the partition stores, through a node's admin API (`POST /query`).
+    Sql(commands::sql::SqlArgs),
+    /// Shell completions (not built into restate-rs's restatectl).
+    #[command(subcommand)]
+    Completions(commands::unsupported::CompletionsCommand),
+    /// Storage maintenance (not offered by restate-rs nodes).
+    #[command(subcommand)]
+    Storage(commands::unsupported::StorageCommand),
 }
 
 /// `restatectl … | head` closes stdout early: end quietly (exit 141, as if killed by SIGPIPE)
@@ -94,12 +130,41 @@ fn exit_quietly_on_closed_stdout() {
 async fn main() -> ExitCode {
     exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
-    let addresses = Addresses::new(cli.addresses, cli.connect_timeout, cli.request_timeout);
+    settings::init(settings::Settings {
+        yes: cli.yes || std::env::var_os("CI").is_some_and(|ci| !ci.is_empty() && ci != "false" && ci != "0"),
+        verbosity: i8::try_from(i16::from(cli.verbose) - i16::from(cli.quiet)).unwrap_or_default(),
+        table_style: cli.table_style,
+        time_format: cli.time_format,
+    });
+    let single = cli.single_address.is_some();
+    let given = match cli.single_address {
+        Some(address) => vec![address],
+        None => cli.addresses,
+    };
+    let addresses = match Addresses::new(given, cli.connect_timeout, cli.request_timeout, single) {
+        Ok(addresses) => addresses,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Commands that need no node.
+    let command = match cli.command {
+        Command::Completions(command) => return report(commands::unsupported::completions(command)),
+        Command::Storage(command) => return report(commands::unsupported::storage(command)),
+        Command::Partitions(commands::partitions::PartitionsCommand::GenerateMetadata(args)) => {
+            return report(commands::partitions::generate_metadata(args));
+        }
+        Command::Logs(commands::logs::LogsCommand::GenerateMetadata(args)) => {
+            return report(commands::logs::generate_metadata(args));
+        }
+        command => command,
+    };
     if let Err(error) = addresses.check_cluster(cli.cluster_name.as_deref()).await {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
-    let result = match cli.command {
+    let result = match command {
         Command::Nodes(command) => commands::nodes::run(command, &addresses).await,
         Command::Provision(args) => commands::provision::run(args, &addresses).await,
         Command::Status(args) => commands::status::run(args, &addresses).await,
@@ -109,7 +174,15 @@ async fn main() -> ExitCode {
         Command::MetadataServer(command) => commands::metadata_server::run(command, &addresses).await,
         Command::Partitions(command) => commands::partitions::run(command, &addresses).await,
         Command::Snapshots(command) => commands::snapshots::run(command, &addresses).await,
+        Command::ReplicatedLoglet(command) => commands::replicated_loglet::run(command, &addresses).await,
+        Command::Sql(args) => commands::sql::run(args, &addresses).await,
+        Command::Completions(command) => commands::unsupported::completions(command),
+        Command::Storage(command) => commands::unsupported::storage(command),
     };
+    report(result)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -165,5 +238,118 @@ mod tests {
     #[test]
     fn snapshots_create_snapshot_is_the_reference_name_of_snapshots_create() {
         assert!(Cli::try_parse_from(["restatectl", "snapshots", "create-snapshot"]).is_ok());
+    }
+
+    /// Command lines in the shape of Restate's restatectl `--help` tree
+    /// (`/work/shared/anchor/restatectl-helptree.txt`): every flag and alias it accepts parses.
+    #[test]
+    fn restates_command_lines_parse() {
+        let lines: &[&str] = &[
+            "status",
+            "status --extra -v -q --table-style borders --time-format rfc2822 --yes --insecure-skip-tls-verify",
+            "status -S http://localhost:5122/ --connect-timeout 3000 --request-timeout 13000",
+            "status --addresses http://localhost:5122/",
+            "status --server http://localhost:5122/ -vv -qq -y --time-format iso8601 --table-style compact",
+            "provision --address http://localhost:5122/ --yes",
+            "provision -n 4 -r 2 --log-replication 2 --partition-replication 2 --log-provider replicated \
+             --log-default-nodeset-size 0 --disable-feature controlled-idempotent-sharding",
+            "nodes list --extra",
+            "nodes remove --nodes 2,3",
+            "nodes remove --node 2",
+            "nodes set-storage-state --nodes 1 --storage-state read-only --force",
+            "nodes set-worker-state --node N2 --worker-state draining --force",
+            "partitions list --sort node",
+            "partitions list --sort active",
+            "partitions generate-metadata --num-partition 4 --version 2 --pretty",
+            "partitions generate-metadata -n 4",
+            "partitions placement set 0 --replicas 1,2 --freeze maintenance",
+            "partitions placement set 0 -r 1 2",
+            "partitions placement freeze 0 1-3 --reason x",
+            "partitions placement unfreeze 0",
+            "partitions placement show",
+            "partitions placement show 0 1-2",
+            "partitions leadership pin 0 1-4 --node 2",
+            "partitions leadership unpin 0",
+            "partitions leadership freeze 0 --reason x",
+            "partitions leadership unfreeze 0",
+            "partitions leadership show 1-2",
+            "logs list",
+            "logs generate-metadata --version 2 -r 2 --nodeset N1,N2 --sequencer N1:1 -n 4 --pretty",
+            "logs describe",
+            "logs describe 0 1-4 --from-segment-id 2 --skip 1 --tail 10 --extra",
+            "logs describe 0 --head 3",
+            "logs describe --all",
+            "logs trim 0 1-4 --trim-point 10",
+            "logs trim -t 10 0",
+            "logs reconfigure --log-id 0 -p replicated -i 1 -m 1 --replication 2 --nodeset N1,N2 --sequencer N1",
+            "logs seal 0 1-4 -i 2 --reason test",
+            "logs find-tail 0 1-4",
+            "snapshots create",
+            "snapshots create-snapshot 0 1-4 --min-lsn 10 --trim-log",
+            "snapshots create -m 10 -t 3",
+            "config get",
+            "config set --log-provider replicated --log-replication 1",
+            "config set -r 2 --partition-replication 2 --log-default-nodeset-size 0 -n 8",
+            "metadata get --key nodes_config",
+            "metadata get -k nodes_config",
+            "metadata patch --key k --patch [] --version 3 --dry-run",
+            "metadata patch -k k -p [] -n",
+            "metadata put --key k doc.json --version 3 -n",
+            "metadata put -k k - --dry-run",
+            "metadata migrate --toml target-metadata.toml",
+            "metadata migrate --toml target-metadata.toml --force",
+            "replicated-loglet digest 3_1 --from 1 --to 5 -u",
+            "replicated-loglet info 3_1",
+            "replicated-loglet list-servers",
+            "replicated-loglet servers",
+            "replicated-loglet nodes",
+            "metadata-server add-node 2,3",
+            "metadata-server add 2 3",
+            "metadata-server remove-node N2",
+            "metadata-server rm 2",
+            "metadata-server list-servers",
+            "ms ls",
+            "sql --json \"SELECT 1\"",
+            "sql --jsonl \"SELECT 1\"",
+            "completions generate bash",
+            "completions install zsh",
+            "completions generate",
+            "storage compact -d partition-store -n N1,N2 --timeout 10m --bottommost-level-compaction force \
+             --recalculate-level",
+        ];
+        for line in lines {
+            let mut args = vec!["restatectl".to_owned()];
+            let mut quoted: Option<String> = None;
+            for word in line.split_whitespace() {
+                match (&mut quoted, word.strip_prefix('"')) {
+                    (None, Some(rest)) if rest.ends_with('"') => args.push(rest.trim_end_matches('"').to_owned()),
+                    (None, Some(rest)) => quoted = Some(rest.to_owned()),
+                    (Some(text), _) if word.ends_with('"') => {
+                        args.push(format!("{text} {}", word.trim_end_matches('"')));
+                        quoted = None;
+                    }
+                    (Some(text), _) => *text = format!("{text} {word}"),
+                    (None, None) => args.push(word.to_owned()),
+                }
+            }
+            if let Err(error) = Cli::try_parse_from(&args) {
+                panic!("`restatectl {line}` does not parse: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn provision_and_config_set_take_replication_for_both() {
+        let cli = Cli::try_parse_from(["restatectl", "provision", "-r", "2"]).unwrap();
+        let Command::Provision(args) = cli.command else {
+            panic!("not provision");
+        };
+        assert!(format!("{args:?}").contains("replication: Some(\"2\")"), "{args:?}");
     }
 }

@@ -19,6 +19,10 @@ pub(crate) enum ConfigCommand {
     },
     /// Change the cluster configuration: shows the change and asks before applying it.
     Set {
+        /// Replication of both logs and partitions (logs only where they are replicated);
+        /// --log-replication and --partition-replication override it for one of them.
+        #[arg(short = 'r', long)]
+        replication: Option<String>,
         /// Default provider of new log segments; it may only change to `replicated`.
         #[arg(long)]
         log_provider: Option<String>,
@@ -29,14 +33,11 @@ pub(crate) enum ConfigCommand {
         #[arg(long)]
         log_default_nodeset_size: Option<u32>,
         /// Copies of partition state.
-        #[arg(short = 'r', long)]
+        #[arg(long)]
         partition_replication: Option<String>,
         /// Number of partitions; only while it is 0.
         #[arg(short = 'n', long)]
         num_partitions: Option<u32>,
-        /// Apply without asking.
-        #[arg(short = 'y', long)]
-        yes: bool,
     },
 }
 
@@ -64,13 +65,34 @@ pub(crate) async fn run(command: ConfigCommand, addresses: &Addresses) -> anyhow
             Ok(())
         }
         ConfigCommand::Set {
+            replication,
             log_provider,
-            log_replication,
+            mut log_replication,
             log_default_nodeset_size,
-            partition_replication,
+            mut partition_replication,
             num_partitions,
-            yes,
         } => {
+            if let Some(replication) = replication {
+                partition_replication = partition_replication.or_else(|| Some(replication.clone()));
+                if log_replication.is_none() {
+                    let provider = match &log_provider {
+                        Some(provider) => provider.clone(),
+                        None => {
+                            read_from_admin(addresses, &admins, |mut client| async move {
+                                client
+                                    .get_cluster_configuration(GetClusterConfigurationRequest {})
+                                    .await
+                                    .map(|r| r.into_inner())
+                            })
+                            .await?
+                            .log_provider
+                        }
+                    };
+                    if provider == "replicated" {
+                        log_replication = Some(replication);
+                    }
+                }
+            }
             let request = |dry_run| SetClusterConfigurationRequest {
                 dry_run,
                 log_provider: log_provider.clone(),
@@ -100,7 +122,7 @@ pub(crate) async fn run(command: ConfigCommand, addresses: &Addresses) -> anyhow
                 table.add_row(vec![name.to_string(), old.clone(), new.clone()]);
             }
             println!("{table}");
-            if !yes && !super::confirm("Apply this change?")? {
+            if !super::confirm("Apply this change?")? {
                 bail!("cancelled; nothing was changed");
             }
             on_admin(addresses, &admins, |mut client| {

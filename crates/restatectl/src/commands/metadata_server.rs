@@ -18,24 +18,54 @@ pub(crate) enum MetadataServerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a node's metadata server a voting member.
+    /// Make nodes' metadata servers voting members.
+    #[command(alias = "add")]
     AddNode {
-        /// Node id, e.g. N2 or 2.
+        /// Node ids, e.g. N2 or 2 (comma-separated or repeated).
+        #[arg(value_delimiter = ',', required_unless_present = "node")]
+        nodes: Vec<PlainNodeId>,
+        /// A node id (same as giving it as an argument).
         #[arg(long)]
-        node: PlainNodeId,
+        node: Option<PlainNodeId>,
     },
-    /// Remove a node's metadata server from the members (not the last one).
+    /// Remove nodes' metadata servers from the members (not the last one).
+    #[command(alias = "rm")]
     RemoveNode {
+        /// Node ids, e.g. N2 or 2 (comma-separated or repeated).
+        #[arg(value_delimiter = ',', required_unless_present = "node")]
+        nodes: Vec<PlainNodeId>,
+        /// A node id (same as giving it as an argument).
         #[arg(long)]
-        node: PlainNodeId,
+        node: Option<PlainNodeId>,
     },
+}
+
+fn all_nodes(mut nodes: Vec<PlainNodeId>, node: Option<PlainNodeId>) -> Vec<PlainNodeId> {
+    nodes.extend(node);
+    let mut seen = Vec::new();
+    nodes.retain(|n| {
+        let new = !seen.contains(n);
+        seen.push(*n);
+        new
+    });
+    nodes
 }
 
 pub(crate) async fn run(command: MetadataServerCommand, addresses: &Addresses) -> anyhow::Result<()> {
     match command {
         MetadataServerCommand::ListServers { json } => list(addresses, json).await,
-        MetadataServerCommand::AddNode { node } => add_node(addresses, node).await,
-        MetadataServerCommand::RemoveNode { node } => remove_node(addresses, node).await,
+        MetadataServerCommand::AddNode { nodes, node } => {
+            for node in all_nodes(nodes, node) {
+                add_node(addresses, node).await?;
+            }
+            Ok(())
+        }
+        MetadataServerCommand::RemoveNode { nodes, node } => {
+            for node in all_nodes(nodes, node) {
+                remove_node(addresses, node).await?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -51,7 +51,7 @@ pub(crate) async fn run(addresses: &Addresses, toml: &Path, force: bool, dry_run
                 last_error = Some(call_error(&address, &status));
             }
             Err(status) if crate::connection::is_unreachable(&status) => {
-                eprintln!("note: skipped {address}: unreachable");
+                crate::settings::note(&format!("skipped {address}: unreachable"));
                 last_error = Some(call_error(&address, &status));
             }
             Err(status) => return Err(call_error(&address, &status)),

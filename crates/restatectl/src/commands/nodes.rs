@@ -21,6 +21,25 @@ pub(crate) enum NodesCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Add each node's uptime, its own status and its roles' statuses.
+        #[arg(long)]
+        extra: bool,
+    },
+    /// Remove nodes from the nodes configuration (refused: restate-rs keeps every node that
+    /// joined; take one out of service instead, see the message).
+    Remove {
+        /// A node id or a comma-separated list of node ids.
+        #[arg(long = "nodes", alias = "node", value_delimiter = ',', required = true, value_parser = parse_node_id)]
+        nodes: Vec<u32>,
+    },
+    /// Set a worker's state (refused: restate-rs workers have no separate state; see the message).
+    SetWorkerState {
+        #[arg(long = "nodes", alias = "node", value_delimiter = ',', required = true, value_parser = parse_node_id)]
+        nodes: Vec<u32>,
+        #[arg(long, value_parser = ["provisioning", "active", "draining", "disabled"])]
+        worker_state: String,
+        #[arg(long)]
+        force: bool,
     },
     /// [dangerous] Change log-servers' storage state, e.g. `read-only` to keep a node out of
     /// new log segments before taking it away.
@@ -47,13 +66,33 @@ fn parse_node_id(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("`{text}` is not a node id; expected e.g. N2 or 2"))
 }
 
+fn ids(nodes: &[u32]) -> String {
+    nodes.iter().map(|n| format!("N{n}")).collect::<Vec<_>>().join(",")
+}
+
 fn parse_storage_state(text: &str) -> Result<StorageState, String> {
     text.parse()
 }
 
 pub(crate) async fn run(command: NodesCommand, addresses: &Addresses) -> anyhow::Result<()> {
     match command {
-        NodesCommand::List { json } => list(addresses, json).await,
+        NodesCommand::List { json, extra } => list(addresses, json, extra).await,
+        NodesCommand::Remove { nodes } => anyhow::bail!(
+            "`nodes remove --nodes {}`: restate-rs keeps every node that joined in the nodes configuration and offers no \
+             removal. To take a node out of service: `restatectl nodes set-storage-state --nodes <ID> \
+             --storage-state read-only` (then `gone` once its log segments are sealed), `restatectl metadata-server \
+             remove-node <ID>` if it is a metadata server, then stop it; partitions move off a dead worker by themselves",
+            ids(&nodes)
+        ),
+        NodesCommand::SetWorkerState {
+            nodes, worker_state, ..
+        } => anyhow::bail!(
+            "`nodes set-worker-state --nodes {} --worker-state {worker_state}`: restate-rs workers have no separate \
+             worker state: the cluster controller places partitions on every live node with the worker role. To move \
+             partitions off a node, stop it (they fail over to other replicas); see placement with `restatectl \
+             partitions list`, and log-server storage state with `restatectl nodes set-storage-state`",
+            ids(&nodes)
+        ),
         NodesCommand::SetStorageState {
             nodes,
             storage_state,
@@ -93,7 +132,7 @@ pub(crate) async fn node_rows(addresses: &Addresses) -> anyhow::Result<(u32, Vec
     let state = match state {
         Ok(state) => Some(state),
         Err(error) => {
-            eprintln!("note: {error:#}; asking every node directly");
+            crate::settings::note(&format!("{error:#}; asking every node directly"));
             None
         }
     };
@@ -155,12 +194,9 @@ pub(crate) async fn node_rows(addresses: &Addresses) -> anyhow::Result<(u32, Vec
     Ok((version, rows, state))
 }
 
+/// A last sighting `duration` ago, in the chosen `--time-format`.
 pub(crate) fn human(duration: Option<Duration>) -> String {
-    match duration {
-        None => "-".to_owned(),
-        Some(d) if d < Duration::from_secs(1) => format!("{} ms ago", d.as_millis()),
-        Some(d) => format!("{} ago", humantime::format_duration(Duration::from_secs(d.as_secs()))),
-    }
+    crate::settings::format_ago(duration)
 }
 
 pub(crate) fn rows_json(rows: &[NodeRow]) -> serde_json::Value {
@@ -185,13 +221,13 @@ pub(crate) fn rows_json(rows: &[NodeRow]) -> serde_json::Value {
     )
 }
 
-async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
+async fn list(addresses: &Addresses, json: bool, extra: bool) -> anyhow::Result<()> {
     let (version, rows, _) = node_rows(addresses).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows_json(&rows))?);
         return Ok(());
     }
-    let mut table = new_table(&[
+    let mut header = vec![
         "NODE",
         "GEN",
         "NAME",
@@ -200,9 +236,13 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
         "STORAGE-STATE",
         "LIVENESS",
         "LAST-SEEN",
-    ]);
+    ];
+    if extra {
+        header.extend(["UPTIME", "STATUS", "ROLE-STATUS"]);
+    }
+    let mut table = new_table(&header);
     for row in &rows {
-        table.add_row(vec![
+        let mut cells = vec![
             row.id.clone(),
             row.generation.to_string(),
             row.name.clone(),
@@ -211,7 +251,29 @@ async fn list(addresses: &Addresses, json: bool) -> anyhow::Result<()> {
             row.storage_state.clone().unwrap_or_else(|| "-".into()),
             row.liveness.clone(),
             human(row.last_seen),
-        ]);
+        ];
+        if extra {
+            cells.push(
+                row.uptime
+                    .map_or("-".to_owned(), |u| humantime::format_duration(u).to_string()),
+            );
+            cells.push(if row.status.is_empty() {
+                "-".to_owned()
+            } else {
+                row.status.clone()
+            });
+            let roles: Vec<String> = row
+                .role_status
+                .iter()
+                .map(|(role, status)| format!("{role}:{status}"))
+                .collect();
+            cells.push(if roles.is_empty() {
+                "-".to_owned()
+            } else {
+                roles.join(" ")
+            });
+        }
+        table.add_row(cells);
     }
     println!("Node Configuration (v{version})");
     println!("{table}");

@@ -15,16 +15,22 @@ use crate::connection::Addresses;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SnapshotsCommand {
-    /// Take a snapshot of every partition (or of one) on its leader, into the snapshot
+    /// Take a snapshot of every partition (or of the given ones) on its leader, into the snapshot
     /// repository the worker nodes are configured with (`[worker.snapshots] destination`).
     #[command(alias = "create-snapshot")]
     Create {
-        /// Only this partition.
+        /// Partition ids or ranges, e.g. 0 or 1-4 (all partitions by default).
+        partition_id: Vec<String>,
+        /// Only this partition (same as giving its id).
         #[arg(long, short = 'p')]
         partition: Option<u16>,
+        /// Only snapshot partitions whose leader applied its log at least up to this LSN; the
+        /// others are reported and make the command fail.
+        #[arg(short = 'm', long)]
+        min_lsn: Option<u64>,
         /// Then trim each partition's log up to what its snapshot holds (replicas behind it
         /// restore from the snapshot).
-        #[arg(long)]
+        #[arg(short = 't', long)]
         trim_log: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -44,10 +50,20 @@ pub(crate) enum SnapshotsCommand {
 pub(crate) async fn run(command: SnapshotsCommand, addresses: &Addresses) -> anyhow::Result<()> {
     match command {
         SnapshotsCommand::Create {
+            partition_id,
             partition,
+            min_lsn,
             trim_log,
             json,
-        } => create(addresses, partition, trim_log, json).await,
+        } => {
+            let mut ids = super::parse_id_ranges(&partition_id, "partition")?;
+            if let Some(partition) = partition {
+                ids.push(u32::from(partition));
+                ids.sort_unstable();
+                ids.dedup();
+            }
+            create(addresses, ids, min_lsn, trim_log, json).await
+        }
         SnapshotsCommand::List { partition, json } => list(addresses, partition, json).await,
     }
 }
@@ -117,7 +133,10 @@ async fn list(addresses: &Addresses, partition: Option<u16>, json: bool) -> anyh
             s.partition_id.to_string(),
             s.snapshot_id.clone(),
             s.min_applied_lsn.to_string(),
-            s.created_at.clone(),
+            match crate::settings::get().time_format {
+                crate::settings::TimeFormat::Human => s.created_at.clone(),
+                _ => crate::settings::format_timestamp(&s.created_at),
+            },
             if s.latest { "yes" } else { "" }.to_owned(),
         ]);
     }
@@ -129,7 +148,14 @@ async fn list(addresses: &Addresses, partition: Option<u16>, json: bool) -> anyh
 /// How long `snapshots create` waits for every partition to have a leader.
 const LEADERS_SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, json: bool) -> anyhow::Result<()> {
+/// Snapshots of `only` (all partitions if empty) on their leaders.
+async fn create(
+    addresses: &Addresses,
+    only: Vec<u32>,
+    min_lsn: Option<u64>,
+    trim_log: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let (_, nodes) = crate::cluster::nodes_config(addresses).await?;
     let workers: Vec<_> = nodes.with_role(Role::Worker).collect();
     if workers.is_empty() {
@@ -146,10 +172,20 @@ async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, j
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
     // Only nodes that answer a quick question get the long one: a paused node must not hold
     // up the command (its partitions fail over to nodes that answer).
-    let wanted: Vec<u32> = match partition {
-        Some(id) => vec![u32::from(id)],
-        None => partition_ids(addresses).await?,
-    };
+    let all = partition_ids(addresses).await?;
+    let unknown: Vec<String> = only.iter().filter(|id| !all.contains(id)).map(u32::to_string).collect();
+    if !unknown.is_empty() {
+        bail!(
+            "no partition {} in the partition table (it has {} partitions, 0 to {})",
+            unknown.join(", "),
+            all.len(),
+            all.len().saturating_sub(1)
+        );
+    }
+    // Ask for each partition on its own only where needed (a subset, or a minimum LSN to check).
+    let one_by_one = !only.is_empty() || min_lsn.is_some();
+    let wanted: Vec<u32> = if only.is_empty() { all } else { only };
+    let mut below_min: Vec<String> = Vec::new();
     // Leaders may still be settling (a node that just started): wait a little for them.
     let settle_deadline = tokio::time::Instant::now() + LEADERS_SETTLE_WITHIN;
     let (mut answers, asked) = loop {
@@ -170,18 +206,28 @@ async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, j
         let mut answers = Vec::new();
         let mut asked = Vec::new();
         let mut led = std::collections::BTreeSet::new();
+        below_min.clear();
         for (node, address, partitions) in leads {
             let label = format!("{} ({})", node.id, node.name);
             match partitions {
                 Ok(partitions) => {
-                    let leading: Vec<u32> = partitions
+                    let leading: Vec<&restate_proto::node_ctl::PartitionProcessorState> = partitions
                         .iter()
                         .filter(|p| p.is_leader && wanted.contains(&p.partition_id))
-                        .map(|p| p.partition_id)
                         .collect();
-                    if !leading.is_empty() {
-                        led.extend(leading);
-                        asked.push((label, address));
+                    led.extend(leading.iter().map(|p| p.partition_id));
+                    let mut ready = Vec::new();
+                    for p in leading {
+                        match min_lsn {
+                            Some(min) if p.applied_lsn < min => below_min.push(format!(
+                                "partition {}: its leader {label} applied its log up to LSN {}, below --min-lsn {min}",
+                                p.partition_id, p.applied_lsn
+                            )),
+                            _ => ready.push(p.partition_id),
+                        }
+                    }
+                    if !ready.is_empty() {
+                        asked.push((label, address, ready));
                     }
                 }
                 Err(status) => answers.push((label, Err(status))),
@@ -193,15 +239,38 @@ async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, j
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
     answers.extend(
-        join_all(asked.into_iter().map(|(label, address)| async move {
+        join_all(asked.into_iter().map(|(label, address, ready)| async move {
+            let requests: Vec<Option<u32>> = if one_by_one {
+                ready.into_iter().map(Some).collect()
+            } else {
+                vec![None]
+            };
             let answer = match addresses.long_channel(&address) {
-                Ok(channel) => NodeCtlSvcClient::new(channel)
-                    .create_snapshots(CreateSnapshotsRequest {
-                        partition_id: partition.map(u32::from),
-                        trim_log,
-                    })
-                    .await
-                    .map(|r| r.into_inner().snapshots),
+                Ok(channel) => {
+                    let mut client = NodeCtlSvcClient::new(channel);
+                    let mut snapshots = Vec::new();
+                    let mut failure = None;
+                    for partition_id in requests {
+                        match client
+                            .create_snapshots(CreateSnapshotsRequest { partition_id, trim_log })
+                            .await
+                        {
+                            Ok(r) => snapshots.extend(r.into_inner().snapshots),
+                            Err(status) => {
+                                failure = Some(status);
+                                break;
+                            }
+                        }
+                    }
+                    match failure {
+                        Some(status) if snapshots.is_empty() => Err(status),
+                        Some(status) => {
+                            crate::settings::note(&format!("{label}: {}", status.message()));
+                            Ok(snapshots)
+                        }
+                        None => Ok(snapshots),
+                    }
+                }
                 Err(error) => Err(tonic::Status::unavailable(error.to_string())),
             };
             (label, answer)
@@ -223,12 +292,15 @@ async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, j
     }
     created.sort_by_key(|(_, s)| s.partition_id);
     for problem in &problems {
-        eprintln!("note: no snapshots from {problem}");
+        crate::settings::note(&format!("no snapshots from {problem}"));
     }
     if created.is_empty() {
-        bail!(match partition {
-            Some(id) => format!("no node that answered leads partition {id}: no snapshot was taken"),
-            None => "no node that answered leads a partition: no snapshot was taken".to_owned(),
+        if !below_min.is_empty() {
+            bail!("no snapshot was taken: {}", below_min.join("; "));
+        }
+        bail!(match wanted.as_slice() {
+            [id] => format!("no node that answered leads partition {id}: no snapshot was taken"),
+            _ => "no node that answered leads a partition: no snapshot was taken".to_owned(),
         });
     }
     if json {
@@ -271,6 +343,13 @@ async fn create(addresses: &Addresses, partition: Option<u16>, trim_log: bool, j
                 );
             }
         }
+    }
+    if !below_min.is_empty() {
+        bail!(
+            "{} partition(s) have no new snapshot: {}",
+            below_min.len(),
+            below_min.join("; ")
+        );
     }
     if !problems.is_empty() {
         // A node that did not answer matters only if a partition was left without a snapshot
