@@ -95,18 +95,20 @@ measure() {
 
   echo "-- sequential: $duration, 1 worker" >&2
   local before after sampler
-  before=$(cpu_ticks "$pid")
+  before=$(cpu_ticks "$pid"); written=$(disk_written "$pid")
   invoke "$url" 1 "$duration" > "$out/sequential.json"
   after=$(cpu_ticks "$pid")
   echo $((after - before)) > "$out/sequential_cpu_ticks"
+  echo $(($(disk_written "$pid") - written)) > "$out/sequential_disk_bytes"
 
   echo "-- concurrent: $duration, $concurrency workers" >&2
   status_kb "$pid" VmRSS > "$out/rss_peak_kb"
   sample_rss "$pid" "$out/rss_peak_kb" &
   sampler=$!; pids+=("$sampler"); disown "$sampler"
-  before=$(cpu_ticks "$pid")
+  before=$(cpu_ticks "$pid"); written=$(disk_written "$pid")
   invoke "$url" "$concurrency" "$duration" > "$out/concurrent.json"
   after=$(cpu_ticks "$pid")
+  echo $(($(disk_written "$pid") - written)) > "$out/concurrent_disk_bytes"
   kill "$sampler" 2>/dev/null || true
   echo $((after - before)) > "$out/concurrent_cpu_ticks"
   status_kb "$pid" VmRSS > "$out/rss_after_kb"
@@ -142,6 +144,7 @@ def load(d):
             "p50_ms": op["p50_ms"], "p99_ms": op["p99_ms"], "p999_ms": op["p999_ms"],
             "errors": op["errors"], "error_samples": j.get("error_samples", []),
             "cpu_ms_per_call": cpu_ms / calls if calls else None,
+            "disk_kb_per_call": number(f"{run}_disk_bytes") / 1024 / calls if calls else None,
         }
     for key in ("rss_idle_kb", "rss_peak_kb", "rss_after_kb", "rss_hwm_kb"):
         figures[key.replace("_kb", "_mib")] = round(number(key) / 1024, 1)
@@ -155,11 +158,13 @@ rows = [
     (f"p99 ms, {seq} worker", "sequential", "p99_ms"),
     (f"errors, {seq} worker", "sequential", "errors"),
     (f"CPU ms/call, {seq} worker", "sequential", "cpu_ms_per_call"),
+    (f"disk KiB written/call, {seq} w.", "sequential", "disk_kb_per_call"),
     (f"calls/s, {con} workers", "concurrent", "calls_per_sec"),
     (f"p50 ms, {con} workers", "concurrent", "p50_ms"),
     (f"p99 ms, {con} workers", "concurrent", "p99_ms"),
     (f"errors, {con} workers", "concurrent", "errors"),
     (f"CPU ms/call, {con} workers", "concurrent", "cpu_ms_per_call"),
+    (f"disk KiB written/call, {con} w.", "concurrent", "disk_kb_per_call"),
     ("RSS MiB, idle", None, "rss_idle_mib"),
     ("RSS MiB, peak under load", None, "rss_peak_mib"),
     ("RSS MiB, after load", None, "rss_after_mib"),
@@ -174,12 +179,12 @@ def show(v):
 ref_name = f"restate {ref['version'] or ref_version}"
 print()
 print(f"POST /{handler} via the {sdk} SDK service; restate-rs / reference on the same machine, one after the other:")
-print(f"| {'':28} | {'restate-rs':>12} | {ref_name:>16} | {'ratio':>7} |")
-print(f"|{'-' * 30}|{'-' * 14}|{'-' * 18}|{'-' * 9}|")
+print(f"| {'':32} | {'restate-rs':>12} | {ref_name:>16} | {'ratio':>7} |")
+print(f"|{'-' * 34}|{'-' * 14}|{'-' * 18}|{'-' * 9}|")
 for name, run, key in rows:
     o, r = value(ours, run, key), value(ref, run, key)
     ratio = f"{o / r:.2f}x" if isinstance(o, (int, float)) and isinstance(r, (int, float)) and r and key != "errors" else ""
-    print(f"| {name:28} | {show(o):>12} | {show(r):>16} | {ratio:>7} |")
+    print(f"| {name:32} | {show(o):>12} | {show(r):>16} | {ratio:>7} |")
 for label, figures in (("restate-rs", ours), (ref_name, ref)):
     for run in ("sequential", "concurrent"):
         for message in figures[run]["error_samples"][:3]:

@@ -197,7 +197,7 @@ PY
     echo "$per_call" > "$work/$label-cg/instructions-per-call"
   done
   python3 - "$work" "$top" <<'PY'
-import glob, os, subprocess, sys
+import glob, os, re, subprocess, sys
 work, top = sys.argv[1], int(sys.argv[2])
 ours = float(open(f"{work}/restate-rs-cg/instructions-per-call").read())
 calls = int(open(f"{work}/restate-rs-cg/per-call").read().split()[0])
@@ -220,6 +220,8 @@ print(f"top {top} functions of restate-rs by own instructions per call (the idle
 print(f"| {'function':100} | {'k instr/call':>12} |")
 print(f"|{'-'*102}|{'-'*14}|")
 for n, name in sorted(rows, key=lambda r: -r[0])[:top]:
+    name = re.sub(r"^\(\s*[\d.]+%\)\s+", "", name)
+    name = re.sub(r"\s*\[/[^\]]*\]$", "", name)
     print(f"| {name[:100]:100} | {n / calls / 1e3:12.1f} |")
 PY
 fi

@@ -35,6 +35,9 @@ pick_port() {
 clk_tck=$(getconf CLK_TCK)
 # utime + stime of a process, in clock ticks (fields 14 and 15; the name in field 2 may hold spaces).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# Bytes the process caused to be written to storage so far (/proc/<pid>/io write_bytes: what
+# reached the page cache for files, WAL and flushes alike; sockets do not count).
+disk_written() { awk '$1 == "write_bytes:" {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
 # A /proc/<pid>/status field in kB (VmRSS, VmHWM).
 status_kb() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Writes the largest VmRSS seen to $2 until killed.

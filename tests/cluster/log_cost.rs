@@ -40,6 +40,13 @@ where
             Err(_) => format!("format {}", payload.first().copied().unwrap_or_default()),
         };
         *kinds.entry(kind).or_default() += 1;
+        if std::env::var_os("LOG_COST_DUMP").is_some() && records <= 4 {
+            // The first records in full, to see what each byte is for.
+            match Envelope::decode(&payload) {
+                Ok(envelope) => println!("{} bytes: {envelope:?}", payload.len()),
+                Err(_) => println!("{} bytes: {payload:?}", payload.len()),
+            }
+        }
     }
     Ok((records as f64 / n as f64, bytes as f64 / n as f64, kinds))
 }

@@ -281,7 +281,11 @@ async fn exchange(
             ),
         )
     })?;
-    let response = match tokio::time::timeout(attempt.abort_timeout, http.request(request)).await {
+    let mut request = request;
+    let connection = hyper_util::client::legacy::connect::capture_connection(&mut request);
+    let response = tokio::time::timeout(attempt.abort_timeout, http.request(request)).await;
+    crate::http::count_invocation(&connection);
+    let response = match response {
         Err(_) => {
             return Err(AttemptError::new(
                 codes::TIMEOUT,
@@ -335,6 +339,12 @@ async fn exchange(
     let mut last_activity = Instant::now();
     let mut terminal: Option<AttemptOutcome> = None;
     let mut terminal_at = Instant::now();
+    // One timer for the whole attempt, armed at the earliest deadline seen: every message moves
+    // the deadline later, and re-registering a timer per message cost a lock of the runtime's
+    // timer wheel each time. When it fires before the current deadline, it is armed again.
+    let mut armed = last_activity + attempt.inactivity_timeout.min(attempt.abort_timeout);
+    let timer = tokio::time::sleep_until(armed);
+    tokio::pin!(timer);
     loop {
         let deadline = if terminal.is_some() {
             terminal_at + DRAIN_TIMEOUT
@@ -343,6 +353,10 @@ async fn exchange(
         } else {
             last_activity + attempt.abort_timeout
         };
+        if deadline < armed {
+            armed = deadline;
+            timer.as_mut().reset(armed);
+        }
         tokio::select! {
             chunk = next_chunk(&mut response) => {
                 let chunk = match chunk {
@@ -381,7 +395,12 @@ async fn exchange(
                     let _ = tx.send(Ok(frame));
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
+                if Instant::now() < deadline {
+                    armed = deadline;
+                    timer.as_mut().reset(armed);
+                    continue;
+                }
                 if let Some(outcome) = terminal {
                     return Ok(outcome);
                 }

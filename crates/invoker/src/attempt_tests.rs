@@ -20,7 +20,15 @@ const V6: ServiceProtocolVersion = ServiceProtocolVersion::V6;
 
 /// A deployment that answers every invoke with `status`, `content_type` and `body`.
 async fn fake_deployment(status: StatusCode, content_type: &'static str, body: Bytes) -> String {
-    let router = Router::new().route(
+    let router = deployment_router(status, content_type, body);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(restate_net::serve(listener, router, CancellationToken::new()));
+    format!("http://{address}")
+}
+
+fn deployment_router(status: StatusCode, content_type: &'static str, body: Bytes) -> Router {
+    Router::new().route(
         "/invoke/{service}/{handler}",
         post(move || {
             let body = body.clone();
@@ -33,11 +41,7 @@ async fn fake_deployment(status: StatusCode, content_type: &'static str, body: B
                 response
             }
         }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(restate_net::serve(listener, router, CancellationToken::new()));
-    format!("http://{address}")
+    )
 }
 
 fn frames(messages: &[Message]) -> Bytes {
@@ -230,4 +234,115 @@ async fn suspension_reports_what_the_sdk_waits_for() {
 fn restate_net_free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// A deployment that streams `frame` `count` times, `every` apart, then `End` (with `end`), or
+/// stays silent after the frames (without `end`).
+async fn streaming_deployment(frame: Bytes, count: usize, every: Duration, end: bool) -> String {
+    let router = Router::new().route(
+        "/invoke/{service}/{handler}",
+        post(move || {
+            let frame = frame.clone();
+            async move {
+                let frames = futures::stream::unfold(0, move |sent| {
+                    let frame = frame.clone();
+                    async move {
+                        if sent == count {
+                            if !end {
+                                std::future::pending::<()>().await;
+                            }
+                            return None;
+                        }
+                        tokio::time::sleep(every).await;
+                        Some((Ok::<_, std::convert::Infallible>(frame), sent + 1))
+                    }
+                });
+                let end_frame = futures::stream::iter(
+                    end.then(|| Ok(frames_of_end()))
+                        .into_iter()
+                        .collect::<Vec<Result<Bytes, std::convert::Infallible>>>(),
+                );
+                let mut response = Response::new(Body::from_stream(futures::StreamExt::chain(frames, end_frame)));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(V6.content_type()));
+                response
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(restate_net::serve(listener, router, CancellationToken::new()));
+    format!("http://{address}")
+}
+
+fn frames_of_end() -> Bytes {
+    frames(&[Message::End(proto::EndMessage {})])
+}
+
+#[tokio::test]
+async fn messages_keep_an_attempt_alive_past_its_timeouts() {
+    // Six frames 150 ms apart outlast the inactivity (250 ms) and abort (500 ms) timeouts
+    // together; each one moves the deadline, so the attempt ends normally.
+    let uri = streaming_deployment(frames(&[output("1")]), 6, Duration::from_millis(150), true).await;
+    let mut slow = attempt(uri, false);
+    slow.inactivity_timeout = Duration::from_millis(250);
+    slow.abort_timeout = Duration::from_millis(500);
+    let (outcome, events) = run(slow).await;
+    assert_eq!(outcome, AttemptOutcome::Ended, "{events:?}");
+    assert_eq!(events.len(), 7, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_silent_deployment_is_given_up_after_the_inactivity_and_abort_timeouts() {
+    let uri = streaming_deployment(frames(&[output("1")]), 1, Duration::from_millis(10), false).await;
+    let mut silent = attempt(uri, false);
+    silent.inactivity_timeout = Duration::from_millis(200);
+    silent.abort_timeout = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let (outcome, _) = run(silent).await;
+    let AttemptOutcome::Failed(error) = outcome else {
+        panic!("expected a failed attempt, got {outcome:?}");
+    };
+    assert_eq!(error.code, crate::codes::TIMEOUT, "{error:?}");
+    assert!(error.message.contains("abort timeout"), "{error:?}");
+    // Not before both timeouts ran out after the last message.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_is_retired_after_it_carried_its_share_of_invocations() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let body = frames(&[output("\"Hi\""), Message::End(proto::EndMessage {})]);
+    let router = deployment_router(StatusCode::OK, V6.content_type(), body);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counting = accepted.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+        counting.fetch_add(1, Ordering::SeqCst);
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = InvokerClient::new(Duration::from_secs(2)).unwrap();
+    let limit = crate::http::MAX_INVOCATIONS_PER_CONNECTION as usize;
+    for n in 0..=limit {
+        let (events_tx, _events_rx) = mpsc::unbounded_channel();
+        let (_notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let outcome = run_attempt(
+            &client,
+            attempt(format!("http://{address}"), false),
+            events_tx,
+            notify_rx,
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(outcome, AttemptOutcome::Ended, "attempt {n}");
+    }
+    // The first connection carried `limit` invocations; the next one went out on a new one.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -5,13 +5,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{CaptureConnection, Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
@@ -19,6 +21,14 @@ use tokio::net::TcpStream;
 /// what the invoker has read, per connection and per invocation.
 const H2_CONNECTION_WINDOW: u32 = 64 << 20;
 const H2_STREAM_WINDOW: u32 = 2 << 20;
+
+/// Invocations one pooled connection carries before the pool retires it (it finishes what it
+/// carries, new invocations get a new connection). Servers close connections after a number of
+/// requests with a GOAWAY — hypercorn (the Python SDK's usual server) and nginx after 1000 —
+/// and a stream that races that GOAWAY can be accepted and then never answered, leaving its
+/// invocation to wait for the inactivity timeout. Retiring the connection first never meets
+/// that limit; a new connection costs one handshake on a few hundred invocations.
+pub(crate) const MAX_INVOCATIONS_PER_CONNECTION: u32 = 500;
 
 /// A request body: the stream of protocol messages the invoker writes.
 pub(crate) type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -79,24 +89,51 @@ impl tower::Service<Uri> for QuickAckConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.0.call(uri);
-        Box::pin(async move { connecting.await.map(QuickAck) })
+        Box::pin(async move {
+            connecting.await.map(|stream| QuickAck {
+                stream,
+                invocations: InvocationsCarried::default(),
+            })
+        })
+    }
+}
+
+/// How many invocations a connection was given, shared by its pooled handle and its
+/// [`Connected`] metadata (which a request can capture).
+#[derive(Clone, Default)]
+struct InvocationsCarried(Arc<AtomicU32>);
+
+/// Counts an invocation on the connection `captured` says the request went out on, and marks
+/// that connection as not to be reused once it carried [`MAX_INVOCATIONS_PER_CONNECTION`].
+pub(crate) fn count_invocation(captured: &CaptureConnection) {
+    let metadata = captured.connection_metadata();
+    let Some(connected) = metadata.as_ref() else { return };
+    let mut extras = hyper::http::Extensions::new();
+    connected.get_extras(&mut extras);
+    if let Some(InvocationsCarried(count)) = extras.get::<InvocationsCarried>()
+        && count.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_INVOCATIONS_PER_CONNECTION
+    {
+        connected.poison();
     }
 }
 
 /// A deployment connection that re-arms `TCP_QUICKACK` after each read (the kernel leaves
 /// quick-ACK mode again by itself, so once per connection is not enough).
-pub(crate) struct QuickAck(TokioIo<TcpStream>);
+pub(crate) struct QuickAck {
+    stream: TokioIo<TcpStream>,
+    invocations: InvocationsCarried,
+}
 
 impl QuickAck {
     fn acknowledge_at_once(&self) {
         // Best effort: a failure only brings the delayed ACKs back.
-        let _ = socket2::SockRef::from(self.0.inner()).set_tcp_quickack(true);
+        let _ = socket2::SockRef::from(self.stream.inner()).set_tcp_quickack(true);
     }
 }
 
 impl Connection for QuickAck {
     fn connected(&self) -> Connected {
-        self.0.connected()
+        self.stream.connected().extra(self.invocations.clone())
     }
 }
 
@@ -106,7 +143,7 @@ impl hyper::rt::Read for QuickAck {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let read = Pin::new(&mut self.0).poll_read(cx, buf);
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = read {
             self.acknowledge_at_once();
         }
@@ -116,19 +153,19 @@ impl hyper::rt::Read for QuickAck {
 
 impl hyper::rt::Write for QuickAck {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_write_vectored(
@@ -136,7 +173,7 @@ impl hyper::rt::Write for QuickAck {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -186,7 +223,7 @@ mod tests {
         let uri: Uri = format!("http://{address}").parse().unwrap();
         let mut connection = tower::ServiceExt::oneshot(connector, uri).await.unwrap();
         let _server_side = server.await.unwrap();
-        let socket = socket2::SockRef::from(connection.0.inner());
+        let socket = socket2::SockRef::from(connection.stream.inner());
         // Turned off by hand: only the read may turn it on again.
         socket.set_tcp_quickack(false).unwrap();
         let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 16];
@@ -195,7 +232,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(buffer.filled(), b"hello");
-        assert!(socket2::SockRef::from(connection.0.inner()).tcp_quickack().unwrap());
+        assert!(
+            socket2::SockRef::from(connection.stream.inner())
+                .tcp_quickack()
+                .unwrap()
+        );
     }
 
     #[test]
