@@ -34,6 +34,25 @@ pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
+/// Refuses partition ids that are not among `existing` (the partition table's), naming them
+/// and the ids the table has.
+pub(crate) fn ensure_partitions_exist(wanted: &[u32], existing: &[u32]) -> anyhow::Result<()> {
+    let unknown: Vec<String> = wanted
+        .iter()
+        .filter(|id| !existing.contains(id))
+        .map(u32::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "no partition {} in the partition table (it has {} partitions, 0 to {})",
+            unknown.join(", "),
+            existing.len(),
+            existing.len().saturating_sub(1)
+        );
+    }
+    Ok(())
+}
+
 /// Ids and ranges as Restate's restatectl takes them: `0`, `1-4`, `2,5-6` (inclusive ranges).
 pub(crate) fn parse_id_ranges(items: &[String], what: &str) -> anyhow::Result<Vec<u32>> {
     let mut ids = std::collections::BTreeSet::new();
@@ -70,6 +89,16 @@ pub(crate) fn parse_id_ranges(items: &[String], what: &str) -> anyhow::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_partitions_are_named_with_the_tables_range() {
+        assert!(ensure_partitions_exist(&[0, 2], &[0, 1, 2]).is_ok());
+        let error = ensure_partitions_exist(&[1, 5, 7], &[0, 1, 2]).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "no partition 5, 7 in the partition table (it has 3 partitions, 0 to 2)"
+        );
+    }
 
     #[test]
     fn id_ranges() {

@@ -226,19 +226,8 @@ async fn selected_partitions(addresses: &Addresses, wanted: &[String]) -> anyhow
         return Ok(all);
     }
     let ids = super::parse_id_ranges(wanted, "partition")?;
-    let unknown: Vec<String> = ids
-        .iter()
-        .filter(|id| !all.iter().any(|p| u32::from(*p) == **id))
-        .map(u32::to_string)
-        .collect();
-    if !unknown.is_empty() {
-        bail!(
-            "no partition {} in the partition table (it has {} partitions, 0 to {})",
-            unknown.join(", "),
-            all.len(),
-            all.len().saturating_sub(1)
-        );
-    }
+    let existing: Vec<u32> = all.iter().map(|&id| u32::from(id)).collect();
+    super::ensure_partitions_exist(&ids, &existing)?;
     Ok(ids.into_iter().filter_map(|id| u16::try_from(id).ok()).collect())
 }
 

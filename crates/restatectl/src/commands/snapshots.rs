@@ -173,15 +173,7 @@ async fn create(
     // Only nodes that answer a quick question get the long one: a paused node must not hold
     // up the command (its partitions fail over to nodes that answer).
     let all = partition_ids(addresses).await?;
-    let unknown: Vec<String> = only.iter().filter(|id| !all.contains(id)).map(u32::to_string).collect();
-    if !unknown.is_empty() {
-        bail!(
-            "no partition {} in the partition table (it has {} partitions, 0 to {})",
-            unknown.join(", "),
-            all.len(),
-            all.len().saturating_sub(1)
-        );
-    }
+    super::ensure_partitions_exist(&only, &all)?;
     // Ask for each partition on its own only where needed (a subset, or a minimum LSN to check).
     let one_by_one = !only.is_empty() || min_lsn.is_some();
     let wanted: Vec<u32> = if only.is_empty() { all } else { only };
