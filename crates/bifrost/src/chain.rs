@@ -54,6 +54,7 @@ impl Bifrost {
         if let Some(logs) = self.cached_logs_checked_since(epoch) {
             return Ok(logs);
         }
+        let written_before = self.inner.logs_changes_cached.load(Ordering::Acquire);
         let cached = self.cached_logs();
         if let Some(cached) = cached {
             let current = self
@@ -64,10 +65,13 @@ impl Bifrost {
                 .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
             if current == Some(cached.version) {
                 let logs = cached.logs.clone();
-                self.cache_logs(CachedLogs {
-                    checked_at_epoch: epoch,
-                    ..cached
-                });
+                self.cache_read_logs(
+                    written_before,
+                    CachedLogs {
+                        checked_at_epoch: epoch,
+                        ..cached
+                    },
+                );
                 return Ok(logs);
             }
         }
@@ -79,11 +83,14 @@ impl Bifrost {
             .map_err(|e| BifrostError::Unavailable(e.to_string()))?
             .ok_or_else(|| BifrostError::Unavailable("the logs configuration does not exist yet".into()))?;
         let logs = Arc::new(logs);
-        self.cache_logs(CachedLogs {
-            version,
-            logs: logs.clone(),
-            checked_at_epoch: epoch,
-        });
+        self.cache_read_logs(
+            written_before,
+            CachedLogs {
+                version,
+                logs: logs.clone(),
+                checked_at_epoch: epoch,
+            },
+        );
         Ok(logs)
     }
 
@@ -101,8 +108,20 @@ impl Bifrost {
             .map(|cached| cached.logs)
     }
 
-    fn cache_logs(&self, cached: CachedLogs) {
-        *self.inner.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(cached);
+    /// Caches what a refresh read, unless this node changed the chains (and cached the result)
+    /// since the refresh began: what it read may be older than that change.
+    fn cache_read_logs(&self, written_before: u64, cached: CachedLogs) {
+        let mut slot = self.inner.logs.write().unwrap_or_else(|p| p.into_inner());
+        if self.inner.logs_changes_cached.load(Ordering::Acquire) == written_before {
+            *slot = Some(cached);
+        }
+    }
+
+    /// Caches the result of a change this node made.
+    fn cache_changed_logs(&self, cached: CachedLogs) {
+        let mut slot = self.inner.logs.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(cached);
+        self.inner.logs_changes_cached.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Changes `bifrost_config` by compare-and-swap (`change` says whether it changed
@@ -127,7 +146,7 @@ impl Bifrost {
             })
             .await
             .map_err(metadata_error)?;
-        self.cache_logs(CachedLogs {
+        self.cache_changed_logs(CachedLogs {
             version,
             logs: Arc::new(logs.clone()),
             checked_at_epoch: epoch,

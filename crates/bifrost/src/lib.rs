@@ -12,6 +12,8 @@ mod error;
 #[cfg(test)]
 mod fault_tests;
 mod follow;
+#[cfg(test)]
+mod logs_cache_tests;
 mod peers;
 mod replicated;
 mod sequencer;
@@ -102,6 +104,8 @@ struct Inner {
     /// One check of a stale cache at a time: every partition's reader can find it stale at
     /// once (each idle wait ends that way), and one version read answers them all.
     logs_refresh: tokio::sync::Mutex<()>,
+    /// Bumped each time this node caches the result of its own change of the chains.
+    logs_changes_cached: std::sync::atomic::AtomicU64,
     /// Cached nodes configuration, for addresses and log-server states.
     nodes: RwLock<Option<Arc<NodesConfiguration>>>,
     /// The tail segment of each log as an append last saw it: while the chains cannot be read
@@ -155,6 +159,7 @@ impl Bifrost {
                 logs: RwLock::new(None),
                 logs_epoch: Default::default(),
                 logs_refresh: tokio::sync::Mutex::new(()),
+                logs_changes_cached: Default::default(),
                 nodes: RwLock::new(None),
                 last_tails: Default::default(),
                 chains_extended: tokio::sync::watch::channel(0).0,
