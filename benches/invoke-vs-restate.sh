@@ -45,7 +45,7 @@ fi
 
 invoke() { # url concurrency duration [extra restate-bench flags]: the report on stderr, the JSON line on stdout
   "$bin/restate-bench" invoke --url "$1" --concurrency "$2" --duration "$3" --body "$body" "${http2[@]}" "${@:4}" \
-    | tee -a /dev/stderr | tail -n 1
+    | tee >(cat >&2) | tail -n 1
 }
 
 # Runs the whole measurement for one server and one SDK service; figures go to $work/$label/.

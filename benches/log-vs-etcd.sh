@@ -28,10 +28,10 @@ start_etcd_cluster
 load=(--duration "$duration" --concurrency "$concurrency" --batch "$batch")
 echo "== restate-rs Bifrost (3 nodes, replication 2) =="
 ours=$("$bin/restate-bench" log --target bifrost --address "${addresses[0]}" "${load[@]}" \
-  | tee -a /dev/stderr | tail -n 1)
+  | tee >(cat >&2) | tail -n 1)
 echo "== etcd $(etcd_version) (3 members) =="
 theirs=$("$bin/restate-bench" log --target etcd --address "$etcd_list" "${load[@]}" \
-  | tee -a /dev/stderr | tail -n 1)
+  | tee >(cat >&2) | tail -n 1)
 
 python3 - "$ours" "$theirs" "$batch" <<'PY'
 import json, sys

@@ -24,10 +24,10 @@ start_etcd_cluster
 
 echo "== restate-rs (3 nodes) =="
 ours=$("$bin/restate-bench" metadata --store replicated --cluster-name bench-cluster \
-  --address "$address_list" --duration "$duration" --clients "$clients" | tee -a /dev/stderr | tail -n 1)
+  --address "$address_list" --duration "$duration" --clients "$clients" | tee >(cat >&2) | tail -n 1)
 echo "== etcd $(etcd_version) (3 members) =="
 theirs=$("$bin/restate-bench" metadata --store etcd \
-  --address "$etcd_list" --duration "$duration" --clients "$clients" | tee -a /dev/stderr | tail -n 1)
+  --address "$etcd_list" --duration "$duration" --clients "$clients" | tee >(cat >&2) | tail -n 1)
 
 python3 - "$ours" "$theirs" <<'PY'
 import json, sys
