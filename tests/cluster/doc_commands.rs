@@ -132,12 +132,7 @@ async fn the_docs_operator_command_lines_work_as_written() -> anyhow::Result<()>
     // Cluster deployment: `restate --config-file restate.toml`, then provision.
     let spec = NodeSpec::new("node-1").arg("--config-file").arg("restate.toml");
     let mut node = TestNode::start(root.path(), spec, ports);
-    node.wait_health(&node.fabric_url(), START_TIMEOUT, |h| {
-        h["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("awaiting provisioning"))
-    })
-    .await?;
+    node.wait_awaiting_provisioning(START_TIMEOUT).await?;
     let address = node.fabric_url();
     let dir = node_dir.as_path();
     let provisioned = succeeds(

@@ -253,12 +253,7 @@ async fn provisioned_cluster(count: usize) -> anyhow::Result<Cluster> {
     let file = example_config("cluster-3/n1.toml");
     let mut cluster = Cluster::start(count, Some(file), |_, spec| spec);
     for node in &mut cluster.nodes {
-        node.wait_health(&node.fabric_url(), START_TIMEOUT, |h| {
-            h["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("awaiting provisioning"))
-        })
-        .await?;
+        node.wait_awaiting_provisioning(START_TIMEOUT).await?;
     }
     let first = cluster.nodes[0].fabric_url();
     let output = restatectl(&["-s", &first, "provision", "--yes"]);

@@ -208,12 +208,7 @@ async fn restatectl_explains_unprovisioned_and_foreign_clusters() -> anyhow::Res
     let dir = TestDir::new();
     let spec = NodeSpec::new("waiting").env("RESTATE_AUTO_PROVISION", "false");
     let mut node = TestNode::start(dir.path(), spec, Ports::free());
-    node.wait_health(&node.fabric_url(), START_TIMEOUT, |h| {
-        h["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("awaiting provisioning"))
-    })
-    .await?;
+    node.wait_awaiting_provisioning(START_TIMEOUT).await?;
     let address = node.fabric_url();
     for command in [&["status"][..], &["nodes", "list"][..]] {
         let mut args = vec!["-s", address.as_str()];

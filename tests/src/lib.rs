@@ -285,6 +285,17 @@ impl TestNode {
         self.wait_health(&url, timeout, |body| body["status"] == "ALIVE").await
     }
 
+    /// Waits until the node answers on its fabric port that it awaits provisioning.
+    pub async fn wait_awaiting_provisioning(&mut self, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+        let url = self.fabric_url();
+        self.wait_health(&url, timeout, |body| {
+            body["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("awaiting provisioning"))
+        })
+        .await
+    }
+
     pub fn signal(&self, signal: Signal) {
         if let Some(pid) = self.pid() {
             let _ = kill(pid, signal);
