@@ -2,7 +2,8 @@
 # Calls an SDK service's handler through the ingress of restate-rs and of the reference Restate
 # server (npm @restatedev/restate-server), one after the other on this machine: sequential calls,
 # then CONCURRENCY workers; prints calls/s, latency, server CPU per call and server RSS, with the
-# ratios restate-rs / reference. Each server gets a fresh data dir and a fresh service process.
+# ratios restate-rs / reference, and the vCPU time the hypervisor stole during each run. Each
+# server gets a fresh data dir and a fresh service process.
 #
 #   benches/invoke-vs-restate.sh
 #
@@ -52,7 +53,7 @@ invoke() { # url concurrency duration [extra restate-bench flags]: the report on
 # Arguments: label, server launcher function, service launch command (run with PORT set), handler path.
 measure() {
   local label=$1 launcher=$2 service_cmd=$3 handler=$4
-  local out="$work/$label" service_port admin ingress fabric service_pid pid url
+  local out="$work/$label" service_port admin ingress fabric service_pid pid url written stolen
   mkdir -p "$out"
   echo "== $label ==" >&2
 
@@ -95,9 +96,10 @@ measure() {
 
   echo "-- sequential: $duration, 1 worker" >&2
   local before after sampler
-  before=$(cpu_ticks "$pid"); written=$(disk_written "$pid")
+  before=$(cpu_ticks "$pid"); written=$(disk_written "$pid"); stolen=$(steal_ticks)
   invoke "$url" 1 "$duration" > "$out/sequential.json"
   after=$(cpu_ticks "$pid")
+  echo $(($(steal_ticks) - stolen)) > "$out/sequential_steal_ticks"
   echo $((after - before)) > "$out/sequential_cpu_ticks"
   echo $(($(disk_written "$pid") - written)) > "$out/sequential_disk_bytes"
 
@@ -105,9 +107,10 @@ measure() {
   status_kb "$pid" VmRSS > "$out/rss_peak_kb"
   sample_rss "$pid" "$out/rss_peak_kb" &
   sampler=$!; pids+=("$sampler"); disown "$sampler"
-  before=$(cpu_ticks "$pid"); written=$(disk_written "$pid")
+  before=$(cpu_ticks "$pid"); written=$(disk_written "$pid"); stolen=$(steal_ticks)
   invoke "$url" "$concurrency" "$duration" > "$out/concurrent.json"
   after=$(cpu_ticks "$pid")
+  echo $(($(steal_ticks) - stolen)) > "$out/concurrent_steal_ticks"
   echo $(($(disk_written "$pid") - written)) > "$out/concurrent_disk_bytes"
   kill "$sampler" 2>/dev/null || true
   echo $((after - before)) > "$out/concurrent_cpu_ticks"
@@ -145,6 +148,7 @@ def load(d):
             "errors": op["errors"], "error_samples": j.get("error_samples", []),
             "cpu_ms_per_call": cpu_ms / calls if calls else None,
             "disk_kb_per_call": number(f"{run}_disk_bytes") / 1024 / calls if calls else None,
+            "steal_ms": number(f"{run}_steal_ticks") * 1000.0 / clk_tck,
         }
     for key in ("rss_idle_kb", "rss_peak_kb", "rss_after_kb", "rss_hwm_kb"):
         figures[key.replace("_kb", "_mib")] = round(number(key) / 1024, 1)
@@ -159,12 +163,14 @@ rows = [
     (f"errors, {seq} worker", "sequential", "errors"),
     (f"CPU ms/call, {seq} worker", "sequential", "cpu_ms_per_call"),
     (f"disk KiB written/call, {seq} w.", "sequential", "disk_kb_per_call"),
+    (f"host steal ms (all vCPUs), {seq} w.", "sequential", "steal_ms"),
     (f"calls/s, {con} workers", "concurrent", "calls_per_sec"),
     (f"p50 ms, {con} workers", "concurrent", "p50_ms"),
     (f"p99 ms, {con} workers", "concurrent", "p99_ms"),
     (f"errors, {con} workers", "concurrent", "errors"),
     (f"CPU ms/call, {con} workers", "concurrent", "cpu_ms_per_call"),
     (f"disk KiB written/call, {con} w.", "concurrent", "disk_kb_per_call"),
+    (f"host steal ms (all vCPUs), {con} w.", "concurrent", "steal_ms"),
     ("RSS MiB, idle", None, "rss_idle_mib"),
     ("RSS MiB, peak under load", None, "rss_peak_mib"),
     ("RSS MiB, after load", None, "rss_after_mib"),

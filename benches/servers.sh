@@ -37,6 +37,9 @@ clk_tck=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # Bytes the process caused to be written to storage so far (/proc/<pid>/io write_bytes: what
 # reached the page cache for files, WAL and flushes alike; sockets do not count).
+# Time the hypervisor gave this machine's vCPUs to others while they had work (/proc/stat
+# "steal", in clock ticks, all CPUs together): stalls no process on this machine can see.
+steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
 disk_written() { awk '$1 == "write_bytes:" {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
 # A /proc/<pid>/status field in kB (VmRSS, VmHWM).
 status_kb() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, ReadTier, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -288,14 +288,51 @@ impl LogStore {
         Ok(self.state_of(&mut states, loglet_id)?.clone())
     }
 
-    /// Records stored in `[from, to)`, at most `max`.
+    /// Records stored in `[from, to)`, at most `max`. May read the disk: call it off the async
+    /// workers.
     pub fn read(&self, loglet_id: u64, from: u32, to: u32, max: usize) -> Result<RecordRange, StoreError> {
+        self.read_with(loglet_id, from, to, max, ReadOptions::default())?
+            .ok_or_else(|| StoreError::Io("a read that may touch the disk came back incomplete".into()))
+    }
+
+    /// Like [`LogStore::read`], but only from memory (memtables and the block cache): `None` when
+    /// a record would have to come from disk. A reader that follows the tail finds what was just
+    /// written in the memtable, so it can read in place instead of handing the read to another
+    /// thread and waiting to be woken again.
+    pub fn read_in_memory(
+        &self,
+        loglet_id: u64,
+        from: u32,
+        to: u32,
+        max: usize,
+    ) -> Result<Option<RecordRange>, StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_read_tier(ReadTier::BlockCache);
+        self.read_with(loglet_id, from, to, max, options)
+    }
+
+    fn read_with(
+        &self,
+        loglet_id: u64,
+        from: u32,
+        to: u32,
+        max: usize,
+        mut options: ReadOptions,
+    ) -> Result<Option<RecordRange>, StoreError> {
         let state = self.state(loglet_id)?;
         let mut records = Vec::new();
         let mut corrupt = Vec::new();
         let start = data_key(loglet_id, from.max(state.trim_point));
-        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
-            let (key, value) = item.map_err(|e| StoreError::Io(e.to_string()))?;
+        options.set_iterate_upper_bound(data_key(loglet_id, to).to_vec());
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), options)
+        {
+            let (key, value) = match item {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
+                Err(e) => return Err(StoreError::Io(e.to_string())),
+            };
             if key.len() != 13 || key[0] != DATA_PREFIX || key[1..9] != loglet_id.to_be_bytes() {
                 break;
             }
@@ -311,11 +348,11 @@ impl LogStore {
                 }
             }
         }
-        Ok(RecordRange {
+        Ok(Some(RecordRange {
             state,
             records,
             corrupt,
-        })
+        }))
     }
 
     /// Moves the trim point forward (never back) and deletes the records below it.
@@ -395,6 +432,38 @@ mod tests {
         assert_eq!(store.store(7, (9, 9), 3, &payloads(1), 0, true).await.unwrap(), Ok(4));
         let range = store.read(7, 0, 10, 100).unwrap();
         assert_eq!(range.records.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn fresh_records_read_from_memory_and_flushed_ones_only_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // Enough records that the table file has many blocks, none of them cached after a reopen.
+        let big: Vec<Vec<u8>> = (0..4000)
+            .map(|i| format!("record {i} {}", "x".repeat(1000)).into_bytes())
+            .collect();
+        {
+            let (store, _) = LogStore::open(dir.path()).unwrap();
+            store.store(4, (1, 1), 0, &big, 0, false).await.unwrap().unwrap();
+            // Just written: in the memtable, read in place, bounded by `to` and `max`.
+            let range = store.read_in_memory(4, 1, 4, 100).unwrap().expect("in the memtable");
+            let offsets: Vec<u32> = range.records.iter().map(|(offset, _)| *offset).collect();
+            assert_eq!(offsets, vec![1, 2, 3]);
+            assert_eq!(range.records[0].1, big[1]);
+            assert_eq!(store.read_in_memory(4, 0, 5, 2).unwrap().unwrap().records.len(), 2);
+            store.db.flush().unwrap();
+        }
+        // Reopened: the records are only in a table file, whose blocks no cache holds yet.
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        assert!(store.read_in_memory(4, 0, 5, 100).unwrap().is_none());
+        let range = store.read(4, 0, 5, 100).unwrap();
+        assert_eq!(range.records.len(), 5);
+        assert_eq!(range.records[4].1, big[4]);
+        // Once read from disk, the blocks are cached and the same read stays in memory.
+        let cached = store
+            .read_in_memory(4, 0, 5, 100)
+            .unwrap()
+            .expect("now in the block cache");
+        assert_eq!(cached.records, range.records);
     }
 
     #[tokio::test]

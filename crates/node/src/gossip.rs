@@ -92,6 +92,7 @@ pub(crate) fn record(ctx: &NodeContext, message: &GossipMessage) {
 /// current from the nodes configuration by a task of its own, so a slow metadata read (its
 /// leader just died) never delays a heartbeat and makes healthy peers look silent.
 pub(crate) fn spawn(ctx: Arc<NodeContext>, me: GenerationalNodeId, shutdown: CancellationToken) -> JoinHandle<()> {
+    ctx.view.set_own(me.id);
     let (members_tx, members) = watch::channel(Vec::new());
     tokio::spawn(refresh_members(ctx.clone(), me, members_tx, shutdown.clone()));
     tokio::spawn(async move {

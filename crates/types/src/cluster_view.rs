@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -97,6 +97,7 @@ pub struct ClusterView {
     inner: Arc<Mutex<BTreeMap<PlainNodeId, PeerEntry>>>,
     thresholds: LivenessThresholds,
     created: Instant,
+    own: Arc<OnceLock<PlainNodeId>>,
 }
 
 impl ClusterView {
@@ -105,7 +106,25 @@ impl ClusterView {
             inner: Arc::default(),
             thresholds,
             created: Instant::now(),
+            own: Arc::default(),
         }
+    }
+
+    /// Names this node in the view. A running node is never silent to itself: its own
+    /// heartbeat tick may run late when the node is busy, and a node that took that for
+    /// silence would pass over its own metadata server or give up its own partitions.
+    pub fn set_own(&self, node: PlainNodeId) {
+        let _ = self.own.set(node);
+    }
+
+    /// The peers, with this node's own entry heard from just now (see [`Self::set_own`]).
+    fn current(&self) -> MutexGuard<'_, BTreeMap<PlainNodeId, PeerEntry>> {
+        let mut peers = self.lock();
+        if let Some(entry) = self.own.get().and_then(|own| peers.get_mut(own)) {
+            entry.last_seen = Some(Instant::now());
+            entry.refused = false;
+        }
+        peers
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<PlainNodeId, PeerEntry>> {
@@ -173,7 +192,7 @@ impl ClusterView {
     pub fn responsive(&self, node: PlainNodeId, silence: Duration) -> bool {
         let now = Instant::now();
         let warming_up = now.duration_since(self.created) < self.thresholds.suspect_after;
-        self.lock().get(&node).is_some_and(|entry| match entry.last_seen {
+        self.current().get(&node).is_some_and(|entry| match entry.last_seen {
             _ if entry.refused => false,
             Some(seen) => now.duration_since(seen) < silence,
             None => warming_up,
@@ -186,13 +205,13 @@ impl ClusterView {
     /// that must move on quickly from a node that stopped answering (leaders, sequencers,
     /// copies, the metadata leader).
     pub fn silent(&self, node: PlainNodeId, silence: Duration) -> bool {
-        self.lock().get(&node).is_some_and(|entry| entry.silent_for(silence))
+        self.current().get(&node).is_some_and(|entry| entry.silent_for(silence))
     }
 
     /// Whether the node whose advertised address `is_address` accepts is [`silent`](Self::silent):
     /// for clients that know servers by address only (the metadata client).
     pub fn silent_at(&self, is_address: impl Fn(&str) -> bool, silence: Duration) -> bool {
-        self.lock()
+        self.current()
             .values()
             .any(|entry| is_address(&entry.address) && entry.silent_for(silence))
     }
@@ -226,7 +245,7 @@ impl ClusterView {
         let now = Instant::now();
         // Until the detector has run for a while, silence proves nothing.
         let warming_up = now.duration_since(self.created) < self.thresholds.suspect_after;
-        self.lock()
+        self.current()
             .values()
             .map(|entry| {
                 let silence = entry.last_seen.map(|seen| now.duration_since(seen));
@@ -299,6 +318,32 @@ mod tests {
             status: "ALIVE".into(),
             ..Heartbeat::default()
         }
+    }
+
+    #[test]
+    fn a_node_is_never_silent_to_itself_however_late_its_own_tick() {
+        let view = ClusterView::new(LivenessThresholds {
+            suspect_after: Duration::from_millis(50),
+            dead_after: Duration::from_millis(100),
+        });
+        let (me, peer) = (PlainNodeId(1).with_generation(1), PlainNodeId(2).with_generation(1));
+        view.set_members([
+            (me, "me".into(), "http://me/".into(), vec![Role::MetadataServer]),
+            (peer, "peer".into(), "http://peer/".into(), vec![Role::MetadataServer]),
+        ]);
+        view.set_own(me.id);
+        view.heard_from(me, beat(1));
+        view.heard_from(peer, beat(1));
+        view.connection_refused(me.id);
+        std::thread::sleep(Duration::from_millis(120));
+        let silence = Duration::from_millis(20);
+        assert!(!view.silent(me.id, silence));
+        assert!(!view.silent_at(|address| address == "http://me/", silence));
+        assert!(view.responsive(me.id, silence));
+        assert!(view.silent(peer.id, silence));
+        assert!(view.silent_at(|address| address == "http://peer/", silence));
+        let liveness: Vec<_> = view.peers().iter().map(|p| (p.node_id.id, p.liveness)).collect();
+        assert_eq!(liveness, vec![(me.id, Liveness::Alive), (peer.id, Liveness::Dead)]);
     }
 
     #[test]
