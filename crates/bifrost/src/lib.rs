@@ -544,23 +544,11 @@ impl Bifrost {
             let to_offset = ((end - segment.base_lsn) as u32).min(from_offset + (max - entries.len()) as u32);
             let records = match &segment.loglet {
                 LogletParams::Local { loglet_id, node } if *node == self.inner.me.id => {
-                    let (store, loglet_id) = (self.inner.local.clone(), *loglet_id);
                     let count = (to_offset - from_offset) as usize;
-                    // A reader at the tail finds the records in memory: read them in place. One
-                    // that would touch the disk goes to the blocking pool, off the async workers.
-                    let in_memory = store
-                        .read_in_memory(loglet_id, from_offset, to_offset, count)
-                        .map_err(|e| BifrostError::Unavailable(e.to_string()))?;
-                    let range =
-                        match in_memory {
-                            Some(range) => range,
-                            None => tokio::task::spawn_blocking(move || {
-                                store.read(loglet_id, from_offset, to_offset, count)
-                            })
-                            .await
-                            .map_err(|e| BifrostError::Unavailable(format!("reading the local loglet failed: {e}")))?
-                            .map_err(|e| BifrostError::Unavailable(e.to_string()))?,
-                        };
+                    let range = (self.inner.local)
+                        .read_records(*loglet_id, from_offset, to_offset, count)
+                        .await
+                        .map_err(|e| BifrostError::Unavailable(format!("reading the local loglet failed: {e}")))?;
                     if !range.corrupt.is_empty() {
                         return Err(BifrostError::Unavailable(format!(
                             "local loglet records {:?} fail their checksum",

@@ -134,17 +134,11 @@ impl LogServerSvc for LogServerService {
         let request = request.into_inner();
         self.check(request.identity.as_ref())?;
         let max = (request.max_records as usize).clamp(1, 10_000);
-        let store = self.store.clone();
-        let (loglet_id, from, to) = (request.loglet_id, request.from_offset, request.to_offset);
-        // Records at the tail are still in memory: read them in place. A read that would touch
-        // the disk goes to the blocking pool, off the async workers.
-        let range = match store.read_in_memory(loglet_id, from, to, max).map_err(io)? {
-            Some(range) => range,
-            None => tokio::task::spawn_blocking(move || store.read(loglet_id, from, to, max))
-                .await
-                .map_err(|e| Status::internal(format!("reading records failed: {e}")))?
-                .map_err(io)?,
-        };
+        let range = self
+            .store
+            .read_records(request.loglet_id, request.from_offset, request.to_offset, max)
+            .await
+            .map_err(io)?;
         Ok(Response::new(pb::GetRecordsResponse {
             info: Some(info(&range.state)),
             records: range

@@ -295,11 +295,29 @@ impl LogStore {
             .ok_or_else(|| StoreError::Io("a read that may touch the disk came back incomplete".into()))
     }
 
+    /// [`LogStore::read`] for async callers. A reader that follows the tail finds what was just
+    /// written in the memtable: that is read in place, instead of handing the read to another
+    /// thread and waiting to be woken again. A read that would touch the disk goes to the
+    /// blocking pool, off the async workers.
+    pub async fn read_records(
+        &self,
+        loglet_id: u64,
+        from: u32,
+        to: u32,
+        max: usize,
+    ) -> Result<RecordRange, StoreError> {
+        if let Some(range) = self.read_in_memory(loglet_id, from, to, max)? {
+            return Ok(range);
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(loglet_id, from, to, max))
+            .await
+            .map_err(|e| StoreError::Io(format!("the read stopped: {e}")))?
+    }
+
     /// Like [`LogStore::read`], but only from memory (memtables and the block cache): `None` when
-    /// a record would have to come from disk. A reader that follows the tail finds what was just
-    /// written in the memtable, so it can read in place instead of handing the read to another
-    /// thread and waiting to be woken again.
-    pub fn read_in_memory(
+    /// a record would have to come from disk.
+    fn read_in_memory(
         &self,
         loglet_id: u64,
         from: u32,
