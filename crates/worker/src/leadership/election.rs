@@ -140,6 +140,8 @@ pub(crate) struct Election {
     announced: Option<(u64, u32, Instant)>,
     /// A claim in flight: when it started and the epoch it obtained, once known.
     claim: Option<(Instant, Option<u64>)>,
+    /// The highest epoch a claim of this replica obtained.
+    newest_obtained: u64,
 }
 
 impl Election {
@@ -150,6 +152,7 @@ impl Election {
             started: now,
             announced: announced.map(|(epoch, node)| (epoch, node, now)),
             claim: None,
+            newest_obtained: 0,
         }
     }
 
@@ -174,13 +177,22 @@ impl Election {
     }
 
     /// The claim obtained `epoch`; it ends when that announcement (or a later one) is applied.
-    pub(crate) fn claim_obtained(&mut self, epoch: u64) {
+    /// Returns whether `epoch` is the newest a claim of this replica obtained. Two claims can
+    /// overlap (after a restart, one before and one after the old leader's announcement is
+    /// applied again); when the earlier one ends last, its epoch is one the later one fenced,
+    /// and a leader that took it would have every proposal refused.
+    pub(crate) fn claim_obtained(&mut self, epoch: u64) -> bool {
+        if epoch < self.newest_obtained {
+            return false;
+        }
+        self.newest_obtained = epoch;
         if let Some((started, _)) = self.claim {
             self.claim = Some((started, Some(epoch)));
         }
         if self.announced.is_some_and(|(announced, _, _)| announced >= epoch) {
             self.claim = None;
         }
+        true
     }
 
     pub(crate) fn claim_failed(&mut self) {
@@ -396,6 +408,19 @@ mod tests {
         assert_eq!(on2.decide(start, true, &peers), None, "leading");
         on2.claim_started(start);
         assert_eq!(on2.decide(start + CLAIM_TIMEOUT, false, &peers), Some(Claim::WasLeader));
+    }
+
+    #[test]
+    fn a_claim_that_ends_after_a_later_one_does_not_bring_back_its_epoch() {
+        let start = Instant::now();
+        let mut election = Election::new(0, 1, None, start);
+        election.claim_started(start);
+        // The restarted replica applies its old leader's announcement and claims again.
+        election.announced(1, 1, start);
+        election.claim_started(start);
+        assert!(election.claim_obtained(3), "the later claim");
+        assert!(!election.claim_obtained(2), "the earlier claim, ending last");
+        assert!(election.claim_obtained(4), "a claim after both");
     }
 
     #[test]

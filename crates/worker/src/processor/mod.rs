@@ -590,11 +590,9 @@ impl Processor {
     fn on_control(&mut self, control: Control) {
         match control {
             Control::Epoch(epoch) => {
-                self.election.claim_obtained(epoch);
-                if self.my_epoch.is_some_and(|mine| epoch < mine) {
-                    // A claim that ended after a later one of this processor (two can overlap
-                    // after a restart, while the log is applied again): the later epoch fenced
-                    // this one, and proposals made with it would be refused for good.
+                if !self.election.claim_obtained(epoch) {
+                    // A claim that ended after a later one of this processor: the later epoch
+                    // fenced this one, and proposals made with it would be refused for good.
                     tracing::debug!(partition = self.partition_id, epoch, mine = ?self.my_epoch, "an outdated claim ended");
                     return;
                 }
