@@ -4,9 +4,9 @@
 //! Only a partition's state machine writes here, and it writes through a [`Txn`]: an overlay
 //! of the changes of a batch of log records, committed in one RocksDB write together with the
 //! applied LSN, so the store never holds the effects of a record without knowing it applied
-//! it. It keeps no write-ahead log of its own: the Bifrost log is what makes state durable, and
-//! a processor that lost unflushed writes (a crash of the process or of the machine) replays
-//! the records after its applied LSN. Readers outside the state machine (the leader starting an attempt, queries) only read.
+//! it. Its own write-ahead log is written without fsync: the Bifrost log is what makes state
+//! durable, and a processor that lost unflushed writes replays the records after its applied
+//! LSN. Readers outside the state machine (the leader starting an attempt, queries) only read.
 
 mod keys;
 mod store;

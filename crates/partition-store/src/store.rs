@@ -139,7 +139,8 @@ impl PartitionStore {
 
     /// Writes what this partition's store holds in memory to disk (a flush of its column
     /// family, fsynced): what the partition applied before the call survives a crash of the
-    /// process or the machine from then on (the store keeps no write-ahead log). A flush that fails for want of space is retried by RocksDB itself
+    /// machine from then on, not only a crash of the process (the write-ahead log is written
+    /// without an fsync). A flush that fails for want of space is retried by RocksDB itself
     /// once space returns, as its own flushes are.
     pub fn persist(&self) -> Result<(), PartitionStoreError> {
         self.db.flush_cf(self.handle()?)?;
@@ -366,10 +367,7 @@ impl Txn<'_> {
         self.overlay.is_empty()
     }
 
-    /// Writes all changes in one batch, into the memtable only (no write-ahead log): the
-    /// partition's log is the durability. A replica that restarts finds its store as of its last
-    /// flush (the applied LSN is written in the same batches as the state it describes) and
-    /// applies the log again from there; the log is trimmed only below what flushes made durable.
+    /// Writes all changes in one batch. Not fsynced: the log is the durability.
     pub fn commit(self) -> Result<(), PartitionStoreError> {
         if self.overlay.is_empty() {
             return Ok(());
@@ -383,7 +381,7 @@ impl Txn<'_> {
             }
         }
         let mut options = WriteOptions::default();
-        options.disable_wal(true);
+        options.set_sync(false);
         self.store.db.write_opt(batch, &options)?;
         Ok(())
     }

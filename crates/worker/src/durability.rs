@@ -1,7 +1,6 @@
-//! What each replica has made durable. The partition store writes only to its memtables, with
-//! no write-ahead log (the partition's log is what makes a record durable, and a processor
-//! replays what it lost), so what a replica has applied is not yet what survives a crash of the
-//! process or of the machine.
+//! What each replica has made durable. The partition store writes its write-ahead log without
+//! an fsync (the partition's log is what makes a record durable, and a processor replays what
+//! it lost), so what a replica has applied is not yet what survives a crash of the machine.
 //! Every few seconds the store of each replica that applied something new is flushed, and
 //! what it had applied before becomes its durable LSN: the point below which it never needs
 //! the partition's log again, and so what log trimming waits for.
